@@ -1,0 +1,105 @@
+"""``inspect``: a model summary and, per target, accelerator coverage now and after prepare."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from . import partition
+from .flops import model_work
+from .model import LoadedModel, load_model
+from .shapes import ShapePlan, fix_input_shapes, plan_shapes
+from .target import TargetProfile
+from .transforms import DECOMPOSITIONS, decompose, infer_shapes, ort_optimize
+
+
+@dataclass
+class _Workspace:
+    """Optimized variants of one model, made once and shared by every target."""
+
+    loaded: LoadedModel
+    folder: Path
+    _cache: dict
+
+    def variant(self, shapes: dict[str, tuple[int, ...]] | None, decompose_ops: frozenset[str]) -> tuple[onnx.ModelProto, Path, dict]:
+        """Basic-optimized, shape-inferred model: shapes fixed if given, ops decomposed if asked."""
+        key = (tuple(sorted((shapes or {}).items())), decompose_ops)
+        if key not in self._cache:
+            proto = self.loaded.proto
+            if shapes:
+                proto = fix_input_shapes(proto, shapes)
+            proto, counts = decompose(proto, set(decompose_ops)) if decompose_ops else (proto, {})
+            dst = self.folder / f"variant{len(self._cache)}.onnx"
+            ort_optimize(proto, self.loaded.path.parent.resolve(), dst, "basic", self.loaded.info.weight_bytes)
+            optimized = onnx.load_model(str(dst), load_external_data=False)
+            self._cache[key] = (infer_shapes(optimized), dst, counts)
+        return self._cache[key]
+
+
+def _decomposable(profile: TargetProfile, ops_present: set[str]) -> frozenset[str]:
+    accel = partition.table_ops(profile)
+    if accel is None:
+        return frozenset()
+    return frozenset(op for op, repl in DECOMPOSITIONS.items()
+                     if op in ops_present and op not in accel and set(repl) <= accel)
+
+
+def _target_report(ws: _Workspace, profile: TargetProfile, plan: ShapePlan) -> dict:
+    info = ws.loaded.info
+    ops_present = set(info.op_histogram)
+    scenarios: list[partition.Coverage] = []
+    prepare_notes: list[str] = list(plan.decisions)
+    if profile.execution_provider == "OpenVINO":
+        scenarios.append(partition.analyze_openvino(ws.loaded.path, profile, plan.fixed or None, "as-is"))
+        return {"coverage": [c.to_json() for c in scenarios], "prepare": prepare_notes}
+    as_is, _, _ = ws.variant(None, frozenset())
+    if not profile.is_accelerator:
+        scenarios.append(partition.analyze_cpu(as_is, profile, "as-is"))
+        return {"coverage": [c.to_json() for c in scenarios], "prepare": prepare_notes}
+    first = partition.analyze_ort_ep(as_is, profile, True, "as-is")
+    scenarios.append(first)
+    dynamic = any(not t.is_fixed for t in info.inputs)
+    if dynamic and first.nodes_supported < first.nodes_total:
+        scenarios.append(partition.analyze_ort_ep(as_is, profile, False, "fixed-shapes upper bound"))
+    if plan.all_fixed:
+        ops = _decomposable(profile, ops_present)
+        prepared, _, counts = ws.variant(plan.fixed, ops)
+        scenarios.append(partition.analyze_ort_ep(prepared, profile, True, "after prepare"))
+        prepare_notes += [f"decompose {n} {op} node(s) into {'/'.join(DECOMPOSITIONS[op])}" for op, n in counts.items()]
+        prepare_notes.append("constant-fold and fold BatchNormalization (onnxruntime basic optimizations)")
+    else:
+        prepare_notes.append(
+            "cannot compute 'after prepare': " + ", ".join(plan.undecided) + " undecided; pass --shape NAME=DIMS"
+        )
+    return {"coverage": [c.to_json() for c in scenarios], "prepare": prepare_notes}
+
+
+def inspect_model(path: str | Path, profiles: list[TargetProfile], shapes: dict[str, tuple[int, ...]]) -> dict:
+    """Everything ``edgepack inspect`` shows, as a plain dict (stable keys)."""
+    loaded = load_model(path)
+    info = loaded.info
+    base_plan = plan_shapes(info, shapes, profiles[0].default_batch if profiles else 1)
+    with tempfile.TemporaryDirectory(prefix="edgepack-inspect-") as tmp:
+        ws = _Workspace(loaded, Path(tmp), {})
+        work_model, _, _ = ws.variant(base_plan.fixed if base_plan.all_fixed else None, frozenset())
+        work = model_work(work_model)
+        report = {
+            "model": info.to_json(),
+            "shapes": {
+                "used_for_flops": {k: list(v) for k, v in base_plan.shapes.items()},
+                "decisions": list(base_plan.decisions),
+                "undecided": list(base_plan.undecided),
+            },
+            "work": work.to_json(),
+            "targets": {},
+        }
+        for profile in profiles:
+            plan = plan_shapes(info, shapes, profile.default_batch)
+            entry = _target_report(ws, profile, plan)
+            entry["profile"] = {"source": profile.source, "engine": profile.engine, "provider": profile.execution_provider,
+                                "shape_policy": profile.shape_policy}
+            report["targets"][profile.name] = entry
+    return report

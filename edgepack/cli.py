@@ -1,0 +1,105 @@
+"""Command line: argument parsing and printing only. ``main(argv) -> int``.
+
+Exit codes: 0 success; 1 a budget or quality gate failed; 2 bad input or usage
+(one line ``error: ...`` on stderr, no traceback); anything else is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from .errors import EdgepackError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="edgepack", description="Package ONNX models for phones, laptops and single-board computers.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    t = sub.add_parser("targets", help="list target profiles")
+    t.add_argument("--json", action="store_true", help="print JSON")
+
+    i = sub.add_parser("inspect", help="model summary and per-target accelerator coverage")
+    i.add_argument("model", help="path to an .onnx model")
+    i.add_argument("--target", action="append", default=[], metavar="T",
+                   help="target name or profile .toml path (repeatable; 'all' for every built-in target)")
+    i.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def _cmd_targets(args) -> int:
+    from .target import builtin_names, load_target
+
+    profiles = [load_target(n) for n in builtin_names()]
+    if args.json:
+        print(json.dumps([{
+            "name": p.name, "family": p.family, "description": p.description, "engine": p.engine,
+            "execution_provider": p.execution_provider, "arch": p.arch, "abi": p.abi, "format": p.format,
+            "recipes": [r.name for r in p.recipes], "device": p.device.name,
+        } for p in profiles], indent=2))
+        return 0
+    rows = [("TARGET", "RUNTIME / EP", "ABI", "FORMAT", "RECIPES (in order)", "REFERENCE DEVICE")]
+    for p in profiles:
+        rows.append((p.name, f"{p.engine} / {p.execution_provider}", p.abi or p.arch, p.format,
+                     " > ".join(r.name for r in p.recipes), p.device.name.split(" (")[0]))
+    _print_table(rows)
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from .analysis import inspect_model
+    from .shapes import parse_shape_args
+    from .target import load_targets
+
+    profiles = load_targets(args.target)
+    report = inspect_model(args.model, profiles, parse_shape_args(args.shape))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        from .report import print_inspect
+
+        print_inspect(report)
+    return 0
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+_COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.version:
+            from . import __version__
+
+            print(f"edgepack {__version__}")
+            return 0
+        if not args.command:
+            parser.print_help()
+            return 2
+        return _COMMANDS[args.command](args)
+    except EdgepackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Which nodes a target's accelerator can take, in how many partitions, and why not the rest.
+
+Data first: the result is a plain ``Coverage`` structure used by ``inspect``, by the prepare
+stage (to pick rewrites) and by reports. For NNAPI and CoreML the op tables and the partitioning
+algorithm are onnxruntime's own (``onnxruntime.tools.mobile_helpers``), so counts agree with
+``python -m onnxruntime.tools.check_onnx_model_mobile_usability``; for OpenVINO the plugin's
+``Core.query_model`` answers; a CPU target runs the whole graph.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from .model import iter_graphs
+from .target import TargetProfile
+from .transforms import DECOMPOSITIONS
+
+SHAPE_SUBGRAPH_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "ConstantOfShape", "Range", "Cast",
+                      "Slice", "Equal", "Where", "Expand", "Size", "ReduceProd", "Floor", "Ceil"}
+_CORE_ML_TABLES = {"coreml-mlprogram": "coreml_supported_mlprogram_ops.md",
+                   "coreml-neuralnetwork": "coreml_supported_neuralnetwork_ops.md"}
+
+
+@dataclass(frozen=True)
+class UnsupportedGroup:
+    reason: str  # operator | dynamic-shape | rank
+    nodes: int
+    ops: dict[str, int]
+    remedy: str
+
+    def to_json(self) -> dict:
+        return {"reason": self.reason, "nodes": self.nodes, "ops": dict(sorted(self.ops.items())), "remedy": self.remedy}
+
+
+@dataclass(frozen=True)
+class Coverage:
+    target: str
+    provider: str
+    scenario: str  # "as-is", "fixed-shapes upper bound", "after prepare"
+    available: bool
+    nodes_total: int = 0
+    nodes_supported: int = 0
+    partitions: int = 0
+    partition_sizes: tuple[int, ...] = ()
+    unsupported: tuple[UnsupportedGroup, ...] = ()
+    caveats: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def fraction(self) -> float:
+        return self.nodes_supported / self.nodes_total if self.nodes_total else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "scenario": self.scenario,
+            "provider": self.provider,
+            "available": self.available,
+            "nodes_total": self.nodes_total,
+            "nodes_supported": self.nodes_supported,
+            "fraction": round(self.fraction, 4),
+            "partitions": self.partitions,
+            "partition_sizes": list(self.partition_sizes),
+            "unsupported": [u.to_json() for u in self.unsupported],
+            "caveats": list(self.caveats),
+            "notes": list(self.notes),
+        }
+
+
+def table_ops(profile: TargetProfile) -> set[str] | None:
+    """The op names (default domain) the target's accelerator table lists; None for CPU/OpenVINO."""
+    if profile.op_table not in ("nnapi", *_CORE_ML_TABLES):
+        return None
+    checker = _checker(profile)
+    return {k.split(":", 1)[1] for k in checker._ops if k.startswith("ai.onnx:")}  # noqa: SLF001
+
+
+def _checker(profile: TargetProfile):
+    from onnxruntime.tools.mobile_helpers import usability_checker as uc
+
+    folder = Path(uc.__file__).parent
+    name = "nnapi_supported_ops.md" if profile.op_table == "nnapi" else _CORE_ML_TABLES[profile.op_table]
+    return uc._SupportedOpsChecker(folder / name)  # noqa: SLF001 - the table parser onnxruntime ships
+
+
+def remedy_for(op: str, reason: str, accel_ops: set[str] | None) -> str:
+    if reason == "dynamic-shape":
+        return "fix input shapes (--shape NAME=DIMS), then constant-fold shape subgraphs"
+    if reason == "rank":
+        return "reshape to rank <= 5 in the model (no automatic rewrite)"
+    if op in DECOMPOSITIONS and accel_ops is not None and set(DECOMPOSITIONS[op]) <= accel_ops:
+        return f"decompose {op} into {'/'.join(DECOMPOSITIONS[op])} (prepare does this)"
+    if op == "BatchNormalization":
+        return "fold BatchNormalization into the preceding Conv (prepare does this)"
+    if op in ("Identity", "Dropout"):
+        return "remove with basic graph optimization (prepare does this)"
+    if op in SHAPE_SUBGRAPH_OPS:
+        return "constant-fold shape subgraphs once shapes are fixed (prepare does this)"
+    return "no rewrite known: runs on the CPU execution provider"
+
+
+def _value_info(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    out: dict[str, onnx.ValueInfoProto] = {}
+    for g in iter_graphs(model.graph):
+        for v in list(g.input) + list(g.output) + list(g.value_info):
+            out[v.name] = v
+    return out
+
+
+def analyze_ort_ep(model: onnx.ModelProto, profile: TargetProfile, require_fixed: bool, scenario: str) -> Coverage:
+    """Partition analysis of a shape-inferred model for the NNAPI or CoreML EP."""
+    from onnxruntime.tools.mobile_helpers import usability_checker as uc
+    from onnxruntime.tools.onnx_model_utils import is_fixed_size_tensor
+
+    checker = _checker(profile)
+    max_rank = profile.max_rank
+    info = uc.check_partitioning(model.graph, checker, require_fixed, max_rank)
+    supported_ids = {id(n) for grp in info.supported_groups for n in grp}
+    vi = _value_info(model)
+    inits = {t.name for g in iter_graphs(model.graph) for t in g.initializer}
+    accel_ops = table_ops(profile)
+
+    def fixed(name: str) -> bool:  # mirrors usability_checker._is_fixed_shape_value
+        if name in vi:
+            return is_fixed_size_tensor(vi[name])
+        return name in inits
+
+    groups: dict[str, Counter[str]] = {}
+    for g in iter_graphs(model.graph):
+        for node in g.node:
+            if id(node) in supported_ids:
+                continue
+            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
+            if not checker.is_op_supported(node):
+                reason = "operator"
+            elif require_fixed and not all(fixed(i) for i in node.input):
+                reason = "dynamic-shape"
+            else:
+                reason = "rank"
+            groups.setdefault(reason, Counter())[op] += 1
+    unsupported = []
+    for reason in ("operator", "dynamic-shape", "rank"):
+        if reason not in groups:
+            continue
+        ops = groups[reason]
+        if reason == "operator":
+            for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])):
+                unsupported.append(UnsupportedGroup(reason, n, {op: n}, remedy_for(op, reason, accel_ops)))
+        else:
+            unsupported.append(UnsupportedGroup(reason, sum(ops.values()), dict(ops), remedy_for("", reason, accel_ops)))
+    notes = []
+    if info.num_subgraphs:
+        notes.append(f"{info.num_nodes_in_subgraphs} nodes are in {info.num_subgraphs} control-flow subgraphs")
+    return Coverage(
+        target=profile.name,
+        provider=profile.execution_provider,
+        scenario=scenario,
+        available=True,
+        nodes_total=info.num_nodes,
+        nodes_supported=info.num_supported_nodes,
+        partitions=info.num_partitions,
+        partition_sizes=tuple(len(g) for g in info.supported_groups),
+        unsupported=tuple(unsupported),
+        caveats=tuple(checker.get_caveats()),
+        notes=tuple(notes),
+    )
+
+
+def analyze_cpu(model: onnx.ModelProto, profile: TargetProfile, scenario: str) -> Coverage:
+    total = sum(len(g.node) for g in iter_graphs(model.graph))
+    return Coverage(profile.name, profile.execution_provider, scenario, True, total, total, 1, (total,),
+                    notes=("the CPU execution provider runs every ONNX operator",))
+
+
+def analyze_openvino(model_path: Path, profile: TargetProfile, shapes: dict[str, tuple[int, ...]] | None,
+                     scenario: str) -> Coverage:
+    """Ask the OpenVINO plugin which operations of the converted model it takes."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return Coverage(profile.name, profile.execution_provider, scenario, False,
+                        notes=("openvino is not installed: pip install 'edgepack[openvino]'",))
+    core = ov.Core()
+    try:
+        m = core.read_model(str(model_path))
+        if shapes:
+            m.reshape({name: list(dims) for name, dims in shapes.items()})
+        device = profile.runtime_device or "CPU"
+        supported = core.query_model(m, device)
+    except Exception as exc:  # noqa: BLE001 - openvino raises RuntimeError/OVException with long texts
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Coverage(profile.name, profile.execution_provider, scenario, False,
+                        notes=(f"OpenVINO could not read the model: {first[:300]}",))
+    skip = {"Parameter", "Result", "Constant"}
+    ops = [op for op in m.get_ordered_ops() if op.get_type_name() not in skip]
+    missing = Counter(op.get_type_name() for op in ops if op.get_friendly_name() not in supported)
+    n_sup = len(ops) - sum(missing.values())
+    unsupported = tuple(UnsupportedGroup("operator", n, {op: n}, "no rewrite known: not supported by the OpenVINO plugin")
+                        for op, n in sorted(missing.items()))
+    return Coverage(profile.name, profile.execution_provider, scenario, True, len(ops), n_sup,
+                    1 if n_sup else 0, (n_sup,) if n_sup else (), unsupported,
+                    notes=(f"counts are OpenVINO operations on device {device} (Parameter/Result/Constant excluded)",))

@@ -1,0 +1,56 @@
+"""Human-readable text output. (JSON is the dict itself; Markdown/HTML reports come with compare.)"""
+
+from __future__ import annotations
+
+
+def _fmt_num(x: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.2f}{unit}"
+    return f"{x:.0f}"
+
+
+def _fmt_dims(shape) -> str:
+    return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def print_inspect(report: dict) -> None:
+    m = report["model"]
+    print(f"model     {m['name']}  ({m['file_bytes']:,} bytes, sha256 {m['sha256'][:12]}, producer {m['producer'] or '?'})")
+    print(f"opsets    " + ", ".join(f"{k} {v}" for k, v in m["opsets"].items()) + f"   IR {m['ir_version']}")
+    for kind in ("inputs", "outputs"):
+        for t in m[kind]:
+            dyn = [str(d) for d in (t["shape"] or []) if not isinstance(d, int)]
+            extra = f"  dynamic: {', '.join(dyn)}" if dyn else ""
+            print(f"{kind[:-1]:<9} {t['name']}: {t['dtype']} {_fmt_dims(t['shape'])}{extra}")
+    cf = ", ".join(f"{k} x{v}" for k, v in m["control_flow"].items())
+    print(f"nodes     {m['nodes']} in the main graph, {m['nodes_total']} in all" + (f" (control flow: {cf})" if cf else ""))
+    print(f"params    {m['params']:,}  weights {m['weight_bytes']:,} bytes (" +
+          ", ".join(f"{k} {v:,}" for k, v in m["weight_bytes_by_dtype"].items()) + ")")
+    top = list(m["op_histogram"].items())
+    print("ops       " + ", ".join(f"{k} {v}" for k, v in top[:12]) + (f", ... ({len(top)} kinds)" if len(top) > 12 else ""))
+    w = report["work"]
+    shapes = report["shapes"]
+    basis = ", ".join(f"{k}={_fmt_dims(v)}" for k, v in shapes["used_for_flops"].items())
+    print(f"work      {_fmt_num(w['total_flops'])}FLOPs ({_fmt_num(w['total_macs'])}MACs) at {basis}")
+    if w["flops_by_class"]:
+        print("          by class: " + ", ".join(f"{k} {_fmt_num(v)}" for k, v in w["flops_by_class"].items()))
+    if w["nodes_with_unknown_shapes"]:
+        print(f"          {w['nodes_with_unknown_shapes']} node(s) have unknown shapes and are not counted; pass --shape to fix them")
+    for name, t in report["targets"].items():
+        print()
+        print(f"target {name}  ({t['profile']['engine']} / {t['profile']['provider']}, shapes {t['profile']['shape_policy']})")
+        for c in t["coverage"]:
+            if not c["available"]:
+                print(f"  {c['scenario']:<26} unavailable: {'; '.join(c['notes'])}")
+                continue
+            sizes = ", ".join(str(s) for s in c["partition_sizes"][:8]) + (", ..." if len(c["partition_sizes"]) > 8 else "")
+            print(f"  {c['scenario']:<26} {c['nodes_supported']}/{c['nodes_total']} nodes ({100 * c['fraction']:.1f}%) "
+                  f"in {c['partitions']} partition(s) [{sizes}]")
+            for u in c["unsupported"]:
+                ops = ", ".join(f"{k} x{v}" for k, v in u["ops"].items())
+                print(f"  {'':<26}   - {u['reason']}: {u['nodes']} node(s) ({ops}) -> {u['remedy']}")
+            for note in c["notes"]:
+                print(f"  {'':<26}   note: {note}")
+        for step in t["prepare"]:
+            print(f"  prepare: {step}")

@@ -1,0 +1,138 @@
+"""Input shapes: parse ``--shape NAME=1x3x224x224``, decide every dynamic dimension, fix them in a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from ._toml_check import did_you_mean
+from .errors import ShapeError
+from .model import ModelInfo
+
+MAX_DIM = 2**31 - 1
+
+
+def parse_shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
+    """``images=1x3x640x640`` -> ("images", (1, 3, 640, 640))."""
+    name, sep, dims = text.rpartition("=")
+    if not sep or not name or not dims:
+        msg = f"--shape '{text}' must look like NAME=1x3x224x224"
+        raise ShapeError(msg)
+    out = []
+    for part in dims.lower().replace(",", "x").split("x"):
+        if not part.strip().isdigit():
+            msg = f"--shape '{text}': dimension '{part}' is not a positive whole number"
+            raise ShapeError(msg)
+        value = int(part)
+        if value < 1 or value > MAX_DIM:
+            msg = f"--shape '{text}': dimension {value} must be between 1 and {MAX_DIM}"
+            raise ShapeError(msg)
+        out.append(value)
+    return name, tuple(out)
+
+
+def parse_shape_args(args: list[str] | None) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for arg in args or []:
+        name, dims = parse_shape_arg(arg)
+        if name in shapes:
+            msg = f"--shape given twice for input '{name}'"
+            raise ShapeError(msg)
+        shapes[name] = dims
+    return shapes
+
+
+@dataclass(frozen=True)
+class ShapePlan:
+    """The shape every input gets, and why."""
+
+    shapes: dict[str, tuple[int | str | None, ...]]
+    decisions: tuple[str, ...]
+    undecided: tuple[str, ...]  # "input 'images' dim 2 ('height')" for dims left dynamic
+
+    @property
+    def fixed(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v) for k, v in self.shapes.items() if all(isinstance(d, int) for d in v)}  # type: ignore[misc]
+
+    @property
+    def all_fixed(self) -> bool:
+        return not self.undecided
+
+
+def plan_shapes(info: ModelInfo, given: dict[str, tuple[int, ...]], default_batch: int = 1) -> ShapePlan:
+    """Decide input shapes from --shape, the model's static dims, and a default batch for dim 0."""
+    names = [i.name for i in info.inputs]
+    for name in given:
+        if name not in names:
+            msg = f"--shape names unknown input '{name}'{did_you_mean(name, names)}; the model's inputs are: {', '.join(names)}"
+            raise ShapeError(msg)
+    shapes: dict[str, tuple[int | str | None, ...]] = {}
+    decisions: list[str] = []
+    undecided: list[str] = []
+    for spec in info.inputs:
+        if spec.shape is None:
+            if spec.name in given:
+                shapes[spec.name] = given[spec.name]
+                decisions.append(f"input '{spec.name}' has no declared shape; using --shape {_fmt(given[spec.name])}")
+            else:
+                undecided.append(f"input '{spec.name}' (no declared shape)")
+            continue
+        if spec.name in given:
+            dims = given[spec.name]
+            if len(dims) != len(spec.shape):
+                msg = f"--shape {spec.name}={_fmt(dims)} has rank {len(dims)} but the model's input has rank {len(spec.shape)} {_fmt(spec.shape)}"
+                raise ShapeError(msg)
+            for i, (want, have) in enumerate(zip(dims, spec.shape)):
+                if isinstance(have, int) and have != want:
+                    msg = f"--shape {spec.name}={_fmt(dims)}: dimension {i} is fixed to {have} in the model"
+                    raise ShapeError(msg)
+            shapes[spec.name] = dims
+            if spec.dynamic_dims:
+                decisions.append(f"input '{spec.name}' fixed to {_fmt(dims)} from --shape")
+            continue
+        dims_out: list[int | str | None] = list(spec.shape)
+        for i in spec.dynamic_dims:
+            label = spec.shape[i] if isinstance(spec.shape[i], str) else "?"
+            if i == 0 and len(spec.shape) >= 2:
+                dims_out[i] = default_batch
+                decisions.append(f"input '{spec.name}' dim 0 ('{label}') set to batch {default_batch} (target default)")
+            else:
+                undecided.append(f"input '{spec.name}' dim {i} ('{label}')")
+        shapes[spec.name] = tuple(dims_out)
+    return ShapePlan(shapes=shapes, decisions=tuple(decisions), undecided=tuple(undecided))
+
+
+def require_fixed(plan: ShapePlan, info: ModelInfo, why: str) -> dict[str, tuple[int, ...]]:
+    """Every input shape, all fixed; else a ShapeError that names the dims and how to pass them."""
+    if plan.undecided:
+        example = []
+        for spec in info.inputs:
+            dims = plan.shapes.get(spec.name, spec.shape or ())
+            example.append(f"--shape {spec.name}=" + "x".join(str(d) if isinstance(d, int) else "N" for d in dims))
+        msg = f"{why}: cannot decide {', '.join(plan.undecided)}; pass it with {' '.join(example)}"
+        raise ShapeError(msg)
+    return plan.fixed
+
+
+def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """A copy of ``model`` whose inputs have the given fixed shapes (outputs' dims cleared for re-inference)."""
+    from onnxruntime.tools.onnx_model_utils import is_fixed_size_tensor, make_input_shape_fixed
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for name, dims in shapes.items():
+        make_input_shape_fixed(out.graph, name, list(dims))
+    # like onnx_model_utils.fix_output_shapes, minus its in-memory check_model (which cannot see external data)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(out)
+    except Exception:  # noqa: BLE001 - outputs keep their symbolic dims; the runtime still infers them
+        return out
+    for o, new in zip(out.graph.output, inferred.graph.output):
+        if not is_fixed_size_tensor(o) and is_fixed_size_tensor(new):
+            o.type.tensor_type.shape.CopyFrom(new.type.tensor_type.shape)
+    return out
+
+
+def _fmt(dims) -> str:
+    return "x".join(str(d) if d is not None else "?" for d in dims)

@@ -1,0 +1,147 @@
+"""Model-in/model-out graph transforms shared by ``inspect`` (what-if analysis) and the prepare stage.
+
+Each transform returns a new model (or writes a new file) and leaves its input untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .errors import StageError
+
+LARGE_MODEL_BYTES = 1_500_000_000  # above this, ORT writes initializers to an external file
+
+
+def ort_optimize(
+    model: onnx.ModelProto,
+    external_data_dir: Path,
+    dst: Path,
+    level: str = "basic",
+    weight_bytes: int = 0,
+) -> None:
+    """Run onnxruntime's graph optimizations at ``level`` and save the result to ``dst``.
+
+    ``external_data_dir`` is where the model's external data lives (its original folder): the
+    runtime reads the weights from there directly, so they are loaded once.
+    """
+    import onnxruntime as ort
+
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    so = ort.SessionOptions()
+    so.graph_optimization_level = levels[level]
+    so.optimized_model_filepath = str(dst)
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(external_data_dir))
+    if weight_bytes > LARGE_MODEL_BYTES:
+        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
+    try:
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidGraph/RuntimeException...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = f"onnxruntime cannot load the model for {level} optimization: {first}"
+        raise StageError(msg) from exc
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference as onnxruntime's usability checker runs it (no data propagation), so
+    partition counts agree with it; the input model is returned unchanged if inference fails."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except Exception:  # noqa: BLE001 - partial shape info is still useful for analysis
+        try:
+            return onnx.shape_inference.infer_shapes(model)
+        except Exception:  # noqa: BLE001
+            return model
+
+
+# ----------------------------------------------------------------------------- decompositions
+
+# op -> the ops its decomposition uses. A decomposition is applied only when the target's
+# accelerator lacks the op but has every replacement op.
+DECOMPOSITIONS: dict[str, tuple[str, ...]] = {
+    "HardSigmoid": ("Mul", "Add", "Clip"),
+    "HardSwish": ("Mul", "Add", "Clip"),
+    "Flatten": ("Reshape",),  # axis 0 or 1 only: Reshape(x, [1, -1]) / Reshape(x, [0, -1])
+}
+
+
+def _const(name: str, value: float) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(value, dtype=np.float32), name)
+
+
+def decompose(model: onnx.ModelProto, ops: set[str]) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """Replace HardSigmoid/HardSwish by Mul/Add/Clip and Flatten by Reshape (when in ``ops``). Returns (model, counts).
+
+    HardSigmoid(x) = clip(alpha*x + beta, 0, 1); HardSwish(x) = x * HardSigmoid(x, 1/6, 1/2).
+    Only float32 tensors in the main graph are rewritten.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    counts: dict[str, int] = {}
+    new_nodes: list[onnx.NodeProto] = []
+    consts: dict[tuple[str, float], str] = {}
+
+    def const(value: float) -> str:
+        key = ("c", float(value))
+        if key not in consts:
+            name = f"edgepack_const_{len(consts)}"
+            g.initializer.append(_const(name, value))
+            consts[key] = name
+        return consts[key]
+
+    def shape_const(first: int) -> str:
+        key = ("shape", float(first))
+        if key not in consts:
+            name = f"edgepack_shape_{len(consts)}"
+            g.initializer.append(numpy_helper.from_array(np.array([first, -1], dtype=np.int64), name))
+            consts[key] = name
+        return consts[key]
+
+    for i, node in enumerate(g.node):
+        if node.op_type not in ops or node.domain not in ("", "ai.onnx") or node.op_type not in DECOMPOSITIONS:
+            new_nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Flatten":
+            axis = attrs.get("axis", 1)
+            if axis not in (0, 1):
+                new_nodes.append(node)
+                continue
+            new_nodes.append(helper.make_node("Reshape", [node.input[0], shape_const(1 if axis == 0 else 0)],
+                                              list(node.output), name=f"edgepack_flatten_{i}"))
+            counts["Flatten"] = counts.get("Flatten", 0) + 1
+            continue
+        if node.op_type == "HardSigmoid":
+            alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+        else:
+            alpha, beta = 1.0 / 6.0, 0.5
+        x, y = node.input[0], node.output[0]
+        base = f"edgepack_{node.op_type.lower()}_{i}"
+        hs = y if node.op_type == "HardSigmoid" else f"{base}_hs"
+        new_nodes += [
+            helper.make_node("Mul", [x, const(alpha)], [f"{base}_mul"], name=f"{base}_mul"),
+            helper.make_node("Add", [f"{base}_mul", const(beta)], [f"{base}_add"], name=f"{base}_add"),
+            helper.make_node("Clip", [f"{base}_add", const(0.0), const(1.0)], [hs], name=f"{base}_clip"),
+        ]
+        if node.op_type == "HardSwish":
+            new_nodes.append(helper.make_node("Mul", [x, hs], [y], name=f"{base}_out"))
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    if not counts:
+        return model, counts
+    del g.node[:]
+    g.node.extend(new_nodes)
+    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 11:  # Clip takes min/max as inputs from opset 11
+        return model, {}
+    return out, counts
