@@ -76,6 +76,8 @@ def check(data: Any, schema: dict[str, Any], source: str, prefix: str = "") -> N
             if isinstance(spec, Field) and spec.required:
                 msg = f"{source}: missing required key '{dotted}'"
                 raise ProfileError(msg)
+            if isinstance(spec, dict):  # a missing table is fine only if none of its keys is required
+                check({}, spec, source, dotted + ".")
             continue
         _check_value(data[key], spec, source, dotted)
 

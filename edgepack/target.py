@@ -32,7 +32,7 @@ APPLIES_TO = ("any", "matmul-heavy", "conv-heavy")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 _TOLERANCE = {
-    "cosine_min": Field(float, required=True, minimum=0.0, maximum=1.0),
+    "cosine_min": Field(float, minimum=0.0, maximum=1.0),
     "top1_agreement_min": Field(float, minimum=0.0, maximum=1.0),
     "max_accuracy_drop": Field(float, minimum=0.0, maximum=1.0),
 }
@@ -114,7 +114,7 @@ SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Tolerance:
-    cosine_min: float
+    cosine_min: float = 0.99
     top1_agreement_min: float | None = None
     max_accuracy_drop: float | None = None
 
@@ -292,7 +292,9 @@ def _partial_schema(schema: dict[str, Any]) -> dict[str, Any]:
             out[key] = Field(spec.type, False, spec.choices, spec.item_type, spec.minimum, spec.maximum)
         elif isinstance(spec, dict):
             out[key] = _partial_schema(spec)
-        else:
+        elif isinstance(spec, TableOf) and isinstance(spec.value, dict):
+            out[key] = TableOf(_partial_schema(spec.value))
+        else:  # arrays of tables replace the base's wholesale, so each item must be complete
             out[key] = spec
     return out
 

@@ -1,0 +1,293 @@
+"""Quantize a model file with one recipe (static-int8, dynamic-int8, fp16, none).
+
+``quantize(src, dst, recipe, calibration, is_accelerator=...)`` reads ``src``, writes the
+quantized model to ``dst`` and returns a JSON-able decision record: what was done, with which
+settings, node counts before and after, and why. ``classify_model`` says whether a model's
+work is mostly convolutions or matrix multiplications, to match ``Recipe.applies_to``.
+
+onnxruntime is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..errors import CalibrationError, StageError
+from ..flops import model_work
+from ..model import iter_tensors
+from ..target import Recipe
+from ..transforms import LARGE_MODEL_BYTES, infer_shapes
+
+HEAVY_SHARE = 0.5  # a class of ops doing at least this share of the FLOPs names the model
+DYNAMIC_OP_TYPES = ("MatMul", "Gemm")  # never Conv: ConvInteger runs slower than fp32 Conv (onnxruntime#9694)
+_QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
+
+
+# ------------------------------------------------------------------------------ classification
+
+
+def _with_unit_dims(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose non-fixed input dims are 1, so shape inference can size every node (shares only)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for vi in out.graph.input:
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for d in vi.type.tensor_type.shape.dim:
+            if not (d.HasField("dim_value") and d.dim_value > 0):
+                d.Clear()
+                d.dim_value = 1
+    return out
+
+
+def _classify(model: onnx.ModelProto) -> tuple[str, str]:
+    """(class, evidence) from the FLOPs share of conv vs matmul ops; node counts if shapes are unknown."""
+    work = model_work(infer_shapes(_with_unit_dims(model)))
+    heavy_unknown = any(n.flops is None and n.op_class in ("conv", "matmul") for n in work.nodes)
+    if work.total_flops > 0 and not heavy_unknown:
+        conv = work.flops_by_class.get("conv", 0.0) / work.total_flops
+        mm = work.flops_by_class.get("matmul", 0.0) / work.total_flops
+        evidence = f"FLOPs share: conv {conv:.0%}, matmul {mm:.0%} of {work.total_flops:.3g}"
+        if conv >= HEAVY_SHARE and conv >= mm:
+            return "conv-heavy", evidence
+        if mm >= HEAVY_SHARE:
+            return "matmul-heavy", evidence
+        return "other", evidence
+    counts = Counter(n.op_class for n in work.nodes)
+    conv, mm = counts.get("conv", 0), counts.get("matmul", 0)
+    evidence = f"shapes unknown, node counts: conv {conv}, matmul {mm} of {len(work.nodes)}"
+    if conv == mm == 0:
+        return "other", evidence
+    return ("conv-heavy" if conv >= mm else "matmul-heavy"), evidence
+
+
+def classify_model(model: onnx.ModelProto) -> str:
+    """"matmul-heavy", "conv-heavy" or "other": which op class does most of the model's work."""
+    return _classify(model)[0]
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _op_counts(path: Path) -> dict[str, int]:
+    model = onnx.load_model(str(path), load_external_data=False)
+    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
+
+
+def _model_bytes(path: Path) -> int:
+    """File size plus the bytes of its external data."""
+    model = onnx.load_model(str(path), load_external_data=False)
+    external = 0
+    for _, t in iter_tensors(model.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in t.external_data}
+            external += int(info.get("length", 0) or 0)
+    return path.stat().st_size + external
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _fail(what: str, exc: BaseException) -> StageError:
+    msg = f"{what} failed: {_first_line(exc)}"
+    return StageError(msg)
+
+
+class _SampleReader:
+    """onnxruntime CalibrationDataReader over a list of {input name: array} samples."""
+
+    def __init__(self, samples: list[dict[str, np.ndarray]]) -> None:
+        self._samples = samples
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self._samples):
+            return None
+        self._next += 1
+        return self._samples[self._next - 1]
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def _reader(samples: list[dict[str, np.ndarray]]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(_SampleReader, CalibrationDataReader):
+        pass
+
+    return Reader(samples)
+
+
+def _preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
+    """onnxruntime's quant_pre_process (symbolic shapes + basic optimizations); ``src`` if it fails."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    large = _model_bytes(src) > LARGE_MODEL_BYTES
+    for skip_symbolic in (False, True):
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
+        except Exception as exc:  # noqa: BLE001 - symbolic shape inference raises assorted errors
+            notes.append(f"quant_pre_process (skip_symbolic_shape={skip_symbolic}) failed: {_first_line(exc)}")
+            continue
+        notes.append(
+            "pre-processed with onnxruntime quant_pre_process "
+            f"({'onnx' if skip_symbolic else 'symbolic'} shape inference, basic optimizations fold BatchNorm into Conv)"
+        )
+        return dst
+    notes.append("quantizing the model as given (pre-processing failed)")
+    return src
+
+
+# ------------------------------------------------------------------------------ recipes
+
+
+def _static_int8(src: Path, dst: Path, recipe: Recipe, calibration, is_accelerator: bool, notes: list[str]) -> dict:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not calibration:
+        msg = "recipe 'static-int8' needs calibration data: pass --calibration DIR with one .npy per model input"
+        raise CalibrationError(msg)
+    act = recipe.activation_type or "uint8"
+    weight = recipe.weight_type or "int8"
+    if recipe.activation_type is None:
+        notes.append("no activation_type in the recipe: uint8 activations (U8S8, the widest-supported kernel pair)")
+    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if is_accelerator:
+        # one DQ per consumer: an EP partition boundary never shares a DQ node with a CPU-side consumer
+        extra["DedicatedQDQPair"] = True
+        notes.append("accelerator target: asymmetric activations, symmetric weights, a dedicated QDQ pair per consumer")
+    pre = _preprocess(src, dst.with_name(dst.stem + ".pre.onnx"), notes)
+    settings = {
+        "format": "QDQ",
+        "activation_type": act,
+        "weight_type": weight,
+        "per_channel": recipe.per_channel,
+        "calibrate_method": "MinMax",
+        "calibration_samples": len(calibration),
+        "extra_options": extra,
+    }
+    try:
+        quantize_static(
+            str(pre),
+            str(dst),
+            _reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=recipe.per_channel,
+            activation_type=getattr(QuantType, _QUANT_TYPES[act]),
+            weight_type=getattr(QuantType, _QUANT_TYPES[weight]),
+            calibrate_method=CalibrationMethod.MinMax,
+            use_external_data_format=_model_bytes(pre) > LARGE_MODEL_BYTES,
+            extra_options=extra,
+        )
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidArgument/ValueError...
+        raise _fail("static int8 quantization (onnxruntime quantize_static)", exc) from exc
+    return settings
+
+
+def _dynamic_int8(src: Path, dst: Path, recipe: Recipe, notes: list[str]) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    unsupported = [op for op in DYNAMIC_OP_TYPES if op not in IntegerOpsRegistry]
+    if unsupported:
+        notes.append(f"onnxruntime's dynamic quantizer has no integer kernel for {', '.join(unsupported)}: left in fp32")
+    notes.append("op types limited to MatMul/Gemm so Convs never become ConvInteger (slower than fp32 Conv on CPU)")
+    pre = _preprocess(src, dst.with_name(dst.stem + ".pre.onnx"), notes)
+    settings = {
+        "weight_type": "int8",
+        "per_channel": recipe.per_channel,
+        "op_types_to_quantize": list(DYNAMIC_OP_TYPES),
+    }
+    try:
+        quantize_dynamic(
+            str(pre),
+            str(dst),
+            op_types_to_quantize=list(DYNAMIC_OP_TYPES),
+            per_channel=recipe.per_channel,
+            weight_type=QuantType.QInt8,
+            use_external_data_format=_model_bytes(pre) > LARGE_MODEL_BYTES,
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise _fail("dynamic int8 quantization (onnxruntime quantize_dynamic)", exc) from exc
+    return settings
+
+
+def _fp16(src: Path, dst: Path, notes: list[str]) -> dict:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        model = onnx.load_model(str(src))
+        half = convert_float_to_float16(model, keep_io_types=True)
+        large = half.ByteSize() > LARGE_MODEL_BYTES
+        onnx.save_model(half, str(dst), save_as_external_data=large, location=dst.name + ".data" if large else None)
+    except Exception as exc:  # noqa: BLE001
+        raise _fail("fp16 conversion (onnxruntime.transformers.float16)", exc) from exc
+    notes.append("float32 weights and activations to float16; graph inputs/outputs stay float32 (Cast at the edges)")
+    return {"keep_io_types": True, "converter": "onnxruntime.transformers.float16.convert_float_to_float16"}
+
+
+# ------------------------------------------------------------------------------ public
+
+
+def quantize(
+    src: Path,
+    dst: Path,
+    recipe: Recipe,
+    calibration: list[dict[str, np.ndarray]] | None,
+    *,
+    is_accelerator: bool,
+) -> dict:
+    """Apply ``recipe`` to the model at ``src``, write it to ``dst``, return the decision record.
+
+    ``calibration`` is a list of samples ({input name: array with batch 1}); static int8 needs it.
+    Static int8 writes its pre-processed input next to ``dst`` as ``<dst stem>.pre.onnx``.
+    """
+    src, dst = Path(src), Path(dst)
+    notes: list[str] = []
+    try:
+        model = onnx.load_model(str(src), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(f"reading {src.name}", exc) from exc
+    model_class, evidence = _classify(model)
+    if recipe.name == "static-int8":
+        settings = _static_int8(src, dst, recipe, calibration, is_accelerator, notes)
+        action = "static int8 quantization, QDQ format"
+    elif recipe.name == "dynamic-int8":
+        settings = _dynamic_int8(src, dst, recipe, notes)
+        action = "dynamic int8 quantization of MatMul/Gemm weights"
+    elif recipe.name == "fp16":
+        settings = _fp16(src, dst, notes)
+        action = "fp16 conversion"
+    elif recipe.name == "none":
+        shutil.copyfile(src, dst)
+        settings = {}
+        action = "none: fp32 model copied unchanged"
+    else:
+        msg = f"unknown quantization recipe '{recipe.name}'; choose one of: static-int8, dynamic-int8, fp16, none"
+        raise StageError(msg)
+    before, after = _op_counts(src), _op_counts(dst)
+    return {
+        "recipe": recipe.name,
+        "action": action,
+        "applies_to": recipe.applies_to,
+        "model_class": model_class,
+        "model_class_evidence": evidence,
+        "settings": settings,
+        "nodes_before": sum(before.values()),
+        "nodes_after": sum(after.values()),
+        "ops_before": before,
+        "ops_after": after,
+        "bytes_before": _model_bytes(src),
+        "bytes_after": _model_bytes(dst),
+        "why": recipe.reason,
+        "notes": notes,
+    }

