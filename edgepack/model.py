@@ -225,8 +225,11 @@ def _check_opsets_and_domains(model: onnx.ModelProto, name: str) -> dict[str, in
         opsets[imp.domain or "ai.onnx"] = imp.version
     default = opsets.get("ai.onnx")
     if default is None:
-        msg = f"{name}: no opset import for the default ONNX domain"
-        raise ModelError(msg)
+        # a pure ai.onnx.ml model (e.g. an old scikit-learn export) needs no default-domain opset
+        if any(n.domain in ("", "ai.onnx") for g in iter_graphs(model.graph) for n in g.node):
+            msg = f"{name}: no opset import for the default ONNX domain"
+            raise ModelError(msg)
+        default = MIN_OPSET
     newest = onnx.defs.onnx_opset_version()
     if default < MIN_OPSET:
         msg = (

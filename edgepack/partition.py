@@ -110,11 +110,34 @@ def _value_info(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     return out
 
 
-def analyze_ort_ep(model: onnx.ModelProto, profile: TargetProfile, require_fixed: bool, scenario: str) -> Coverage:
-    """Partition analysis of a shape-inferred model for the NNAPI or CoreML EP."""
+def _without_omitted_input_quirk(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose omitted optional inputs ('') count as fixed.
+
+    onnxruntime's checker treats an omitted optional input (e.g. Resize's roi) as a dynamic
+    shape, so it never counts such a node as supported; the NNAPI and CoreML EPs skip omitted
+    inputs. The copy is only analysed, never saved or shipped.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    vi = out.graph.value_info.add()
+    vi.name = ""
+    vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    vi.type.tensor_type.shape.SetInParent()  # rank 0: a fixed size
+    return out
+
+
+def analyze_ort_ep(model: onnx.ModelProto, profile: TargetProfile, require_fixed: bool, scenario: str,
+                   *, ort_checker_quirks: bool = True) -> Coverage:
+    """Partition analysis of a shape-inferred model for the NNAPI or CoreML EP.
+
+    With ``ort_checker_quirks`` (the default) counts match onnxruntime's usability checker exactly;
+    without, omitted optional inputs are not mistaken for dynamic shapes (closer to the real EPs).
+    """
     from onnxruntime.tools.mobile_helpers import usability_checker as uc
     from onnxruntime.tools.onnx_model_utils import is_fixed_size_tensor
 
+    if not ort_checker_quirks:
+        model = _without_omitted_input_quirk(model)
     checker = _checker(profile)
     max_rank = profile.max_rank
     info = uc.check_partitioning(model.graph, checker, require_fixed, max_rank)
@@ -152,6 +175,8 @@ def analyze_ort_ep(model: onnx.ModelProto, profile: TargetProfile, require_fixed
         else:
             unsupported.append(UnsupportedGroup(reason, sum(ops.values()), dict(ops), remedy_for("", reason, accel_ops)))
     notes = []
+    if not ort_checker_quirks:
+        notes.append("omitted optional inputs (e.g. Resize's roi) are not counted as dynamic shapes, unlike onnxruntime's checker")
     if info.num_subgraphs:
         notes.append(f"{info.num_nodes_in_subgraphs} nodes are in {info.num_subgraphs} control-flow subgraphs")
     return Coverage(
