@@ -200,6 +200,22 @@ def analyze_cpu(model: onnx.ModelProto, profile: TargetProfile, scenario: str) -
                     notes=("the CPU execution provider runs every ONNX operator",))
 
 
+def openvino_error_summary(exc: BaseException) -> str:
+    """One line from OpenVINO's multi-line errors: its 'Conversion is failed for' summary, else the
+    first line that is not a source-location header."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("-- Conversion is failed for:"):
+            reasons = [x for x in lines if not x.startswith(("Exception from", "Check ", "FrontEnd API", "While validating",
+                                                              "Model wasn't", "Summary", "--"))]
+            why = f" ({reasons[0]})" if reasons else ""
+            return ln.lstrip("- ") + why
+    for ln in lines:
+        if not ln.startswith(("Exception from", "Check ")):
+            return ln[:300]
+    return type(exc).__name__
+
+
 def analyze_openvino(model_path: Path, profile: TargetProfile, shapes: dict[str, tuple[int, ...]] | None,
                      scenario: str) -> Coverage:
     """Ask the OpenVINO plugin which operations of the converted model it takes."""
@@ -216,9 +232,8 @@ def analyze_openvino(model_path: Path, profile: TargetProfile, shapes: dict[str,
         device = profile.runtime_device or "CPU"
         supported = core.query_model(m, device)
     except Exception as exc:  # noqa: BLE001 - openvino raises RuntimeError/OVException with long texts
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return Coverage(profile.name, profile.execution_provider, scenario, False,
-                        notes=(f"OpenVINO could not read the model: {first[:300]}",))
+                        notes=(f"OpenVINO could not read the model: {openvino_error_summary(exc)}",))
     skip = {"Parameter", "Result", "Constant"}
     ops = [op for op in m.get_ordered_ops() if op.get_type_name() not in skip]
     missing = Counter(op.get_type_name() for op in ops if op.get_friendly_name() not in supported)

@@ -111,3 +111,21 @@ def test_flops_grouped_conv_and_unknown_shapes():
     m.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
     m.graph.output[0].type.tensor_type.shape.dim[2].dim_param = "H"
     assert _work(m).unknown_nodes == 1
+
+
+def test_openvino_coverage_from_query_model():
+    pytest.importorskip("openvino")
+    report = inspect(SAMPLE_MODEL, ["intel-openvino"])
+    cov = report["targets"]["intel-openvino"]["coverage"][0]
+    assert cov["available"] and cov["fraction"] == 1.0 and cov["partitions"] == 1
+    assert cov["nodes_total"] > 0
+
+
+def test_openvino_error_summary_is_one_line():
+    from edgepack.partition import openvino_error_summary
+
+    text = ("Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'false' failed at x.cpp:1:\n"
+            "FrontEnd API failed with OpConversionFailure:\nThe input data tensor's rank has to be known (static)\n"
+            "Summary:\n-- Conversion is failed for: Conv-16, ReduceMean-16\n")
+    line = openvino_error_summary(RuntimeError(text))
+    assert "\n" not in line and line.startswith("Conversion is failed for: Conv-16")

@@ -195,12 +195,9 @@ def _static_int8(src: Path, dst: Path, recipe: Recipe, calibration, is_accelerat
 
 def _dynamic_int8(src: Path, dst: Path, recipe: Recipe, notes: list[str]) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.registry import IntegerOpsRegistry
 
-    unsupported = [op for op in DYNAMIC_OP_TYPES if op not in IntegerOpsRegistry]
-    if unsupported:
-        notes.append(f"onnxruntime's dynamic quantizer has no integer kernel for {', '.join(unsupported)}: left in fp32")
     notes.append("op types limited to MatMul/Gemm so Convs never become ConvInteger (slower than fp32 Conv on CPU)")
+    notes.append("onnxruntime rewrites each Gemm as MatMul + Add before quantizing (MatMulInteger has no Gemm form)")
     pre = _preprocess(src, dst.with_name(dst.stem + ".pre.onnx"), notes)
     settings = {
         "weight_type": "int8",

@@ -1,0 +1,202 @@
+"""Model input samples: load a user's calibration folder, split it, or generate random inputs.
+
+A calibration folder holds ``<input name>.npy`` files (samples stacked on axis 0) and/or
+``.npz`` files keyed by input name. Every sample returned is a dict {input name: array}
+with batch dimension 1. Files are read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .._toml_check import did_you_mean
+from ..errors import CalibrationError, ShapeError, StageError
+from ..model import TensorSpec
+
+INT_HIGH = 10  # generated integer inputs lie in [0, INT_HIGH): safe as indices, lengths and ids
+
+
+def _kind(dtype: np.dtype) -> str:
+    if dtype == np.bool_:
+        return "bool"
+    if np.issubdtype(dtype, np.floating):
+        return "float"
+    if np.issubdtype(dtype, np.integer):
+        return "int"
+    return "other"
+
+
+def _spec_dtype(spec: TensorSpec) -> np.dtype:
+    try:
+        return np.dtype(spec.dtype)
+    except TypeError as exc:
+        msg = f"input '{spec.name}' has type '{spec.dtype}', which edgepack cannot feed"
+        raise StageError(msg) from exc
+
+
+# ------------------------------------------------------------------------------ generated inputs
+
+
+def generate_inputs(model_inputs: Sequence[TensorSpec], n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """``n`` deterministic random samples: floats ~ N(0, 1), ints in [0, 10), bools 50/50."""
+    for spec in model_inputs:
+        if not spec.is_fixed:
+            dims = "x".join(str(d) if isinstance(d, int) else "?" for d in spec.shape or ())
+            msg = f"input '{spec.name}' has shape [{dims or 'unknown'}]; random inputs need every dimension fixed"
+            raise ShapeError(msg)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(n):
+        sample = {}
+        for spec in model_inputs:
+            dtype, shape = _spec_dtype(spec), tuple(spec.shape)  # type: ignore[arg-type]
+            kind = _kind(dtype)
+            if kind == "float":
+                sample[spec.name] = rng.standard_normal(shape).astype(dtype)
+            elif kind == "int":
+                sample[spec.name] = rng.integers(0, INT_HIGH, size=shape).astype(dtype)
+            elif kind == "bool":
+                sample[spec.name] = rng.random(shape) < 0.5
+            else:
+                msg = f"input '{spec.name}' has type '{spec.dtype}'; random inputs cover float, int and bool only"
+                raise StageError(msg)
+        samples.append(sample)
+    return samples
+
+
+# ------------------------------------------------------------------------------ calibration folder
+
+
+def _read_arrays(folder: Path) -> dict[str, tuple[np.ndarray, str]]:
+    """{name: (array, file it came from)} for every .npy and .npz member in ``folder``."""
+    if not folder.is_dir():
+        msg = f"calibration folder not found: {folder}"
+        raise CalibrationError(msg)
+    arrays: dict[str, tuple[np.ndarray, str]] = {}
+
+    def add(name: str, arr: np.ndarray, where: str) -> None:
+        if name in arrays:
+            msg = f"calibration input '{name}' is given twice ({arrays[name][1]} and {where})"
+            raise CalibrationError(msg)
+        arrays[name] = (arr, where)
+
+    for path in sorted(folder.iterdir()):
+        suffix = path.suffix.lower()
+        if not path.is_file() or suffix not in (".npy", ".npz"):
+            continue
+        try:
+            if suffix == ".npy":
+                add(path.stem, np.load(path, allow_pickle=False), path.name)
+            else:
+                with np.load(path, allow_pickle=False) as npz:
+                    for key in npz.files:
+                        add(key, npz[key], f"{path.name}['{key}']")
+        except CalibrationError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            msg = f"calibration file {path.name} cannot be read as numpy data: {first}"
+            raise CalibrationError(msg) from exc
+    if not arrays:
+        msg = f"calibration folder {folder.name} has no .npy or .npz files (expected one <input name>.npy per model input)"
+        raise CalibrationError(msg)
+    return arrays
+
+
+def _check_dtype(spec: TensorSpec, arr: np.ndarray, where: str, notes: list[str]) -> np.ndarray:
+    want = _spec_dtype(spec)
+    if arr.dtype == want:
+        return arr
+    if arr.dtype == np.float64 and want == np.float32:
+        notes.append(f"calibration {where}: float64 cast to float32 for input '{spec.name}'")
+        return arr.astype(np.float32)
+    if _kind(arr.dtype) == _kind(want) == "int" and np.can_cast(arr.dtype, want, "safe"):
+        notes.append(f"calibration {where}: {arr.dtype} widened to {want} for input '{spec.name}'")
+        return arr.astype(want)
+    msg = f"calibration {where} is {arr.dtype} but model input '{spec.name}' is {want}"
+    raise CalibrationError(msg)
+
+
+def _check_shape(spec: TensorSpec, arr: np.ndarray, where: str) -> None:
+    if spec.shape is None:
+        return
+    if arr.ndim != len(spec.shape):
+        msg = (
+            f"calibration {where} has shape {list(arr.shape)} (rank {arr.ndim}) but input '{spec.name}' has rank "
+            f"{len(spec.shape)}: stack samples on axis 0, e.g. [N, {', '.join(str(d) for d in spec.shape[1:])}]"
+        )
+        raise CalibrationError(msg)
+    first = spec.shape[0] if spec.shape else None
+    if isinstance(first, int) and first != 1:
+        msg = f"input '{spec.name}' fixes its batch dimension to {first}; calibration feeds one sample at a time (batch 1)"
+        raise CalibrationError(msg)
+    for axis, (want, got) in enumerate(zip(spec.shape[1:], arr.shape[1:]), start=1):
+        if isinstance(want, int) and want != got:
+            expected = "x".join(str(d) if isinstance(d, int) else "N" for d in spec.shape)
+            msg = f"calibration {where} has shape {list(arr.shape)}; dim {axis} is {got} but input '{spec.name}' is {expected}"
+            raise CalibrationError(msg)
+
+
+def load_calibration(folder: Path, inputs: Sequence[TensorSpec], *, notes: list[str] | None = None) -> list[dict[str, np.ndarray]]:
+    """Per-sample dicts (batch 1) from a calibration folder, checked against the model's ``inputs``.
+
+    Casts (float64 to float32, int widening) are appended to ``notes`` when a list is given.
+    """
+    folder = Path(folder)
+    notes = notes if notes is not None else []
+    arrays = _read_arrays(folder)
+    names = [s.name for s in inputs]
+    for name, (_, where) in arrays.items():
+        if name not in names:
+            msg = f"calibration {where} names no model input '{name}'{did_you_mean(name, names)}; inputs: {', '.join(names)}"
+            raise CalibrationError(msg)
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        msg = f"calibration folder {folder.name} has no data for input '{missing[0]}' (add {missing[0]}.npy)"
+        raise CalibrationError(msg)
+    checked: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        arr, where = arrays[spec.name]
+        if arr.ndim == 0 or arr.shape[0] == 0:
+            msg = f"calibration {where} holds no samples (shape {list(arr.shape)})"
+            raise CalibrationError(msg)
+        arr = _check_dtype(spec, arr, where, notes)
+        _check_shape(spec, arr, where)
+        if _kind(arr.dtype) == "float":
+            bad = int(np.count_nonzero(~np.isfinite(arr)))
+            if bad:
+                msg = f"calibration {where} contains {bad} NaN/Inf values"
+                raise CalibrationError(msg)
+        checked[spec.name] = arr
+    counts = {name: arr.shape[0] for name, arr in checked.items()}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"'{k}' {v}" for k, v in counts.items())
+        msg = f"calibration inputs have different sample counts ({listed}); every input needs the same number"
+        raise CalibrationError(msg)
+    n = next(iter(counts.values()))
+    return [{name: arr[i : i + 1] for name, arr in checked.items()} for i in range(n)]
+
+
+def split_calibration(
+    samples: list[dict[str, np.ndarray]], holdout_fraction: float = 0.25
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]], str]:
+    """(calibrate, hold out, note): every k-th sample, evenly spaced, is held out for verification.
+
+    With fewer than 4 samples all of them are used for both, and the note says so.
+    """
+    if not 0.0 < holdout_fraction < 1.0:
+        msg = f"holdout_fraction must be between 0 and 1, not {holdout_fraction}"
+        raise CalibrationError(msg)
+    n = len(samples)
+    if n < 4:
+        return list(samples), list(samples), f"only {n} calibration samples: all used both to calibrate and to verify"
+    k = min(max(1, math.floor(n * holdout_fraction)), n - 1)
+    held = {int(round(i)) for i in np.linspace(0, n - 1, k)}
+    calib = [s for i, s in enumerate(samples) if i not in held]
+    hold = [s for i, s in enumerate(samples) if i in held]
+    return calib, hold, f"{len(calib)} samples calibrate, {len(hold)} evenly spaced samples held out to verify"

@@ -1,0 +1,212 @@
+"""Verify a candidate model against the fp32 original: outputs, accuracy gates, host latency.
+
+Pure helpers used by the verify stage: run a model on the host CPU, compare its outputs
+with the reference, check them against a recipe's tolerance, and time both models with
+interleaved runs so their ratio is robust to machine noise. Input generation and
+calibration loading live in :mod:`edgepack.stages.calibration` (re-exported here).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StageError
+from ..target import Tolerance
+from .calibration import generate_inputs, load_calibration, split_calibration
+
+__all__ = [
+    "compare_latency",
+    "compare_outputs",
+    "generate_inputs",
+    "host_cpu",
+    "load_calibration",
+    "measure_latency",
+    "passes",
+    "run_model",
+    "split_calibration",
+]
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def _is_classifier(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 and shape[-1] > 1
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _compare_one(name: str, refs: list[np.ndarray], cands: list[np.ndarray]) -> dict:
+    cosines, max_abs, max_ref, nonfinite = [], 0.0, 0.0, 0
+    agree = total = 0
+    classifier = all(_is_classifier(r.shape) for r in refs)
+    for i, (r, c) in enumerate(zip(refs, cands)):
+        if r.shape != c.shape:
+            msg = f"output '{name}' sample {i}: candidate shape {list(c.shape)} differs from reference {list(r.shape)}"
+            raise StageError(msg)
+        rf = np.asarray(r, dtype=np.float64).ravel()
+        cf = np.asarray(c, dtype=np.float64).ravel()
+        bad = int(np.count_nonzero(~np.isfinite(cf)))
+        nonfinite += bad
+        if bad:
+            cosines.append(0.0)
+            continue
+        cosines.append(_cosine(rf, cf))
+        if rf.size:
+            max_abs = max(max_abs, float(np.max(np.abs(rf - cf))))
+            max_ref = max(max_ref, float(np.max(np.abs(rf))))
+        if classifier:
+            agree += int(np.count_nonzero(np.argmax(r, axis=-1) == np.argmax(c, axis=-1)))
+            total += r.shape[0]
+    out: dict = {
+        "cosine_min": min(cosines) if cosines else 1.0,
+        "max_abs_err": None if nonfinite else max_abs,
+        "max_rel_err": None if nonfinite else (max_abs / max_ref if max_ref > 0 else max_abs),
+        "top1_agreement": (agree / total if total else None) if classifier else None,
+        "samples": len(refs),
+    }
+    if nonfinite:
+        out["nonfinite_values"] = nonfinite
+    return out
+
+
+def compare_outputs(ref: list[dict[str, np.ndarray]], cand: list[dict[str, np.ndarray]]) -> dict:
+    """Per output name: cosine_min, max_abs_err, max_rel_err (to max |ref|), top1_agreement (classifiers)."""
+    if len(ref) != len(cand):
+        msg = f"reference has {len(ref)} samples but the candidate {len(cand)}"
+        raise StageError(msg)
+    if not ref:
+        msg = "no samples to compare"
+        raise StageError(msg)
+    metrics = {}
+    for name in ref[0]:
+        if any(name not in c for c in cand):
+            msg = f"candidate model has no output '{name}'"
+            raise StageError(msg)
+        metrics[name] = _compare_one(name, [r[name] for r in ref], [c[name] for c in cand])
+    return metrics
+
+
+def passes(metrics: dict, tolerance: Tolerance, *, accuracy_drop: float | None = None) -> tuple[bool, str]:
+    """(ok, reason) for per-output ``metrics`` against ``tolerance``; the reason names the failing output.
+
+    ``accuracy_drop`` (reference accuracy minus candidate accuracy on labelled data) is checked
+    against ``tolerance.max_accuracy_drop`` when both are given.
+    """
+    for name, m in metrics.items():
+        if m.get("nonfinite_values"):
+            return False, f"output '{name}': {m['nonfinite_values']} NaN/Inf values in the candidate's outputs"
+        if m["cosine_min"] < tolerance.cosine_min:
+            return False, f"output '{name}': cosine_min {m['cosine_min']:.6f} < {tolerance.cosine_min} required"
+        top1 = m.get("top1_agreement")
+        if tolerance.top1_agreement_min is not None and top1 is not None and top1 < tolerance.top1_agreement_min:
+            return False, f"output '{name}': top1_agreement {top1:.4f} < {tolerance.top1_agreement_min} required"
+    if accuracy_drop is not None and tolerance.max_accuracy_drop is not None and accuracy_drop > tolerance.max_accuracy_drop:
+        return False, f"accuracy drop {accuracy_drop:.4f} > {tolerance.max_accuracy_drop} allowed"
+    worst = min(metrics.items(), key=lambda kv: kv[1]["cosine_min"]) if metrics else None
+    if worst is None:
+        return True, "no outputs to check"
+    return True, f"all {len(metrics)} outputs within tolerance (lowest cosine {worst[1]['cosine_min']:.6f} on '{worst[0]}')"
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidGraph/NotImplemented...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = f"onnxruntime cannot load {Path(path).name}: {first}"
+        raise StageError(msg) from exc
+
+
+def _run(sess, feed: dict) -> list[np.ndarray]:
+    try:
+        return sess.run(None, feed)
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = f"onnxruntime failed running the model: {first}"
+        raise StageError(msg) from exc
+
+
+def run_model(path: Path, inputs: list[dict], threads: int = 1) -> list[dict]:
+    """Run a .onnx or .ort model on the CPU for each input dict; one {output name: array} per input."""
+    sess = _session(Path(path), threads)
+    names = [o.name for o in sess.get_outputs()]
+    return [dict(zip(names, _run(sess, feed))) for feed in inputs]
+
+
+def host_cpu() -> str:
+    """The host CPU's model name (from /proc/cpuinfo on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _summary(times_ms: list[float], threads: int) -> dict:
+    arr = np.asarray(times_ms)
+    return {
+        "median_ms": float(np.median(arr)),
+        "p10_ms": float(np.percentile(arr, 10)),
+        "p90_ms": float(np.percentile(arr, 90)),
+        "runs": len(times_ms),
+        "threads": threads,
+        "host_cpu": host_cpu(),
+        "provider": "CPUExecutionProvider",
+    }
+
+
+def _timed(sess, feed: dict) -> float:
+    start = time.perf_counter()
+    _run(sess, feed)
+    return (time.perf_counter() - start) * 1000.0
+
+
+def measure_latency(path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20) -> dict:
+    """Median/p10/p90 milliseconds of ``runs`` runs of one sample after ``warmup`` runs."""
+    sess = _session(Path(path), threads)
+    for _ in range(warmup):
+        _run(sess, sample)
+    return _summary([_timed(sess, sample) for _ in range(max(runs, 1))], threads)
+
+
+def compare_latency(
+    ref_path: Path, cand_path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20
+) -> dict:
+    """Time both models in one process with interleaved runs (ABAB...); ``ratio`` = cand / ref medians."""
+    ref, cand = _session(Path(ref_path), threads), _session(Path(cand_path), threads)
+    for _ in range(warmup):
+        _run(ref, sample)
+        _run(cand, sample)
+    ref_ms: list[float] = []
+    cand_ms: list[float] = []
+    for i in range(max(runs, 1)):
+        # alternate which model goes first, so neither always runs on a cache the other warmed
+        pair = ((ref, ref_ms), (cand, cand_ms)) if i % 2 == 0 else ((cand, cand_ms), (ref, ref_ms))
+        for sess, times in pair:
+            times.append(_timed(sess, sample))
+    r, c = _summary(ref_ms, threads), _summary(cand_ms, threads)
+    return {"ref": r, "cand": c, "ratio": c["median_ms"] / r["median_ms"] if r["median_ms"] > 0 else None}
