@@ -175,7 +175,8 @@ def analyze_ort_ep(model: onnx.ModelProto, profile: TargetProfile, require_fixed
         else:
             unsupported.append(UnsupportedGroup(reason, sum(ops.values()), dict(ops), remedy_for("", reason, accel_ops)))
     notes = []
-    if not ort_checker_quirks:
+    omitted = any("" in n.input for g in iter_graphs(model.graph) for n in g.node)
+    if not ort_checker_quirks and omitted:
         notes.append("omitted optional inputs (e.g. Resize's roi) are not counted as dynamic shapes, unlike onnxruntime's checker")
     if info.num_subgraphs:
         notes.append(f"{info.num_nodes_in_subgraphs} nodes are in {info.num_subgraphs} control-flow subgraphs")
