@@ -1,0 +1,208 @@
+"""ONNX -> ORT format conversion, with the semantics of ``onnxruntime.tools.convert_onnx_models_to_ort``.
+
+The tool itself only works on whole folders, prints as it goes and names its outputs itself, so
+its private ``_convert`` is not called; its session settings are reproduced here exactly
+(onnxruntime/tools/convert_onnx_models_to_ort.py, ORT 1.32):
+
+* ``session.save_model_format = ORT`` and ``optimized_model_filepath`` make the session write the model;
+* ``session.qdqisint8allowed`` is ``"1"`` for ``--target_platform arm`` and ``"0"`` otherwise (also when
+  no platform is given) - that is the *only* session setting ``arm`` changes;
+* at level ``all`` (or ``layout``) the ``NchwcTransformer`` is disabled unless the platform is ``amd64``;
+* style ``runtime`` adds ``optimization.minimal_build_optimizations = save``: ORT then applies only the
+  basic level directly and records the higher-level fusions (e.g. ConvActivationFusion, QDQ fusions) for
+  replay at runtime. Records are only made for optimizers *enabled by the session level*, so the tool
+  runs runtime style at level ``all``; at ``basic`` nothing is recorded. We do the same and say so.
+* for the operator config of a runtime-style model the tool converts a second time with
+  ``optimization.minimal_build_optimizations = apply`` (fixed style): :func:`to_ort_applied`.
+
+Determinism: the .ort content (graph, initializers, node order, saved optimizations) is the same on
+every conversion, and so is its size, but NOT its bytes: ORT 1.32 serializes the
+KernelTypeStrResolver entries (``:Conv:11``, ``com.microsoft:FusedConv:1``...) in hash-map order, so
+their place in the flatbuffer changes from run to run, even within one process. Checksums of a
+bundle therefore change between builds; compare :func:`ort_summary` and outputs instead.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+from ..errors import StageError
+from . import _ort_tools
+
+STYLES = ("fixed", "runtime")
+LEVELS = ("basic", "extended", "layout", "all")
+PLATFORMS = ("arm", "amd64")
+RUNTIME_STYLE_SESSION_LEVEL = "all"  # what convert_onnx_models_to_ort uses (its default level)
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+def _level(name: str):
+    ort = _ort()
+    table = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "layout": getattr(ort.GraphOptimizationLevel, "ORT_ENABLE_LAYOUT", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    return table[name]
+
+
+def _check_choice(what: str, value: str | None, choices: tuple[str, ...], *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value not in choices:
+        msg = f"convert: unknown {what} '{value}'; choose one of: {', '.join(choices)}"
+        raise StageError(msg)
+
+
+def session_config(target_platform: str | None, minimal_build_optimizations: str | None) -> dict[str, str]:
+    """Session config entries the converter sets, in the order the tool adds them."""
+    entries = {"session.qdqisint8allowed": "1" if target_platform == "arm" else "0"}
+    entries["session.save_model_format"] = "ORT"
+    if minimal_build_optimizations is not None:
+        entries["optimization.minimal_build_optimizations"] = minimal_build_optimizations
+    return entries
+
+
+def disabled_optimizers(level: str, target_platform: str | None) -> list[str]:
+    """NCHWc is x86-specific: the tool disables it at level layout/all unless the platform is amd64."""
+    return ["NchwcTransformer"] if level in ("layout", "all") and target_platform != "amd64" else []
+
+
+def _write(src: Path, dst: Path, level: str, config: dict[str, str], disabled: list[str]) -> None:
+    ort = _ort()
+    if not Path(src).is_file():
+        msg = f"convert: model file not found: {Path(src).name}"
+        raise StageError(msg)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(dst)
+    so.graph_optimization_level = _level(level)
+    so.log_severity_level = 3  # errors only: a conversion is not a place for optimizer chatter
+    for key, value in config.items():
+        so.add_session_config_entry(key, value)
+    try:
+        ort.InferenceSession(
+            str(src), sess_options=so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled or None
+        )
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = f"convert: onnxruntime could not convert {Path(src).name} to ORT format: {first}"
+        raise StageError(msg) from exc
+    if not dst.is_file():
+        msg = f"convert: onnxruntime wrote no ORT file for {Path(src).name}"
+        raise StageError(msg)
+
+
+def to_ort(
+    src: Path,
+    dst: Path,
+    *,
+    optimization_style: str,
+    optimization_level: str,
+    target_platform: str | None,
+) -> dict[str, Any]:
+    """Convert ``src`` (.onnx) to ``dst`` (.ort) and return a JSON-able record of what was done.
+
+    ``fixed``: optimize at ``optimization_level`` and bake the result in (CPU-only targets).
+    ``runtime``: apply the basic level, save the rest as runtime optimizations, so compiling EPs
+    (NNAPI, CoreML) see unfused nodes; ``optimization_level`` is recorded but the session runs at
+    level ``all`` like the tool, because ORT records only optimizers the session level enables
+    (at ``basic`` nothing would be saved), and in save mode it applies only basic ones directly.
+    """
+    _check_choice("optimization style", optimization_style, STYLES)
+    _check_choice("optimization level", optimization_level, LEVELS)
+    _check_choice("target platform", target_platform, PLATFORMS, optional=True)
+    decisions: list[str] = []
+    if optimization_style == "runtime":
+        session_level = RUNTIME_STYLE_SESSION_LEVEL
+        config = session_config(target_platform, "save")
+        decisions.append(
+            "runtime style: basic optimizations applied, higher-level fusions saved for replay "
+            f"(session level '{session_level}' as convert_onnx_models_to_ort uses; "
+            f"in save mode ORT applies only the basic level directly, whatever level '{optimization_level}' says)"
+        )
+    else:
+        session_level = optimization_level
+        config = session_config(target_platform, None)
+    disabled = disabled_optimizers(session_level, target_platform)
+    _write(Path(src), Path(dst), session_level, config, disabled)
+    summary = ort_summary(Path(dst))
+    return {
+        "onnxruntime_version": _ort().__version__,
+        "optimization_style": optimization_style,
+        "optimization_level": optimization_level,
+        "session_optimization_level": session_level,
+        "target_platform": target_platform,
+        "session_config": config,
+        "disabled_optimizers": disabled,
+        "bytes": Path(dst).stat().st_size,
+        **summary,
+        "decisions": decisions,
+    }
+
+
+def to_ort_applied(src: Path, dst: Path, *, target_platform: str | None) -> dict[str, Any]:
+    """The runtime-style model with its saved optimizations applied, for the operator config only.
+
+    ``convert_onnx_models_to_ort`` makes this second conversion (fixed style, level ``all``,
+    ``optimization.minimal_build_optimizations = apply``) so the config also lists the ops the replayed
+    fusions produce (e.g. com.microsoft FusedConv). Do not ship this file.
+    """
+    _check_choice("target platform", target_platform, PLATFORMS, optional=True)
+    level = RUNTIME_STYLE_SESSION_LEVEL
+    config = session_config(target_platform, "apply")
+    disabled = disabled_optimizers(level, target_platform)
+    _write(Path(src), Path(dst), level, config, disabled)
+    return {"bytes": Path(dst).stat().st_size, "session_config": config, **ort_summary(Path(dst))}
+
+
+def ort_summary(path: Path) -> dict[str, Any]:
+    """Node counts per ``domain:op``, the ORT format version and saved runtime optimizations of a .ort file."""
+    fbs = _ort_tools.fbs()
+    buf = bytearray(Path(path).read_bytes())
+    if not fbs.InferenceSession.InferenceSession.InferenceSessionBufferHasIdentifier(buf, 0):
+        msg = f"convert: {Path(path).name} is not an ORT format model"
+        raise StageError(msg)
+    session = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(buf, 0)
+    graph = session.Model().Graph()
+    ops: collections.Counter[str] = collections.Counter()
+    for i in range(graph.NodesLength()):
+        node = graph.Nodes(i)
+        ops[f"{node.Domain().decode() or 'ai.onnx'}:{node.OpType().decode()}"] += 1
+    saved: dict[str, int] = {}
+    runtime_opts = graph.RuntimeOptimizations()
+    if runtime_opts is not None:
+        for i in range(runtime_opts.RecordsLength()):
+            entry = runtime_opts.Records(i)
+            saved[entry.OptimizerName().decode()] = entry.RuntimeOptimizationRecordsLength()
+    return {
+        "ort_format_version": (session.OrtVersion() or b"").decode(),
+        "nodes": sum(ops.values()),
+        "op_counts": dict(sorted(ops.items())),
+        "saved_runtime_optimizations": dict(sorted(saved.items())),
+    }
+
+
+def check_ort_loads(path: Path) -> None:
+    """Open the .ort with the CPU execution provider (saved runtime optimizations replayed); StageError if not."""
+    ort = _ort()
+    path = Path(path)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.load_model_format", "ORT")
+    so.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
+    try:
+        ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = f"convert: {path.name} does not load in onnxruntime {ort.__version__}: {first}"
+        raise StageError(msg) from exc
