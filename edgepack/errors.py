@@ -9,6 +9,12 @@ re-raised as one of these with ``raise ... from exc``.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """The first non-empty line of a (often multi-line) third-party error message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else (default or type(exc).__name__)
+
+
 class EdgepackError(Exception):
     """Base class of every error edgepack raises on purpose (bad input, bad usage)."""
 

@@ -21,7 +21,7 @@ from typing import Iterator
 import onnx
 from onnx import TensorProto
 
-from .errors import ExternalDataError, ModelError
+from .errors import ExternalDataError, ModelError, first_line
 
 # Domains edgepack can hand to onnxruntime/openvino. Anything else is a custom op library we cannot ship.
 KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -335,11 +335,11 @@ def _run_checker(model: onnx.ModelProto, path: Path, has_external: bool) -> None
     try:
         onnx.checker.check_model(str(path) if has_external else model)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
+        first = first_line(exc, "invalid model")
         msg = f"{name}: invalid ONNX graph: {first}"
         raise ModelError(msg) from exc
     except Exception as exc:  # noqa: BLE001 - the C++ checker raises assorted types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         msg = f"{name}: invalid ONNX model: {first}"
         raise ModelError(msg) from exc
 

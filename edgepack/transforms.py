@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import StageError
+from .errors import StageError, first_line
 
 LARGE_MODEL_BYTES = 1_500_000_000  # above this, ORT writes initializers to an external file
 
@@ -47,7 +47,7 @@ def ort_optimize(
     try:
         ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidGraph/RuntimeException...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         msg = f"onnxruntime cannot load the model for {level} optimization: {first}"
         raise StageError(msg) from exc
 

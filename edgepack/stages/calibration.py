@@ -7,6 +7,7 @@ with batch dimension 1. Files are read with ``allow_pickle=False``.
 
 from __future__ import annotations
 
+
 import math
 import zipfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from .._toml_check import did_you_mean
-from ..errors import CalibrationError, ShapeError, StageError
+from ..errors import CalibrationError, ShapeError, StageError, first_line
 from ..model import TensorSpec
 
 INT_HIGH = 10  # generated integer inputs lie in [0, INT_HIGH): safe as indices, lengths and ids
@@ -99,7 +100,7 @@ def _read_arrays(folder: Path) -> dict[str, tuple[np.ndarray, str]]:
         except CalibrationError:
             raise
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             msg = f"calibration file {path.name} cannot be read as numpy data: {first}"
             raise CalibrationError(msg) from exc
     if not arrays:

@@ -24,11 +24,12 @@ bundle therefore change between builds; compare :func:`ort_summary` and outputs 
 
 from __future__ import annotations
 
+
 import collections
 from pathlib import Path
 from typing import Any
 
-from ..errors import StageError
+from ..errors import StageError, first_line
 from . import _ort_tools
 
 STYLES = ("fixed", "runtime")
@@ -94,7 +95,7 @@ def _write(src: Path, dst: Path, level: str, config: dict[str, str], disabled: l
             str(src), sess_options=so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled or None
         )
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         msg = f"convert: onnxruntime could not convert {Path(src).name} to ORT format: {first}"
         raise StageError(msg) from exc
     if not dst.is_file():
@@ -203,6 +204,6 @@ def check_ort_loads(path: Path) -> None:
     try:
         ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         msg = f"convert: {path.name} does not load in onnxruntime {ort.__version__}: {first}"
         raise StageError(msg) from exc

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..errors import CalibrationError, StageError
+from ..errors import CalibrationError, StageError, first_line
 from ..flops import model_work
 from ..model import iter_tensors
 from ..target import Recipe
@@ -91,13 +91,9 @@ def _model_bytes(path: Path) -> int:
     return path.stat().st_size + external
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
 
 def _fail(what: str, exc: BaseException) -> StageError:
-    msg = f"{what} failed: {_first_line(exc)}"
+    msg = f"{what} failed: {first_line(exc)}"
     return StageError(msg)
 
 
@@ -136,7 +132,7 @@ def _preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
         try:
             quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
         except Exception as exc:  # noqa: BLE001 - symbolic shape inference raises assorted errors
-            notes.append(f"quant_pre_process (skip_symbolic_shape={skip_symbolic}) failed: {_first_line(exc)}")
+            notes.append(f"quant_pre_process (skip_symbolic_shape={skip_symbolic}) failed: {first_line(exc)}")
             continue
         notes.append(
             "pre-processed with onnxruntime quant_pre_process "

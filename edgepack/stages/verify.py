@@ -8,13 +8,14 @@ calibration loading live in :mod:`edgepack.stages.calibration` (re-exported here
 
 from __future__ import annotations
 
+
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import StageError
+from ..errors import StageError, first_line
 from ..target import Tolerance
 from .calibration import generate_inputs, load_calibration, split_calibration
 
@@ -134,7 +135,7 @@ def _session(path: Path, threads: int):
     try:
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidGraph/NotImplemented...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         msg = f"onnxruntime cannot load {Path(path).name}: {first}"
         raise StageError(msg) from exc
 
@@ -143,7 +144,7 @@ def _run(sess, feed: dict) -> list[np.ndarray]:
     try:
         return sess.run(None, feed)
     except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         msg = f"onnxruntime failed running the model: {first}"
         raise StageError(msg) from exc
 
