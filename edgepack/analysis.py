@@ -39,14 +39,6 @@ class _Workspace:
         return self._cache[key]
 
 
-def _decomposable(profile: TargetProfile, ops_present: set[str]) -> frozenset[str]:
-    accel = partition.table_ops(profile)
-    if accel is None:
-        return frozenset()
-    return frozenset(op for op, repl in DECOMPOSITIONS.items()
-                     if op in ops_present and op not in accel and set(repl) <= accel)
-
-
 def _target_report(ws: _Workspace, profile: TargetProfile, plan: ShapePlan) -> dict:
     info = ws.loaded.info
     ops_present = set(info.op_histogram)
@@ -65,7 +57,7 @@ def _target_report(ws: _Workspace, profile: TargetProfile, plan: ShapePlan) -> d
     if dynamic and first.nodes_supported < first.nodes_total:
         scenarios.append(partition.analyze_ort_ep(as_is, profile, False, "fixed-shapes upper bound"))
     if plan.all_fixed:
-        ops = _decomposable(profile, ops_present)
+        ops = partition.decomposable_ops(profile, ops_present)
         prepared, _, counts = ws.variant(plan.fixed, ops)
         scenarios.append(partition.analyze_ort_ep(prepared, profile, True, "after prepare", ort_checker_quirks=False))
         prepare_notes += [f"decompose {n} {op} node(s) into {'/'.join(DECOMPOSITIONS[op])}" for op, n in counts.items()]

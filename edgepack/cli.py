@@ -33,6 +33,16 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="target name or profile .toml path (repeatable; 'all' for every built-in target)")
     i.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
     i.add_argument("--json", action="store_true", help="print JSON")
+
+    b = sub.add_parser("build", help="build one verified, minimal bundle per target")
+    b.add_argument("models", nargs="+", metavar="MODEL", help=".onnx model(s); several share one operator config")
+    b.add_argument("--target", action="append", default=[], metavar="T", required=True,
+                   help="target name or profile .toml path (repeatable; 'all' for every built-in target)")
+    b.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: one bundle per target in OUT/<target>/")
+    b.add_argument("--calibration", metavar="DIR", help="folder of .npy/.npz samples keyed by input name")
+    b.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
+    b.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
+    b.add_argument("--json", action="store_true", help="print JSON only")
     return p
 
 
@@ -71,13 +81,32 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_build(args) -> int:
+    from .build import build
+    from .shapes import parse_shape_args
+    from .target import load_targets
+
+    profiles = load_targets(args.target)
+    progress = None if args.json else (lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+    results = build(args.models, profiles, args.output, calibration=args.calibration,
+                    shapes=parse_shape_args(args.shape), force=args.force, progress=progress)
+    if args.json:
+        print(json.dumps([{"target": r.target, "bundle": str(r.bundle), "build_record": str(r.record),
+                           "manifest": r.manifest} for r in results], indent=2))
+        return 0
+    from .report import print_build
+
+    print_build(results)
+    return 0
+
+
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-_COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect}
+_COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,6 +78,15 @@ def table_ops(profile: TargetProfile) -> set[str] | None:
     return {k.split(":", 1)[1] for k in checker._ops if k.startswith("ai.onnx:")}  # noqa: SLF001
 
 
+def decomposable_ops(profile: TargetProfile, ops_present: set[str]) -> frozenset[str]:
+    """Ops of the model the accelerator lacks but whose decomposition it can run entirely."""
+    accel = table_ops(profile)
+    if accel is None:
+        return frozenset()
+    return frozenset(op for op, repl in DECOMPOSITIONS.items()
+                     if op in ops_present and op not in accel and set(repl) <= accel)
+
+
 def _checker(profile: TargetProfile):
     from onnxruntime.tools.mobile_helpers import usability_checker as uc
 

@@ -54,3 +54,28 @@ def print_inspect(report: dict) -> None:
                 print(f"  {'':<26}   note: {note}")
         for step in t["prepare"]:
             print(f"  prepare: {step}")
+
+
+def print_build(results) -> None:
+    import json as _json
+
+    for r in results:
+        doc = r.manifest
+        measured = _json.loads(r.record.read_text()).get("measurements", {}).get("host_latency", {})
+        print(f"{r.target}: {r.bundle}")
+        for m in doc["models"]:
+            q = m["recipe"]["quantization"]
+            cov = m["coverage"]
+            art = next(a for a in doc["artifacts"] if a["path"] == m["artifact"])
+            worst = min(o["cosine_min"] for o in m["verification"]["outputs"].values())
+            top1 = [o["top1_agreement"] for o in m["verification"]["outputs"].values() if o.get("top1_agreement") is not None]
+            print(f"  {m['artifact']:<18} {q['recipe']:<13} {art['bytes']:>10,} bytes (fp32 source {m['source_model']['bytes']:,})")
+            print(f"  {'':<18} coverage {cov['nodes_on_accelerator']}/{cov['nodes_total']} nodes in {cov['partitions']} partition(s); "
+                  f"verified: cosine_min {worst:.5f}" + (f", top-1 agreement {min(top1):.3f}" if top1 else ""))
+            lat = measured.get(m["name"])
+            if lat:
+                print(f"  {'':<18} measured on this host (onnxruntime CPU, {lat['shipped']['threads']} thread): "
+                      f"fp32 {lat['fp32_original']['median_ms']:.3f} ms, shipped {lat['shipped']['median_ms']:.3f} ms (median)")
+        print(f"  operator config: {doc['reduced_build']['op_count']} ops; runtime recipe: build_runtime.sh "
+              f"(onnxruntime {doc['reduced_build']['onnxruntime_version']})")
+        print(f"  decisions and checksums: {r.bundle / 'manifest.json'}; timings: {r.record}")

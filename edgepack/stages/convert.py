@@ -207,3 +207,49 @@ def check_ort_loads(path: Path) -> None:
         first = first_line(exc)
         msg = f"convert: {path.name} does not load in onnxruntime {ort.__version__}: {first}"
         raise StageError(msg) from exc
+
+
+# ------------------------------------------------------------------------------------- the stage
+
+
+def convert_stage(ctx, decisions: list[str]):
+    """ORT format for every model: runtime style for accelerator targets, fixed for CPU targets."""
+    from dataclasses import replace as _replace
+
+    profile = ctx.target
+    models = []
+    files = {}
+    for m in ctx.models:
+        artifact = ctx.work / "bundle" / f"{m.name}.ort"
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        record = to_ort(m.current, artifact, optimization_style=profile.optimization_style,
+                        optimization_level=profile.optimization_level, target_platform=profile.target_platform)
+        extra: tuple[Path, ...] = ()
+        if profile.optimization_style == "runtime":
+            applied = ctx.work / f"{m.name}.applied.ort"
+            to_ort_applied(m.current, applied, target_platform=profile.target_platform)
+            extra = (applied,)
+        canonical = _canonicalize(artifact)
+        check_ort_loads(artifact)
+        decisions.extend(f"{m.name}: {d}" for d in record["decisions"])
+        decisions.append(
+            f"{m.name}: ORT format, {profile.optimization_style} optimizations at level "
+            f"'{record['session_optimization_level']}', platform {profile.target_platform or 'any'}: "
+            f"{record['bytes']} bytes" + (", resolver entries sorted for reproducible bytes" if canonical else "")
+        )
+        keep = ("onnxruntime_version", "optimization_style", "optimization_level", "session_optimization_level",
+                "target_platform", "session_config", "disabled_optimizers")
+        models.append(_replace(m, artifact=artifact, artifact_extra=extra,
+                               conversion={k: record[k] for k in keep if k in record}))
+        files[artifact.name] = artifact
+    return ctx.with_models(models).add_files(files)
+
+
+def _canonicalize(path: Path) -> bool:
+    """Rewrite a .ort so the same model always gives the same bytes (see ort_canonical)."""
+    try:
+        from .ort_canonical import canonicalize_ort
+    except ImportError:  # pragma: no cover - module not present
+        return False
+    canonicalize_ort(path, path)
+    return True

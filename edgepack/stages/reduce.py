@@ -339,3 +339,42 @@ def ci_workflow(profile: TargetProfile, ort_version: str, *, config_name: str = 
     for key, value in (("@VERSION@", ort_version), ("@TARGET@", profile.name), ("@RUNNER@", runner), ("@CONFIG@", config_name)):
         text = text.replace(key, value)
     return text
+
+
+# ------------------------------------------------------------------------------------- the stage
+
+
+def reduce_stage(ctx, decisions: list[str]):
+    """The operator config from the final .ort of every model, the build script and its CI workflow."""
+    import onnxruntime
+
+    profile = ctx.target
+    bundle = ctx.work / "bundle"
+    ort_files = [m.artifact for m in ctx.models]
+    config_inputs = ort_files + [e for m in ctx.models for e in m.artifact_extra if e.suffix == ".ort"]
+    config = bundle / CONFIG_NAME
+    described = operator_config(config_inputs, config, type_reduction=True)
+    version = onnxruntime.__version__
+    uses_ml = described["uses_ml_ops"]
+    script = bundle / "build_runtime.sh"
+    script.write_text(build_script(profile, ort_version=version, uses_ml_ops=uses_ml), encoding="utf-8", newline="\n")
+    script.chmod(0o755)
+    workflow = bundle / "ci" / "build-runtime.yml"
+    workflow.parent.mkdir(exist_ok=True)
+    workflow.write_text(ci_workflow(profile, version), encoding="utf-8", newline="\n")
+    files = {CONFIG_NAME: config, "build_runtime.sh": script, "ci/build-runtime.yml": workflow}
+    if profile.family == "linux-arm" and profile.stock_package:
+        req = bundle / "requirements.txt"
+        req.write_text(f"# the stock aarch64 wheel; it must match the onnxruntime that wrote the .ort files\n"
+                       f"{profile.stock_package}=={version}\n", encoding="utf-8", newline="\n")
+        files["requirements.txt"] = req
+    command = build_command(profile, ort_version=version, uses_ml_ops=uses_ml)
+    decisions.append(f"operator config: {described['op_count']} ops from {len(ort_files)} model(s)"
+                     + (" (keeps ai.onnx.ml ops: no --disable_ml_ops)" if uses_ml else ""))
+    decisions.append(f"minimal build pinned to onnxruntime {version}, the version that wrote the .ort files")
+    info = {"config": CONFIG_NAME, "ops": described["ops"], "op_count": described["op_count"],
+            "uses_ml_ops": uses_ml, "onnxruntime_version": version, "build_command": command,
+            "build_script": "build_runtime.sh", "ci_workflow": "ci/build-runtime.yml"}
+    from dataclasses import replace as _replace
+
+    return _replace(ctx.add_files(files), reduce=info)

@@ -211,3 +211,35 @@ def compare_latency(
             times.append(_timed(sess, sample))
     r, c = _summary(ref_ms, threads), _summary(cand_ms, threads)
     return {"ref": r, "cand": c, "ratio": c["median_ms"] / r["median_ms"] if r["median_ms"] > 0 else None}
+
+
+# ------------------------------------------------------------------------------------- the stage
+
+
+def verify_stage(ctx, decisions: list[str]):
+    """Check every shipped artifact against the fp32 original; measure both on this host."""
+    from dataclasses import replace as _replace
+
+    from ..errors import StageError as _StageError
+
+    models = []
+    measured = {}
+    for m in ctx.models:
+        outs = run_model(m.artifact, list(m.verify_inputs))
+        metrics = compare_outputs(list(m.reference_outputs), outs)
+        metrics = {k: {kk: (float(f"{vv:.6g}") if isinstance(vv, float) else vv) for kk, vv in v.items()}
+                   for k, v in metrics.items()}
+        tol = m.recipe["tolerance"]
+        from ..target import Tolerance
+
+        ok, why = passes(metrics, Tolerance(**tol))
+        if not ok:
+            msg = f"{m.name}: the shipped {m.artifact.name} fails verification against the fp32 original: {why}"
+            raise _StageError(msg)
+        decisions.append(f"{m.name}: shipped {m.artifact.name} verified against the fp32 original: {why}")
+        verification = {"passed": True, "inputs": list(m.input_notes), "tolerance": tol, "outputs": metrics}
+        lat = compare_latency(m.source.path, m.artifact, m.verify_inputs[0])
+        measured[m.name] = {"where": "this build host, onnxruntime CPUExecutionProvider",
+                            "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"]}
+        models.append(_replace(m, verification=verification))
+    return ctx.with_models(models).measure("host_latency", measured)

@@ -1,0 +1,176 @@
+"""``edgepack build``: intake once, then the stage tuple per target, then an atomic bundle each."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .bundle import check_destination, write_bundle
+from .device_readme import render as render_readme
+from .errors import OutputError, ShapeError, StageError
+from .model import LoadedModel, TensorSpec, load_model
+from .pipeline import Context, ModelState, run_stages
+from .shapes import plan_shapes, require_fixed
+from .stages.calibration import generate_inputs, load_calibration, split_calibration
+from .stages.convert import convert_stage
+from .stages.prepare import prepare_stage
+from .stages.recipes import quantize_stage
+from .stages.reduce import reduce_stage
+from .stages.verify import run_model, verify_stage
+from .target import TargetProfile
+
+ORT_STAGES = (
+    ("prepare", prepare_stage),
+    ("quantize", quantize_stage),
+    ("convert", convert_stage),
+    ("verify", verify_stage),
+    ("reduce", reduce_stage),
+)
+GENERATED_SAMPLES = 8
+SEED = 0
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    target: str
+    bundle: Path
+    manifest: dict
+    record: Path
+
+
+def _check_output(out: Path, models: list[Path], targets: list[TargetProfile], force: bool) -> None:
+    out_abs = out.resolve()
+    for m in models:
+        if out_abs == m.resolve().parent:
+            msg = f"output folder {out} is the folder of the model {m.name}; choose a separate output folder"
+            raise OutputError(msg)
+    if out.exists() and not out.is_dir():
+        msg = f"output {out} exists and is not a folder"
+        raise OutputError(msg)
+    probe = out_abs
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        msg = f"output folder {out} is not writable"
+        raise OutputError(msg)
+    for t in targets:
+        check_destination(out, t.name, force)
+
+
+def _names(loaded: list[LoadedModel]) -> list[str]:
+    if len(loaded) == 1:
+        return ["model"]
+    stems = [lm.path.stem for lm in loaded]
+    if len(set(stems)) != len(stems):
+        msg = "two models share a file name; rename one so their artifacts do not collide"
+        raise OutputError(msg)
+    return stems
+
+
+def _fixed_specs(specs: tuple[TensorSpec, ...], shapes: dict) -> list[TensorSpec]:
+    return [TensorSpec(s.name, s.dtype, tuple(shapes[s.name])) if s.name in shapes else s for s in specs]
+
+
+class _Inputs:
+    """Verification inputs, calibration samples and fp32 reference outputs, made once per model and shapes."""
+
+    def __init__(self, calibration: Path | None):
+        self.calibration = calibration
+        self._cache: dict = {}
+
+    def get(self, lm: LoadedModel, specs: list[TensorSpec], need_fixed_why: str | None, plan) -> tuple:
+        key = (lm.info.sha256, tuple((s.name, s.shape) for s in specs))
+        if key not in self._cache:
+            notes: list[str] = []
+            if self.calibration is not None:
+                folder = self.calibration / lm.path.stem if (self.calibration / lm.path.stem).is_dir() else self.calibration
+                samples = load_calibration(folder, specs, notes=notes)
+                calib, hold, note = split_calibration(samples)
+                notes.append(note)
+            else:
+                if need_fixed_why:
+                    require_fixed(plan, lm.info, need_fixed_why)
+                if any(not s.is_fixed for s in specs):
+                    msg = "no calibration data and undecided input dimensions: pass --shape NAME=DIMS or --calibration DIR"
+                    raise ShapeError(msg)
+                calib, hold = [], generate_inputs(specs, GENERATED_SAMPLES, SEED)
+                notes.append(f"{GENERATED_SAMPLES} generated inputs (seed {SEED}: floats ~ N(0,1), ints in [0,10))")
+            refs = run_model(lm.path, hold)
+            self._cache[key] = (tuple(calib), tuple(hold), tuple(refs), tuple(notes))
+        return self._cache[key]
+
+
+def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dict, inputs: _Inputs) -> ModelState:
+    mine = {k: v for k, v in given.items() if k in {t.name for t in lm.info.inputs}}
+    plan = plan_shapes(lm.info, mine, target.default_batch)
+    if target.requires_fixed_shapes:
+        fixed = require_fixed(plan, lm.info, f"{target.name} needs fixed input shapes ({lm.path.name})")
+        shapes, is_fixed = dict(fixed), True
+    elif mine and plan.all_fixed:
+        shapes, is_fixed = dict(plan.fixed), True
+    else:
+        shapes, is_fixed = dict(plan.shapes), False
+    verify_specs = _fixed_specs(lm.info.inputs, plan.fixed if plan.all_fixed else shapes)
+    why = None if inputs.calibration is not None else f"verification inputs for {lm.path.name}"
+    calib, hold, refs, notes = inputs.get(lm, verify_specs, why, plan)
+    return ModelState(name=name, source=lm, current=lm.path, reference_outputs=refs, verify_inputs=hold,
+                      calibration=calib, input_notes=notes, shapes=shapes, fixed_shapes=is_fixed)
+
+
+def build(
+    models: list[str | Path],
+    targets: list[TargetProfile],
+    out: str | Path,
+    *,
+    calibration: str | Path | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[BuildResult]:
+    """Build one bundle per target in ``out/<target>/``; return what was written."""
+    paths = [Path(m) for m in models]
+    out = Path(out)
+    given = dict(shapes or {})
+    if not targets:
+        msg = "no target given: pass --target NAME (see `edgepack targets`)"
+        raise OutputError(msg)
+    _check_output(out, paths, targets, force)
+    loaded = [load_model(p) for p in paths]
+    known = {t.name for lm in loaded for t in lm.info.inputs}
+    for name in given:
+        if name not in known:
+            from ._toml_check import did_you_mean
+
+            msg = f"--shape names unknown input '{name}'{did_you_mean(name, sorted(known))}; inputs: {', '.join(sorted(known))}"
+            raise ShapeError(msg)
+    calib = Path(calibration) if calibration is not None else None
+    if calib is not None and not calib.is_dir():
+        from .errors import CalibrationError
+
+        msg = f"calibration folder not found: {calibration}"
+        raise CalibrationError(msg)
+    for t in targets:
+        if t.engine != "onnxruntime":
+            msg = f"target {t.name} uses the {t.engine} runtime; this version of `edgepack build` makes ONNX Runtime bundles only"
+            raise StageError(msg)
+    inputs = _Inputs(calib)
+    names = _names(loaded)
+    results = []
+    for target in targets:
+        states = [_initial_state(lm, n, target, given, inputs) for lm, n in zip(loaded, names)]
+        with tempfile.TemporaryDirectory(prefix=f"edgepack-{target.name}-") as tmp:
+            ctx = Context(target=target, work=Path(tmp), models=tuple(states))
+            ctx = run_stages(ctx, ORT_STAGES, progress)
+            dest, doc = write_bundle(ctx, out, render_readme(ctx), force)
+        record = out / f"{target.name}.build.json"
+        record.write_text(json.dumps({
+            "target": target.name,
+            "stages": [r.to_json() for r in ctx.records],
+            "measurements": ctx.measurements,
+        }, indent=2, default=float) + "\n", encoding="utf-8")
+        results.append(BuildResult(target.name, dest, doc, record))
+    return results

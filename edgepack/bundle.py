@@ -1,0 +1,154 @@
+"""Bundle layout, manifest, checksums and the atomic, reproducible write.
+
+A bundle is staged in a hidden folder beside its destination and renamed into place only when
+complete, so a killed build leaves the previous bundle or none, never a mix. Nothing in it names
+a path, a time or a machine: the same inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError
+from .pipeline import Context, ModelState
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def toolchain() -> dict[str, str]:
+    import numpy
+    import onnx
+    import onnxruntime
+
+    from . import __version__
+
+    return {"edgepack": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": numpy.__version__, "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+
+
+def _model_entry(m: ModelState, ctx: Context) -> dict[str, Any]:
+    info = m.source.info
+    if m.coverage is not None:
+        coverage = {k: m.coverage[k] for k in ("nodes_total", "nodes_on_accelerator", "partitions", "partition_sizes")}
+        coverage["unsupported"] = m.coverage["unsupported"]
+    else:
+        total = info.nodes_total
+        coverage = {"nodes_total": total, "nodes_on_accelerator": total, "partitions": 1, "partition_sizes": [total],
+                    "unsupported": [], "note": "CPU target: the CPU execution provider runs every node"}
+    return {
+        "name": m.name,
+        "artifact": m.artifact.name if m.artifact else None,
+        "source_model": {"file": info.name, "sha256": info.sha256, "bytes": info.file_bytes + info.external_data_bytes,
+                         "inputs": [t.to_json() for t in info.inputs], "outputs": [t.to_json() for t in info.outputs]},
+        "shipped_inputs": {k: list(v) for k, v in m.shapes.items()} if m.fixed_shapes else [t.to_json() for t in info.inputs],
+        "recipe": {"quantization": m.recipe, "conversion": m.conversion},
+        "coverage": coverage,
+        "verification": m.verification,
+    }
+
+
+def manifest(ctx: Context, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    p = ctx.target
+    models = [_model_entry(m, ctx) for m in ctx.models]
+
+    def top(key: str):
+        return models[0][key] if len(models) == 1 else {m["name"]: m[key] for m in models}
+
+    decisions = [f"{r.stage}: {d}" for r in ctx.records for d in r.decisions]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "target": {"name": p.name, "profile": p.source, "family": p.family, "engine": p.engine,
+                   "execution_provider": p.execution_provider, "provider_options": dict(sorted(p.provider_options.items())),
+                   "arch": p.arch, "abi": p.abi, "device": p.device.name},
+        "source_model": top("source_model"),
+        "models": models,
+        "artifacts": artifacts,
+        "toolchain": toolchain(),
+        "recipe": {"shapes": top("shipped_inputs"), "quantization": top("recipe"), "decisions": decisions},
+        "runtime": runtime_config(ctx),
+        "reduced_build": ctx.reduce,
+        "coverage": top("coverage"),
+        "verification": top("verification"),
+        "measured": {"record": f"../{p.name}.build.json",
+                     "note": "host latencies and stage timings change from run to run; they are kept in the build "
+                             "record beside the bundle so the bundle itself stays byte-identical"},
+    }
+
+
+def runtime_config(ctx: Context) -> dict[str, Any]:
+    p = ctx.target
+    cfg: dict[str, Any] = {"execution_provider": p.execution_provider,
+                           "provider_options": dict(sorted(p.provider_options.items())), "session_config": {}}
+    if p.optimization_style == "runtime":
+        cfg["session_config"]["session.enable_saved_runtime_optimizations"] = "1"
+        cfg["notes"] = ["replay the saved runtime optimizations on CPU-EP nodes"]
+    return cfg
+
+
+def check_destination(out: Path, target: str, force: bool) -> Path:
+    """Refuse to clobber a non-empty bundle folder without --force; called before any work."""
+    dest = out / target
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not force:
+        msg = f"output {dest} already exists and is not empty; pass --force to replace it"
+        raise OutputError(msg)
+    return dest
+
+
+def write_bundle(ctx: Context, out: Path, readme: str, force: bool) -> tuple[Path, dict[str, Any]]:
+    """Stage every file, write the manifest last, then move the bundle into place atomically."""
+    dest = check_destination(out, ctx.target.name, force)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".{ctx.target.name}.staging-{uuid.uuid4().hex[:12]}"
+    try:
+        staging.mkdir()
+        files = dict(ctx.files)
+        (staging / "README.md").write_text(readme, encoding="utf-8", newline="\n")
+        for rel, src in sorted(files.items()):
+            dst = staging / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            if os.access(src, os.X_OK):
+                dst.chmod(0o755)
+        artifacts = []
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                artifacts.append({"path": path.relative_to(staging).as_posix(), "bytes": path.stat().st_size,
+                                  "sha256": _sha256(path)})
+        doc = manifest(ctx, artifacts)
+        text = json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+        (staging / MANIFEST).write_text(text, encoding="utf-8", newline="\n")
+        _swap_into_place(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest, doc
+
+
+def _swap_into_place(staging: Path, dest: Path) -> None:
+    if not dest.exists():
+        os.replace(staging, dest)
+        return
+    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:12]}"
+    os.replace(dest, old)
+    try:
+        os.replace(staging, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,111 @@
+"""The build pipeline: a frozen context flows through an explicit tuple of stages.
+
+Each stage is a plain function ``stage(ctx) -> ctx``. It reads its input model from a file in the
+work folder and writes its result to a new file there, so every intermediate model can be opened
+and run on its own. ``run_stages`` wraps every stage the same way: timing, logging, mapping foreign
+errors to ours, and recording the decisions the stage made.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import EdgepackError, StageError, first_line
+from .model import LoadedModel, TensorSpec
+from .target import TargetProfile
+
+log = logging.getLogger("edgepack")
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    stage: str
+    seconds: float
+    decisions: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {"stage": self.stage, "seconds": round(self.seconds, 3), "decisions": list(self.decisions)}
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """One model of a bundle, as it moves through the stages."""
+
+    name: str  # artifact stem inside the bundle ("model" for a single-model bundle)
+    source: LoadedModel
+    current: Path  # the model file the next stage reads
+    reference_outputs: tuple[dict[str, np.ndarray], ...] = ()
+    verify_inputs: tuple[dict[str, np.ndarray], ...] = ()
+    calibration: tuple[dict[str, np.ndarray], ...] = ()
+    input_notes: tuple[str, ...] = ()
+    shapes: dict[str, tuple[int | str | None, ...]] = field(default_factory=dict)
+    fixed_shapes: bool = False
+    prepared: Path | None = None  # fp32 model after prepare (the speed reference)
+    model_class: str | None = None
+    recipe: dict[str, Any] | None = None
+    coverage: dict[str, Any] | None = None
+    artifact: Path | None = None  # the shipped file (.ort or .xml)
+    artifact_extra: tuple[Path, ...] = ()  # files that go with it (.bin), and config-only companions
+    conversion: dict[str, Any] | None = None
+    verification: dict[str, Any] | None = None
+    measured: dict[str, Any] | None = None
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.source.info.inputs
+
+
+@dataclass(frozen=True)
+class Context:
+    target: TargetProfile
+    work: Path  # this target's work folder (system temp)
+    models: tuple[ModelState, ...]
+    records: tuple[StageRecord, ...] = ()
+    files: dict[str, Path] = field(default_factory=dict)  # bundle-relative name -> file in work
+    reduce: dict[str, Any] | None = None
+    # timings and host latencies: they vary run to run, so they go to the build record beside the
+    # bundle, never into it (bundles are byte-identical from build to build)
+    measurements: dict[str, Any] = field(default_factory=dict)
+
+    def with_models(self, models: list[ModelState] | tuple[ModelState, ...]) -> "Context":
+        return replace(self, models=tuple(models))
+
+    def add_files(self, named: dict[str, Path]) -> "Context":
+        return replace(self, files={**self.files, **named})
+
+    def measure(self, key: str, value: Any) -> "Context":
+        return replace(self, measurements={**self.measurements, key: value})
+
+
+Stage = Callable[[Context, list], Context]
+
+
+def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Callable[[str], None] | None = None) -> Context:
+    """Run ``stages`` in order; each gets the context and a list to append its decisions to."""
+    for name, stage in stages:
+        if progress:
+            progress(f"{ctx.target.name}: {name}")
+        decisions: list[str] = []
+        start = time.perf_counter()
+        try:
+            ctx = stage(ctx, decisions)
+        except EdgepackError as exc:
+            msg = f"{ctx.target.name}: {name}: {exc}" if not str(exc).startswith(ctx.target.name) else str(exc)
+            raise type(exc)(msg) from exc
+        except MemoryError as exc:
+            msg = f"{ctx.target.name}: {name}: out of memory"
+            raise StageError(msg) from exc
+        except Exception as exc:  # noqa: BLE001 - a foreign error inside a stage becomes ours, with its stage
+            log.debug("stage %s failed", name, exc_info=True)
+            msg = f"{ctx.target.name}: {name}: {type(exc).__name__}: {first_line(exc)}"
+            raise StageError(msg) from exc
+        seconds = time.perf_counter() - start
+        log.info("%s: %s done in %.2fs", ctx.target.name, name, seconds)
+        ctx = replace(ctx, records=(*ctx.records, StageRecord(name, seconds, tuple(decisions))))
+    return ctx

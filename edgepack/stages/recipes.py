@@ -1,0 +1,90 @@
+"""quantize + verify: try the profile's recipes in order; ship the first that passes.
+
+A candidate is dropped when its outputs fall outside the recipe's tolerance against the fp32
+original, or, on CPU targets, when it runs more than 10% slower than the fp32 model on this host
+(dynamic int8 on a CNN is several times slower than fp32 — that trap must never ship). Static int8
+needs calibration data: without it, it is skipped, never guessed from random numbers. Every drop
+is a recorded decision. Latency figures go to the build record, not into decisions, so bundles
+stay byte-identical from build to build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import onnx
+
+from ..errors import StageError
+from ..pipeline import Context, ModelState
+from .quantize import classify_model, quantize
+from .verify import compare_latency, compare_outputs, passes, run_model
+
+MAX_SLOWDOWN = 1.10  # CPU targets: a candidate may be at most 10% slower than fp32 on the host
+LATENCY_RUNS = 15
+
+
+def _round_metrics(metrics: dict) -> dict:
+    def r(v):
+        return float(f"{v:.6g}") if isinstance(v, float) else v
+
+    return {name: {k: r(v) for k, v in m.items()} for name, m in metrics.items()}
+
+
+def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> ModelState:
+    profile = ctx.target
+    model_class = classify_model(onnx.load_model(str(m.prepared), load_external_data=False))
+    decisions.append(f"{m.name}: model class '{model_class}'")
+    attempts = []
+    for recipe in profile.recipes:
+        if recipe.applies_to not in ("any", model_class):
+            decisions.append(f"{m.name}: {recipe.name} skipped: it applies to {recipe.applies_to} models")
+            continue
+        if recipe.needs_calibration and not m.calibration:
+            decisions.append(
+                f"{m.name}: {recipe.name} skipped: no calibration data (--calibration DIR); "
+                "static int8 is not guessed from random numbers"
+            )
+            continue
+        dst = ctx.work / f"{m.name}.{recipe.name}.onnx"
+        record = quantize(m.prepared, dst, recipe, list(m.calibration) or None, is_accelerator=profile.is_accelerator)
+        metrics = _round_metrics(compare_outputs(list(m.reference_outputs), run_model(dst, list(m.verify_inputs))))
+        ok, why = passes(metrics, recipe.tolerance)
+        attempt = {"recipe": recipe.name, "passed_accuracy": ok, "accuracy": why}
+        if not ok:
+            decisions.append(f"{m.name}: {recipe.name} dropped: outside tolerance ({why})")
+            attempts.append(attempt)
+            continue
+        if profile.execution_provider == "CPU" and recipe.name != "none":
+            lat = compare_latency(m.prepared, dst, m.verify_inputs[0], runs=LATENCY_RUNS)
+            attempt["host_latency"] = lat
+            host.setdefault(m.name, []).append({"recipe": recipe.name, **lat})
+            if lat["ratio"] > MAX_SLOWDOWN:
+                decisions.append(
+                    f"{m.name}: {recipe.name} dropped: more than {MAX_SLOWDOWN - 1:.0%} slower than fp32 on the host "
+                    "(see the build record for the timings)"
+                )
+                attempts.append(attempt)
+                continue
+        decisions.append(f"{m.name}: {recipe.name} chosen: {why}")
+        chosen = {
+            "recipe": recipe.name,
+            "why": recipe.reason,
+            "tolerance": {k: v for k, v in vars(recipe.tolerance).items() if v is not None},
+            "settings": record["settings"],
+            "model_class": model_class,
+            "bytes_fp32": record["bytes_before"],
+            "bytes_quantized": record["bytes_after"],
+            "ops_after": record["ops_after"],
+            "notes": record["notes"],
+            "candidate_metrics": metrics,
+        }
+        return replace(m, current=dst, recipe=chosen, model_class=model_class)
+    msg = f"{m.name}: no quantization recipe of {profile.name} passed its checks"
+    raise StageError(msg)
+
+
+def quantize_stage(ctx: Context, decisions: list[str]) -> Context:
+    host: dict = {}
+    models = [_choose(ctx, m, decisions, host) for m in ctx.models]
+    ctx = ctx.with_models(models)
+    return ctx.measure("candidate_latency", host) if host else ctx
