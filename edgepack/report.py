@@ -64,7 +64,7 @@ def print_build(results) -> None:
         measured = _json.loads(r.record.read_text()).get("measurements", {}).get("host_latency", {})
         print(f"{r.target}: {r.bundle}")
         for m in doc["models"]:
-            q = m["recipe"]["quantization"]
+            q = m["quantization"]
             cov = m["coverage"]
             art = next(a for a in doc["artifacts"] if a["path"] == m["artifact"])
             worst = min(o["cosine_min"] for o in m["verification"]["outputs"].values())
