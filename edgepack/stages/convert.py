@@ -16,14 +16,13 @@ its private ``_convert`` is not called; its session settings are reproduced here
   ``optimization.minimal_build_optimizations = apply`` (fixed style): :func:`to_ort_applied`.
 
 Determinism: the .ort content (graph, initializers, node order, saved optimizations) is the same on
-every conversion, and so is its size, but NOT its bytes: ORT 1.32 serializes the
-KernelTypeStrResolver entries (``:Conv:11``, ``com.microsoft:FusedConv:1``...) in hash-map order, so
-their place in the flatbuffer changes from run to run, even within one process. Checksums of a
-bundle therefore change between builds; compare :func:`ort_summary` and outputs instead.
+every conversion, but not its bytes: ORT 1.32 serializes the KernelTypeStrResolver entries
+(``:Conv:11``, ``com.microsoft:FusedConv:1``...) in hash-map order. :func:`convert_stage` therefore
+rewrites every .ort with :func:`edgepack.stages.ort_canonical.canonicalize_ort`, after which the
+same model always gives the same bytes.
 """
 
 from __future__ import annotations
-
 
 import collections
 from pathlib import Path
@@ -216,6 +215,8 @@ def convert_stage(ctx, decisions: list[str]):
     """ORT format for every model: runtime style for accelerator targets, fixed for CPU targets."""
     from dataclasses import replace as _replace
 
+    from .ort_canonical import canonicalize_ort
+
     profile = ctx.target
     models = []
     files = {}
@@ -229,13 +230,13 @@ def convert_stage(ctx, decisions: list[str]):
             applied = ctx.work / f"{m.name}.applied.ort"
             to_ort_applied(m.current, applied, target_platform=profile.target_platform)
             extra = (applied,)
-        canonical = _canonicalize(artifact)
+        canonicalize_ort(artifact, artifact)
         check_ort_loads(artifact)
         decisions.extend(f"{m.name}: {d}" for d in record["decisions"])
         decisions.append(
             f"{m.name}: ORT format, {profile.optimization_style} optimizations at level "
             f"'{record['session_optimization_level']}', platform {profile.target_platform or 'any'}: "
-            f"{record['bytes']} bytes" + (", resolver entries sorted for reproducible bytes" if canonical else "")
+            f"{record['bytes']} bytes; kernel-type resolver entries sorted so the bytes are reproducible"
         )
         keep = ("onnxruntime_version", "optimization_style", "optimization_level", "session_optimization_level",
                 "target_platform", "session_config", "disabled_optimizers")
@@ -243,13 +244,3 @@ def convert_stage(ctx, decisions: list[str]):
                                conversion={k: record[k] for k in keep if k in record}))
         files[artifact.name] = artifact
     return ctx.with_models(models).add_files(files)
-
-
-def _canonicalize(path: Path) -> bool:
-    """Rewrite a .ort so the same model always gives the same bytes (see ort_canonical)."""
-    try:
-        from .ort_canonical import canonicalize_ort
-    except ImportError:  # pragma: no cover - module not present
-        return False
-    canonicalize_ort(path, path)
-    return True

@@ -17,7 +17,7 @@ import onnx
 from ..errors import StageError
 from ..pipeline import Context, ModelState
 from .quantize import classify_model, quantize
-from .verify import compare_latency, compare_outputs, passes, run_model
+from .verify import compare_latency, compare_outputs, host_settings, passes, run_model
 
 MAX_SLOWDOWN = 1.10  # CPU targets: a candidate may be at most 10% slower than fp32 on the host
 LATENCY_RUNS = 15
@@ -55,7 +55,7 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
             attempts.append(attempt)
             continue
         if profile.execution_provider == "CPU" and recipe.name != "none":
-            lat = compare_latency(m.prepared, dst, m.verify_inputs[0], runs=LATENCY_RUNS)
+            lat = compare_latency(m.prepared, dst, m.verify_inputs[0], runs=LATENCY_RUNS, **host_settings(profile))
             attempt["host_latency"] = lat
             host.setdefault(m.name, []).append({"recipe": recipe.name, **lat})
             if lat["ratio"] > MAX_SLOWDOWN:

@@ -124,16 +124,31 @@ def passes(metrics: dict, tolerance: Tolerance, *, accuracy_drop: float | None =
 # ------------------------------------------------------------------------------ running
 
 
-def _session(path: Path, threads: int):
+_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def host_settings(profile) -> dict:
+    """Session settings that make a host measurement of ``profile``'s model fair: the target's
+    optimization level (a Pi build is optimized at 'extended' for arm, so the host must not add
+    x86-only NCHWc layouts to the fp32 side), basic for accelerator targets' CPU fallback."""
+    level = "basic" if profile.optimization_style == "runtime" else profile.optimization_level
+    disabled = ["NchwcTransformer"] if level == "all" and profile.target_platform != "amd64" else []
+    return {"level": level, "disabled_optimizers": disabled}
+
+
+def _session(path: Path, threads: int, level: str | None = None, disabled_optimizers: list[str] | tuple = ()):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    if level is not None:
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(disabled_optimizers) or None)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidGraph/NotImplemented...
         first = first_line(exc)
         msg = f"onnxruntime cannot load {Path(path).name}: {first}"
@@ -186,19 +201,25 @@ def _timed(sess, feed: dict) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def measure_latency(path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20) -> dict:
+def measure_latency(path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20,
+                    level: str | None = None, disabled_optimizers: list[str] | tuple = ()) -> dict:
     """Median/p10/p90 milliseconds of ``runs`` runs of one sample after ``warmup`` runs."""
-    sess = _session(Path(path), threads)
+    sess = _session(Path(path), threads, level, disabled_optimizers)
     for _ in range(warmup):
         _run(sess, sample)
     return _summary([_timed(sess, sample) for _ in range(max(runs, 1))], threads)
 
 
 def compare_latency(
-    ref_path: Path, cand_path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20
+    ref_path: Path, cand_path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20,
+    level: str | None = None, disabled_optimizers: list[str] | tuple = (),
 ) -> dict:
-    """Time both models in one process with interleaved runs (ABAB...); ``ratio`` = cand / ref medians."""
-    ref, cand = _session(Path(ref_path), threads), _session(Path(cand_path), threads)
+    """Time both models in one process with interleaved runs (ABAB...); ``ratio`` = cand / ref medians.
+
+    Both sessions use the same ``level`` and ``disabled_optimizers`` (onnxruntime's defaults if None).
+    """
+    ref = _session(Path(ref_path), threads, level, disabled_optimizers)
+    cand = _session(Path(cand_path), threads, level, disabled_optimizers)
     for _ in range(warmup):
         _run(ref, sample)
         _run(cand, sample)
@@ -238,8 +259,10 @@ def verify_stage(ctx, decisions: list[str]):
             raise _StageError(msg)
         decisions.append(f"{m.name}: shipped {m.artifact.name} verified against the fp32 original: {why}")
         verification = {"passed": True, "inputs": list(m.input_notes), "tolerance": tol, "outputs": metrics}
-        lat = compare_latency(m.source.path, m.artifact, m.verify_inputs[0])
-        measured[m.name] = {"where": "this build host, onnxruntime CPUExecutionProvider",
-                            "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"]}
+        settings = host_settings(ctx.target)
+        lat = compare_latency(m.source.path, m.artifact, m.verify_inputs[0], **settings)
+        measured[m.name] = {"where": "this build host, onnxruntime CPUExecutionProvider (a measurement of the host, "
+                                     "not of the target device)",
+                            "session": settings, "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"]}
         models.append(_replace(m, verification=verification))
     return ctx.with_models(models).measure("host_latency", measured)
