@@ -285,8 +285,11 @@ def test_latency(conv_model: Path, tmp_path: Path) -> None:
     m = measure_latency(conv_model, sample, warmup=1, runs=5)
     assert m["runs"] == 5 and m["threads"] == 1 and m["provider"] == "CPUExecutionProvider" and m["host_cpu"]
     assert 0 < m["p10_ms"] <= m["median_ms"] <= m["p90_ms"]
-    both = compare_latency(conv_model, conv_model, sample, warmup=1, runs=10)
+    both = compare_latency(conv_model, conv_model, sample, warmup=1, runs=10, budget_s=0.0)
     assert both["ref"]["runs"] == both["cand"]["runs"] == 10 and 0.2 < both["ratio"] < 5
+    # a fast model gets more pairs, up to the time budget and the cap
+    more = compare_latency(conv_model, conv_model, sample, warmup=1, runs=10, budget_s=0.2)
+    assert 10 <= more["ref"]["runs"] <= 400
 
 
 # ------------------------------------------------------------------------------ inputs and calibration

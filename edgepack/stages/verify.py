@@ -124,6 +124,7 @@ def passes(metrics: dict, tolerance: Tolerance, *, accuracy_drop: float | None =
 # ------------------------------------------------------------------------------ running
 
 
+MAX_RUNS = 400
 _LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
@@ -212,9 +213,11 @@ def measure_latency(path: Path, sample: dict, *, threads: int = 1, warmup: int =
 
 def compare_latency(
     ref_path: Path, cand_path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20,
-    level: str | None = None, disabled_optimizers: list[str] | tuple = (),
+    level: str | None = None, disabled_optimizers: list[str] | tuple = (), budget_s: float = 0.5,
 ) -> dict:
     """Time both models in one process with interleaved runs (ABAB...); ``ratio`` = cand / ref medians.
+
+    At least ``runs`` pairs, more for fast models (up to ``budget_s`` seconds, at most MAX_RUNS pairs).
 
     Both sessions use the same ``level`` and ``disabled_optimizers`` (onnxruntime's defaults if None).
     """
@@ -223,6 +226,9 @@ def compare_latency(
     for _ in range(warmup):
         _run(ref, sample)
         _run(cand, sample)
+    # small models run in microseconds, where noise dominates: time at least ~budget_s of pairs
+    pair_ms = _timed(ref, sample) + _timed(cand, sample)
+    runs = int(min(MAX_RUNS, max(runs, budget_s * 1000.0 / max(pair_ms, 1e-3))))
     ref_ms: list[float] = []
     cand_ms: list[float] = []
     for i in range(max(runs, 1)):
