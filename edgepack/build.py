@@ -17,6 +17,7 @@ from .pipeline import Context, ModelState, run_stages
 from .shapes import plan_shapes, require_fixed
 from .stages.calibration import generate_inputs, load_calibration, split_calibration
 from .stages.convert import convert_stage
+from .stages.input_ranges import apply_int_ranges, int_input_ranges
 from .stages.prepare import prepare_stage
 from .stages.recipes import quantize_stage
 from .stages.reduce import reduce_stage
@@ -97,9 +98,19 @@ class _Inputs:
                 if any(not s.is_fixed for s in specs):
                     msg = "no calibration data and undecided input dimensions: pass --shape NAME=DIMS or --calibration DIR"
                     raise ShapeError(msg)
-                calib, hold = [], generate_inputs(specs, GENERATED_SAMPLES, SEED)
-                notes.append(f"{GENERATED_SAMPLES} generated inputs (seed {SEED}: floats ~ N(0,1), ints in [0,10))")
-            refs = run_model(lm.path, hold)
+                ranges = int_input_ranges(lm.proto)
+                hold = apply_int_ranges(generate_inputs(specs, GENERATED_SAMPLES, SEED), ranges, SEED)
+                calib = []
+                bounded = ", ".join(f"{k} in [{lo},{hi})" for k, (lo, hi) in sorted(ranges.items()))
+                notes.append(f"{GENERATED_SAMPLES} generated inputs (seed {SEED}: floats ~ N(0,1), ints in [0,10)"
+                             + (f"; from the graph: {bounded}" if bounded else "") + ")")
+            try:
+                refs = run_model(lm.path, hold)
+            except StageError as exc:
+                source = "the calibration data" if self.calibration is not None else "generated inputs"
+                msg = (f"the fp32 model {lm.path.name} does not run on {source}: {exc}; "
+                       "pass --calibration DIR with real inputs")
+                raise StageError(msg) from exc
             self._cache[key] = (tuple(calib), tuple(hold), tuple(refs), tuple(notes))
         return self._cache[key]
 

@@ -55,6 +55,7 @@ class ModelState:
     conversion: dict[str, Any] | None = None
     verification: dict[str, Any] | None = None
     measured: dict[str, Any] | None = None
+    weight_only_int8: bool = False  # prepare kept weight-only int8 as DequantizeLinear
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:

@@ -116,13 +116,46 @@ def require_fixed(plan: ShapePlan, info: ModelInfo, why: str) -> dict[str, tuple
 
 
 def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
-    """A copy of ``model`` whose inputs have the given fixed shapes (outputs' dims cleared for re-inference)."""
-    from onnxruntime.tools.onnx_model_utils import is_fixed_size_tensor, make_input_shape_fixed
+    """A copy of ``model`` whose inputs have the given fixed shapes.
+
+    Each input dim is set directly. A symbolic dim name given one value everywhere is replaced in
+    the rest of the graph too; a name given different values (exporters reuse '?' for H and W) is
+    cleared there instead, so shape inference recomputes it.
+    """
+    from onnxruntime.tools.onnx_model_utils import is_fixed_size_tensor
+
+    from .model import iter_graphs
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    for name, dims in shapes.items():
-        make_input_shape_fixed(out.graph, name, list(dims))
+    values: dict[str, set[int]] = {}
+    for inp in out.graph.input:
+        if inp.name not in shapes:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        want = shapes[inp.name]
+        if len(dims) != len(want):
+            msg = f"input '{inp.name}' has rank {len(dims)}, the shape given has rank {len(want)}"
+            raise ShapeError(msg)
+        for d, v in zip(dims, want):
+            if d.HasField("dim_param") and d.dim_param:
+                values.setdefault(d.dim_param, set()).add(int(v))
+            d.Clear()
+            d.dim_value = int(v)
+    given = set(shapes)
+    for g in iter_graphs(out.graph):
+        for vi in [*g.value_info, *g.output, *(i for i in g.input if i.name not in given)]:
+            if not vi.type.HasField("tensor_type"):
+                continue
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_param") and d.dim_param in values:
+                    vals = values[d.dim_param]
+                    name = d.dim_param
+                    d.Clear()
+                    if len(vals) == 1:
+                        d.dim_value = next(iter(vals))
+                    else:
+                        d.dim_param = f"unk_{name}"
     # like onnx_model_utils.fix_output_shapes, minus its in-memory check_model (which cannot see external data)
     try:
         inferred = onnx.shape_inference.infer_shapes(out)

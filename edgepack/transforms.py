@@ -145,3 +145,90 @@ def decompose(model: onnx.ModelProto, ops: set[str]) -> tuple[onnx.ModelProto, d
     if opset < 11:  # Clip takes min/max as inputs from opset 11
         return model, {}
     return out, counts
+
+
+# ----------------------------------------------------------------------------- weight-only int8
+
+_INT8_TYPES = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+
+
+def protect_weight_only_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Turn ``Mul(Cast(int8 W), scale)`` into ``DequantizeLinear(W, scale)``. Returns (model, count).
+
+    Weight-only int8 models (a common size-saving export) dequantize with Cast + Mul. Constant
+    folding would bake those into fp32 initializers and quadruple the model's bytes; onnxruntime
+    keeps DequantizeLinear of initializers unfolded, so the int8 weights stay int8.
+    Only per-tensor scales and per-axis scales of shape [N, 1] / [1, N] (matching W) are rewritten.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inits = {t.name: t for t in g.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    graph_outputs = {o.name for o in g.output}
+    replace: dict[int, list[onnx.NodeProto]] = {}
+    drop: set[int] = set()
+    new_inits: list[onnx.TensorProto] = []
+    for cast in g.node:
+        if cast.op_type != "Cast" or cast.input[0] not in inits or cast.output[0] in graph_outputs:
+            continue
+        w = inits[cast.input[0]]
+        to = next((a.i for a in cast.attribute if a.name == "to"), None)
+        users = consumers.get(cast.output[0], [])
+        if w.data_type not in _INT8_TYPES or to != onnx.TensorProto.FLOAT or len(users) != 1 or users[0].op_type != "Mul":
+            continue
+        mul = users[0]
+        other = mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]
+        scale = inits.get(other)
+        if scale is None or scale.data_type != onnx.TensorProto.FLOAT:
+            continue
+        sdims, wdims = list(scale.dims), list(w.dims)
+        values = numpy_helper.to_array(scale)
+        if values.size == 1:
+            axis, flat = None, values.reshape(())
+        elif len(sdims) == len(wdims) == 2 and sdims == [wdims[0], 1]:
+            axis, flat = 0, values.reshape(-1)
+        elif len(sdims) == len(wdims) == 2 and sdims == [1, wdims[1]]:
+            axis, flat = 1, values.reshape(-1)
+        else:
+            continue
+        if not np.all(np.isfinite(flat)) or np.any(flat == 0):
+            continue
+        gathers = consumers.get(mul.output[0], [])
+        if (axis == 0 and gathers and mul.output[0] not in graph_outputs
+                and all(n.op_type == "Gather" and n.input[0] == mul.output[0]
+                        and next((a.i for a in n.attribute if a.name == "axis"), 0) == 0 for n in gathers)):
+            # an embedding table: gather the int8 rows and their scales, then dequantize only those rows
+            # (dequantizing the whole table on every inference would cost more than the lookup)
+            for k, gather in enumerate(gathers):
+                base = f"edgepack_gq_{len(new_inits)}_{k}"
+                rows, srows, frows = f"{base}_rows", f"{base}_scales", f"{base}_float"
+                replace[id(gather)] = [
+                    helper.make_node("Gather", [w.name, gather.input[1]], [rows], name=f"{base}_rows", axis=0),
+                    helper.make_node("Gather", [scale.name, gather.input[1]], [srows], name=f"{base}_scales", axis=0),
+                    helper.make_node("Cast", [rows], [frows], name=f"{base}_cast", to=onnx.TensorProto.FLOAT),
+                    helper.make_node("Mul", [frows, srows], [gather.output[0]], name=f"{base}_mul"),
+                ]
+            drop.update({id(cast), id(mul)})
+            new_inits.append(None)  # count, keeps names unique
+            continue
+        base = f"edgepack_dq_{len(new_inits)}"
+        s_name = f"{base}_scale"
+        new_inits.append(numpy_helper.from_array(flat.astype(np.float32), s_name))
+        zp_name = f"{base}_zero_point"
+        zp_dtype = np.int8 if w.data_type == onnx.TensorProto.INT8 else np.uint8
+        new_inits.append(numpy_helper.from_array(np.zeros(flat.shape, zp_dtype), zp_name))
+        kwargs = {"axis": axis} if axis is not None else {}
+        dq = helper.make_node("DequantizeLinear", [w.name, s_name, zp_name], [mul.output[0]], name=f"{base}", **kwargs)
+        replace[id(cast)] = [dq]
+        drop.add(id(mul))
+    if not replace:
+        return model, 0
+    nodes = [x for n in g.node if id(n) not in drop for x in replace.get(id(n), [n])]
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(t for t in new_inits if t is not None)
+    return out, sum(1 for t in new_inits if t is None) + sum(1 for v in replace.values() if v[0].op_type == "DequantizeLinear")

@@ -226,8 +226,9 @@ def test_identical_outputs_are_perfect() -> None:
     rng = np.random.default_rng(0)
     outs = [{"logits": rng.standard_normal((1, 10)).astype(np.float32), "emb": rng.standard_normal((1, 3, 4))} for _ in range(5)]
     metrics = compare_outputs(outs, outs)
+    ref_max = max(float(np.abs(o["logits"]).max()) for o in outs)
     assert metrics["logits"] == {"cosine_min": pytest.approx(1.0), "max_abs_err": 0.0, "max_rel_err": 0.0,
-                                 "top1_agreement": 1.0, "samples": 5}
+                                 "ref_max_abs": pytest.approx(ref_max), "top1_agreement": 1.0, "samples": 5}
     assert metrics["emb"]["top1_agreement"] is None
     assert passes(metrics, Tolerance(cosine_min=0.9999, top1_agreement_min=1.0))[0]
 
@@ -368,3 +369,22 @@ def test_split_calibration() -> None:
     assert [int(s["x"][0, 0]) for s in split_calibration(samples)[1]] == [int(s["x"][0, 0]) for s in hold] == [0, 9]
     calib, hold, note = split_calibration(samples[:3])
     assert calib == hold and len(hold) == 3 and "all used both" in note
+
+
+def test_accept_treats_fp32_equal_outputs_as_passing() -> None:
+    from edgepack.stages.verify import accept, scaled_error
+
+    ref = [{"map": np.full((1, 16), 1e-5, np.float32) + np.arange(16, dtype=np.float32) * 1e-9}]
+    cand = [{"map": ref[0]["map"][:, ::-1].copy()}]  # same tiny values, shuffled: cosine drops
+    metrics = compare_outputs(ref, cand)
+    tol = Tolerance(cosine_min=0.99999999)
+    assert not passes(metrics, tol)[0]
+    assert scaled_error(metrics) < 1e-5
+    ok, why = accept(metrics, tol)
+    assert ok and "equal to the fp32 original" in why
+
+
+def test_sequence_of_maps_outputs_compare() -> None:
+    rows = [{"label": np.array([1]), "probs": [{0: 0.2, 1: 0.8}]}]
+    metrics = compare_outputs(rows, rows)
+    assert metrics["probs"]["max_abs_err"] == 0.0

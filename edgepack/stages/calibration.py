@@ -1,8 +1,10 @@
 """Model input samples: load a user's calibration folder, split it, or generate random inputs.
 
 A calibration folder holds ``<input name>.npy`` files (samples stacked on axis 0) and/or
-``.npz`` files keyed by input name. Every sample returned is a dict {input name: array}
-with batch dimension 1. Files are read with ``allow_pickle=False``.
+``.npz`` files keyed by input name. It may also hold image files plus a ``preprocess.toml``
+that turns them into the samples of one input (see :mod:`edgepack.stages.images`).
+Every sample returned is a dict {input name: array} with batch dimension 1. Files are read
+with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from .._toml_check import did_you_mean
 from ..errors import CalibrationError, ShapeError, StageError, first_line
 from ..model import TensorSpec
+from . import images as _images
 
 INT_HIGH = 10  # generated integer inputs lie in [0, INT_HIGH): safe as indices, lengths and ids
 
@@ -73,7 +76,7 @@ def generate_inputs(model_inputs: Sequence[TensorSpec], n: int, seed: int) -> li
 # ------------------------------------------------------------------------------ calibration folder
 
 
-def _read_arrays(folder: Path) -> dict[str, tuple[np.ndarray, str]]:
+def _read_arrays(folder: Path, *, allow_empty: bool = False) -> dict[str, tuple[np.ndarray, str]]:
     """{name: (array, file it came from)} for every .npy and .npz member in ``folder``."""
     if not folder.is_dir():
         msg = f"calibration folder not found: {folder}"
@@ -103,8 +106,11 @@ def _read_arrays(folder: Path) -> dict[str, tuple[np.ndarray, str]]:
             first = first_line(exc)
             msg = f"calibration file {path.name} cannot be read as numpy data: {first}"
             raise CalibrationError(msg) from exc
-    if not arrays:
-        msg = f"calibration folder {folder.name} has no .npy or .npz files (expected one <input name>.npy per model input)"
+    if not arrays and not allow_empty:
+        msg = (
+            f"calibration folder {folder.name} has no .npy or .npz files (expected one <input name>.npy per model input, "
+            f"or image files with a {_images.PREPROCESS_FILE})"
+        )
         raise CalibrationError(msg)
     return arrays
 
@@ -147,10 +153,25 @@ def load_calibration(folder: Path, inputs: Sequence[TensorSpec], *, notes: list[
     """Per-sample dicts (batch 1) from a calibration folder, checked against the model's ``inputs``.
 
     Casts (float64 to float32, int widening) are appended to ``notes`` when a list is given.
+    Image files with a ``preprocess.toml`` feed the one input it names (and a note says how).
     """
     folder = Path(folder)
     notes = notes if notes is not None else []
-    arrays = _read_arrays(folder)
+    if not folder.is_dir():
+        msg = f"calibration folder not found: {folder}"
+        raise CalibrationError(msg)
+    plan = _images.plan_images(folder, inputs)  # validates preprocess.toml; decodes nothing yet
+    arrays = _read_arrays(folder, allow_empty=plan is not None)
+    if plan is not None:
+        name = plan.spec.name
+        if name in arrays:
+            msg = (
+                f"calibration input '{name}' is given twice ({plan.where} and {arrays[name][1]}); "
+                f"keep either the images or the numpy file"
+            )
+            raise CalibrationError(msg)
+        arrays[name] = (_images.decode_images(plan), plan.where)
+        notes.append(plan.note())
     names = [s.name for s in inputs]
     for name, (_, where) in arrays.items():
         if name not in names:

@@ -109,8 +109,11 @@ def to_ort(
     optimization_style: str,
     optimization_level: str,
     target_platform: str | None,
+    extra_disabled: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Convert ``src`` (.onnx) to ``dst`` (.ort) and return a JSON-able record of what was done.
+
+    ``extra_disabled`` names optimizers to leave out on top of the tool's own choice.
 
     ``fixed``: optimize at ``optimization_level`` and bake the result in (CPU-only targets).
     ``runtime``: apply the basic level, save the rest as runtime optimizations, so compiling EPs
@@ -133,7 +136,7 @@ def to_ort(
     else:
         session_level = optimization_level
         config = session_config(target_platform, None)
-    disabled = disabled_optimizers(session_level, target_platform)
+    disabled = disabled_optimizers(session_level, target_platform) + list(extra_disabled)
     _write(Path(src), Path(dst), session_level, config, disabled)
     summary = ort_summary(Path(dst))
     return {
@@ -150,7 +153,8 @@ def to_ort(
     }
 
 
-def to_ort_applied(src: Path, dst: Path, *, target_platform: str | None) -> dict[str, Any]:
+def to_ort_applied(src: Path, dst: Path, *, target_platform: str | None,
+                   extra_disabled: tuple[str, ...] = ()) -> dict[str, Any]:
     """The runtime-style model with its saved optimizations applied, for the operator config only.
 
     ``convert_onnx_models_to_ort`` makes this second conversion (fixed style, level ``all``,
@@ -160,7 +164,7 @@ def to_ort_applied(src: Path, dst: Path, *, target_platform: str | None) -> dict
     _check_choice("target platform", target_platform, PLATFORMS, optional=True)
     level = RUNTIME_STYLE_SESSION_LEVEL
     config = session_config(target_platform, "apply")
-    disabled = disabled_optimizers(level, target_platform)
+    disabled = disabled_optimizers(level, target_platform) + list(extra_disabled)
     _write(Path(src), Path(dst), level, config, disabled)
     return {"bytes": Path(dst).stat().st_size, "session_config": config, **ort_summary(Path(dst))}
 
@@ -223,12 +227,18 @@ def convert_stage(ctx, decisions: list[str]):
     for m in ctx.models:
         artifact = ctx.work / "bundle" / f"{m.name}.ort"
         artifact.parent.mkdir(parents=True, exist_ok=True)
+        # weight-only int8 kept as DequantizeLinear is fp32 arithmetic; onnxruntime's QDQ fusions would
+        # turn it into int8 arithmetic the accuracy check never saw, so they stay off unless we quantized
+        keep_fp32 = ("QDQSelectorActionTransformer",) if m.weight_only_int8 and m.recipe["recipe"] != "static-int8" else ()
+        if keep_fp32:
+            decisions.append(f"{m.name}: QDQ fusions disabled: weight-only int8 weights are dequantized to fp32 arithmetic")
         record = to_ort(m.current, artifact, optimization_style=profile.optimization_style,
-                        optimization_level=profile.optimization_level, target_platform=profile.target_platform)
+                        optimization_level=profile.optimization_level, target_platform=profile.target_platform,
+                        extra_disabled=keep_fp32)
         extra: tuple[Path, ...] = ()
         if profile.optimization_style == "runtime":
             applied = ctx.work / f"{m.name}.applied.ort"
-            to_ort_applied(m.current, applied, target_platform=profile.target_platform)
+            to_ort_applied(m.current, applied, target_platform=profile.target_platform, extra_disabled=keep_fp32)
             extra = (applied,)
         canonicalize_ort(artifact, artifact)
         check_ort_loads(artifact)

@@ -8,6 +8,7 @@ the original model (fp32 outputs within 1e-5 relative) and recorded.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import onnx
 
@@ -15,14 +16,50 @@ from .. import partition
 from ..errors import StageError
 from ..pipeline import Context, ModelState
 from ..shapes import fix_input_shapes
-from ..transforms import DECOMPOSITIONS, decompose, infer_shapes, ort_optimize
-from .verify import compare_outputs, run_model
+from ..transforms import DECOMPOSITIONS, decompose, infer_shapes, ort_optimize, protect_weight_only_int8
+from .verify import compare_latency, compare_outputs, host_settings, run_model, scaled_error
 
 REWRITE_RTOL = 1e-5
+MAX_SLOWDOWN = 1.10  # the same bar as a quantization recipe's host speed gate
 
 
-def _worst_rel(metrics: dict) -> float:
-    return max((m["max_rel_err"] or 0.0) for m in metrics.values()) if metrics else 0.0
+def _optimize_checked(ctx: Context, m: ModelState, proto: onnx.ModelProto, ops: frozenset[str], stem: str,
+                      decisions: list[str]) -> tuple[Path, dict[str, int], float]:
+    """Decompose ``ops``, run onnxruntime's basic level, and check outputs against the original;
+    without the decompositions if they were what changed the outputs."""
+    model_dir = m.source.path.parent.resolve()
+    attempts = [ops, frozenset()] if ops else [frozenset()]
+    for attempt in attempts:
+        candidate, counts = decompose(proto, set(attempt)) if attempt else (proto, {})
+        dst = ctx.work / f"{stem}.onnx"
+        ort_optimize(candidate, model_dir, dst, "basic", m.source.info.weight_bytes)
+        metrics = compare_outputs(list(m.reference_outputs), run_model(dst, list(m.verify_inputs), level="disable"))
+        worst = scaled_error(metrics)
+        if worst <= REWRITE_RTOL:
+            return dst, counts, worst
+        if attempt:
+            decisions.append(f"{m.name}: rewrites {sorted(attempt)} changed outputs by {worst:.2e} relative; retried without them")
+    msg = f"{m.name}: basic optimization changed fp32 outputs by {worst:.2e} relative to max(|output|, 1) (limit {REWRITE_RTOL})"
+    raise StageError(msg)
+
+
+def _keep_int8_weights(ctx: Context, m: ModelState, folded: Path, kept: Path, decisions: list[str]) -> bool:
+    """Weight-only int8 kept as DequantizeLinear is 4x smaller but dequantizes on every inference.
+    Accelerator targets keep it (download size); CPU targets keep it unless it runs more than
+    MAX_SLOWDOWN slower than the fp32-folded model on this host."""
+    if ctx.target.is_accelerator:
+        decisions.append(f"{m.name}: weight-only int8 weights kept int8 (DequantizeLinear): 4x smaller download")
+        return True
+    settings = host_settings(ctx.target)
+    settings["disabled_optimizers"] = [*settings["disabled_optimizers"], "QDQSelectorActionTransformer"]
+    ratio = compare_latency(folded, kept, m.verify_inputs[0], **settings)["ratio"]
+    if ratio is not None and ratio > MAX_SLOWDOWN:
+        decisions.append(f"{m.name}: weight-only int8 weights folded to fp32: dequantizing them on every inference "
+                         f"ran more than {MAX_SLOWDOWN - 1:.0%} slower on the host (the model grows about 4x)")
+        return False
+    decisions.append(f"{m.name}: weight-only int8 weights kept int8 (DequantizeLinear): 4x smaller, "
+                     f"within {MAX_SLOWDOWN - 1:.0%} of the fp32-folded speed on the host")
+    return True
 
 
 def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelState:
@@ -35,21 +72,14 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
     else:
         decisions.append(f"{m.name}: dynamic dimensions kept (target shape policy '{profile.shape_policy}')")
     ops = partition.decomposable_ops(profile, set(m.source.info.op_histogram)) if profile.is_accelerator else frozenset()
-    model_dir = m.source.path.parent.resolve()
-    attempts = [ops, frozenset()] if ops else [frozenset()]
-    for attempt in attempts:
-        candidate, counts = decompose(proto, set(attempt)) if attempt else (proto, {})
-        dst = ctx.work / f"{m.name}.prepared.onnx"
-        ort_optimize(candidate, model_dir, dst, "basic", m.source.info.weight_bytes)
-        metrics = compare_outputs(list(m.reference_outputs), run_model(dst, list(m.verify_inputs)))
-        worst = _worst_rel(metrics)
-        if worst <= REWRITE_RTOL:
-            break
-        if attempt:
-            decisions.append(f"{m.name}: rewrites {sorted(attempt)} changed outputs by {worst:.2e} relative; retried without them")
-    else:
-        msg = f"{m.name}: basic optimization changed fp32 outputs by {worst:.2e} relative (limit {REWRITE_RTOL})"
-        raise StageError(msg)
+    protected_proto, protected = protect_weight_only_int8(proto)
+    dst, counts, worst = _optimize_checked(ctx, m, proto, ops, f"{m.name}.prepared", decisions)
+    if protected:
+        kept, kept_counts, kept_worst = _optimize_checked(ctx, m, protected_proto, ops, f"{m.name}.prepared-int8w", decisions)
+        if _keep_int8_weights(ctx, m, dst, kept, decisions):
+            dst, counts, worst = kept, kept_counts, kept_worst
+        else:
+            protected = 0
     for op, n in sorted(counts.items()):
         decisions.append(f"{m.name}: decomposed {n} {op} node(s) into {'/'.join(DECOMPOSITIONS[op])} for {profile.execution_provider}")
     before = m.source.info.nodes_total
@@ -57,7 +87,7 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
     after = sum(1 for _ in optimized.graph.node)
     decisions.append(
         f"{m.name}: onnxruntime basic optimizations (constant folding, BatchNormalization folding): "
-        f"{before} -> {after} main-graph nodes; outputs equal within {worst:.1e} relative"
+        f"{before} -> {after} main-graph nodes; outputs equal within {worst:.1e} of max(|output|, 1)"
     )
     coverage = None
     if profile.is_accelerator:
@@ -67,7 +97,7 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
                     "unsupported": [u.to_json() for u in cov.unsupported]}
         decisions.append(f"{m.name}: {cov.nodes_supported}/{cov.nodes_total} nodes on {profile.execution_provider} "
                          f"in {cov.partitions} partition(s)")
-    return replace(m, current=dst, prepared=dst, coverage=coverage)
+    return replace(m, current=dst, prepared=dst, coverage=coverage, weight_only_int8=protected > 0)
 
 
 def prepare_stage(ctx: Context, decisions: list[str]) -> Context:

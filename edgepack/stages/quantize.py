@@ -215,17 +215,20 @@ def _dynamic_int8(src: Path, dst: Path, recipe: Recipe, notes: list[str]) -> dic
 
 
 def _fp16(src: Path, dst: Path, notes: list[str]) -> dict:
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+    # Q/DQ scales must stay float32 below opset 19; their outputs get a Cast like any blocked op
+    block = [*DEFAULT_OP_BLOCK_LIST, "QuantizeLinear", "DequantizeLinear"]
     try:
         model = onnx.load_model(str(src))
-        half = convert_float_to_float16(model, keep_io_types=True)
+        half = convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
         large = half.ByteSize() > LARGE_MODEL_BYTES
         onnx.save_model(half, str(dst), save_as_external_data=large, location=dst.name + ".data" if large else None)
     except Exception as exc:  # noqa: BLE001
         raise _fail("fp16 conversion (onnxruntime.transformers.float16)", exc) from exc
     notes.append("float32 weights and activations to float16; graph inputs/outputs stay float32 (Cast at the edges)")
-    return {"keep_io_types": True, "converter": "onnxruntime.transformers.float16.convert_float_to_float16"}
+    return {"keep_io_types": True, "converter": "onnxruntime.transformers.float16.convert_float_to_float16",
+            "kept_float32": ["QuantizeLinear", "DequantizeLinear", "onnxruntime's default block list"]}
 
 
 # ------------------------------------------------------------------------------ public

@@ -17,7 +17,7 @@ import onnx
 from ..errors import StageError
 from ..pipeline import Context, ModelState
 from .quantize import classify_model, quantize
-from .verify import compare_latency, compare_outputs, host_settings, passes, run_model
+from .verify import accept, compare_latency, compare_outputs, host_settings, run_model
 
 MAX_SLOWDOWN = 1.10  # CPU targets: a candidate may be at most 10% slower than fp32 on the host
 LATENCY_RUNS = 15
@@ -28,6 +28,14 @@ def _round_metrics(metrics: dict) -> dict:
         return float(f"{v:.6g}") if isinstance(v, float) else v
 
     return {name: {k: r(v) for k, v in m.items()} for name, m in metrics.items()}
+
+
+_QUANT_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul")
+
+
+def _added_quant_ops(record: dict) -> bool:
+    before, after = record["ops_before"], record["ops_after"]
+    return any(after.get(op, 0) > before.get(op, 0) for op in _QUANT_OPS)
 
 
 def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> ModelState:
@@ -47,8 +55,12 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
             continue
         dst = ctx.work / f"{m.name}.{recipe.name}.onnx"
         record = quantize(m.prepared, dst, recipe, list(m.calibration) or None, is_accelerator=profile.is_accelerator)
-        metrics = _round_metrics(compare_outputs(list(m.reference_outputs), run_model(dst, list(m.verify_inputs))))
-        ok, why = passes(metrics, recipe.tolerance)
+        if recipe.name in ("static-int8", "dynamic-int8") and not _added_quant_ops(record):
+            decisions.append(f"{m.name}: {recipe.name} dropped: the quantizer found nothing to quantize")
+            continue
+        metrics = _round_metrics(compare_outputs(list(m.reference_outputs),
+                                                 run_model(dst, list(m.verify_inputs), level="disable")))
+        ok, why = accept(metrics, recipe.tolerance)
         attempt = {"recipe": recipe.name, "passed_accuracy": ok, "accuracy": why}
         if not ok:
             decisions.append(f"{m.name}: {recipe.name} dropped: outside tolerance ({why})")
@@ -79,7 +91,8 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
             "candidate_metrics": metrics,
         }
         return replace(m, current=dst, recipe=chosen, model_class=model_class)
-    msg = f"{m.name}: no quantization recipe of {profile.name} passed its checks"
+    tried = "; ".join(d.split(": ", 1)[1] for d in decisions if d.startswith(f"{m.name}: ") and "dropped" in d)
+    msg = f"{m.name}: no quantization recipe of {profile.name} passed its checks ({tried or 'none applicable'})"
     raise StageError(msg)
 
 

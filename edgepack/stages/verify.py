@@ -74,12 +74,47 @@ def _compare_one(name: str, refs: list[np.ndarray], cands: list[np.ndarray]) -> 
         "cosine_min": min(cosines) if cosines else 1.0,
         "max_abs_err": None if nonfinite else max_abs,
         "max_rel_err": None if nonfinite else (max_abs / max_ref if max_ref > 0 else max_abs),
+        "ref_max_abs": max_ref,
         "top1_agreement": (agree / total if total else None) if classifier else None,
         "samples": len(refs),
     }
     if nonfinite:
         out["nonfinite_values"] = nonfinite
     return out
+
+
+def _as_array(value) -> np.ndarray:
+    """Outputs as arrays; a sequence of maps (scikit-learn's ZipMap) becomes rows of values by sorted key."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        keys = sorted(value[0])
+        return np.array([[row[k] for k in keys] for row in value], dtype=np.float64)
+    return np.asarray(value)
+
+
+def scaled_error(metrics: dict) -> float:
+    """Largest output error relative to max(|reference|, 1).
+
+    The unit floor keeps float32 rounding of tiny outputs (a sigmoid map near 1e-5) from reading
+    as a large relative change; outputs of magnitude above 1 are judged fully relatively.
+    """
+    worst = 0.0
+    for m in metrics.values():
+        if m.get("max_abs_err") is None:
+            return float("inf")
+        worst = max(worst, m["max_abs_err"] / max(m.get("ref_max_abs") or 0.0, 1.0))
+    return worst
+
+
+FP32_EQUAL = 1e-5  # outputs within this scaled error are numerically the fp32 model
+
+
+def accept(metrics: dict, tolerance) -> tuple[bool, str]:
+    """``passes``, except that outputs equal to the reference within FP32_EQUAL always pass
+    (cosine is unstable on near-constant outputs, e.g. a detector's map on random inputs)."""
+    ok, why = passes(metrics, tolerance)
+    if not ok and scaled_error(metrics) <= FP32_EQUAL:
+        return True, f"outputs equal to the fp32 original within {FP32_EQUAL:g} of max(|output|, 1) ({why})"
+    return ok, why
 
 
 def compare_outputs(ref: list[dict[str, np.ndarray]], cand: list[dict[str, np.ndarray]]) -> dict:
@@ -95,7 +130,7 @@ def compare_outputs(ref: list[dict[str, np.ndarray]], cand: list[dict[str, np.nd
         if any(name not in c for c in cand):
             msg = f"candidate model has no output '{name}'"
             raise StageError(msg)
-        metrics[name] = _compare_one(name, [r[name] for r in ref], [c[name] for c in cand])
+        metrics[name] = _compare_one(name, [_as_array(r[name]) for r in ref], [_as_array(c[name]) for c in cand])
     return metrics
 
 
@@ -125,7 +160,7 @@ def passes(metrics: dict, tolerance: Tolerance, *, accuracy_drop: float | None =
 
 
 MAX_RUNS = 400
-_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
 def host_settings(profile) -> dict:
@@ -165,9 +200,13 @@ def _run(sess, feed: dict) -> list[np.ndarray]:
         raise StageError(msg) from exc
 
 
-def run_model(path: Path, inputs: list[dict], threads: int = 1) -> list[dict]:
-    """Run a .onnx or .ort model on the CPU for each input dict; one {output name: array} per input."""
-    sess = _session(Path(path), threads)
+def run_model(path: Path, inputs: list[dict], threads: int = 1, level: str | None = None) -> list[dict]:
+    """Run a .onnx or .ort model on the CPU for each input dict; one {output name: array} per input.
+
+    ``level`` None keeps onnxruntime's default; "disable" runs the graph exactly as stored (what a
+    minimal build does with a .ort, and what checks of a rewrite itself need).
+    """
+    sess = _session(Path(path), threads, level)
     names = [o.name for o in sess.get_outputs()]
     return [dict(zip(names, _run(sess, feed))) for feed in inputs]
 
@@ -252,14 +291,15 @@ def verify_stage(ctx, decisions: list[str]):
     models = []
     measured = {}
     for m in ctx.models:
-        outs = run_model(m.artifact, list(m.verify_inputs))
+        # exactly the stored graph: a minimal build applies no further optimizations to a .ort
+        outs = run_model(m.artifact, list(m.verify_inputs), level="disable")
         metrics = compare_outputs(list(m.reference_outputs), outs)
         metrics = {k: {kk: (float(f"{vv:.6g}") if isinstance(vv, float) else vv) for kk, vv in v.items()}
                    for k, v in metrics.items()}
         tol = m.recipe["tolerance"]
         from ..target import Tolerance
 
-        ok, why = passes(metrics, Tolerance(**tol))
+        ok, why = accept(metrics, Tolerance(**tol))
         if not ok:
             msg = f"{m.name}: the shipped {m.artifact.name} fails verification against the fp32 original: {why}"
             raise _StageError(msg)
