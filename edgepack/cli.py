@@ -39,7 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target", action="append", default=[], metavar="T", required=True,
                    help="target name or profile .toml path (repeatable; 'all' for every built-in target)")
     b.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: one bundle per target in OUT/<target>/")
-    b.add_argument("--calibration", metavar="DIR", help="folder of .npy/.npz samples keyed by input name")
+    b.add_argument("--calibration", metavar="DIR", help="folder of .npy/.npz samples keyed by input name, and/or images with a preprocess.toml")
     b.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
     b.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     b.add_argument("--json", action="store_true", help="print JSON only")

@@ -253,3 +253,14 @@ def analyze_openvino(model_path: Path, profile: TargetProfile, shapes: dict[str,
     return Coverage(profile.name, profile.execution_provider, scenario, True, len(ops), n_sup,
                     1 if n_sup else 0, (n_sup,) if n_sup else (), unsupported,
                     notes=(f"counts are OpenVINO operations on device {device} (Parameter/Result/Constant excluded)",))
+
+
+def coverage_summary(model_path: Path, profile: TargetProfile) -> dict:
+    """The manifest's coverage block for a model file on an accelerator target (after prepare's rules)."""
+    from .transforms import infer_shapes, toposort
+
+    model = toposort(onnx.load_model(str(model_path), load_external_data=False))
+    cov = analyze_ort_ep(infer_shapes(model), profile, True, "shipped", ort_checker_quirks=False)
+    return {"nodes_total": cov.nodes_total, "nodes_on_accelerator": cov.nodes_supported,
+            "partitions": cov.partitions, "partition_sizes": list(cov.partition_sizes),
+            "unsupported": [u.to_json() for u in cov.unsupported]}

@@ -232,3 +232,35 @@ def protect_weight_only_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
     g.node.extend(nodes)
     g.initializer.extend(t for t in new_inits if t is not None)
     return out, sum(1 for t in new_inits if t is None) + sum(1 for v in replace.values() if v[0].op_type == "DequantizeLinear")
+
+
+def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its main graph's nodes in topological order (some converters append nodes
+    out of order, e.g. the fp16 converter's input Casts); the input is returned if already sorted."""
+    g = model.graph
+    available = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    produced_by_nodes = {o for n in g.node for o in n.output}
+
+    def ready(node: onnx.NodeProto) -> bool:
+        return all(i in available or i not in produced_by_nodes for i in node.input)
+
+    pending = list(g.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        rest = []
+        for node in pending:
+            if ready(node):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):  # a cycle: leave the order alone, the checker reports it
+            return model
+        pending = rest
+    if [id(n) for n in ordered] == [id(n) for n in g.node]:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(ordered)
+    return out

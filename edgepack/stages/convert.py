@@ -215,6 +215,26 @@ def check_ort_loads(path: Path) -> None:
 # ------------------------------------------------------------------------------------- the stage
 
 
+def _convert_loadable(src: Path, dst: Path, profile, disabled: tuple[str, ...], decisions: list[str], name: str) -> dict:
+    """to_ort, then a load check. onnxruntime 1.32 writes runtime-optimization records for some QDQ
+    graphs that it cannot replay ("Not enough produced nodes in the runtime optimization record");
+    for those the QDQ fusions are not saved: the accelerator takes the QDQ node units as they are,
+    and CPU-side nodes run unfused."""
+    kwargs = dict(optimization_style=profile.optimization_style, optimization_level=profile.optimization_level,
+                  target_platform=profile.target_platform)
+    record = to_ort(src, dst, extra_disabled=disabled, **kwargs)
+    try:
+        check_ort_loads(dst)
+    except StageError as exc:
+        qdq = "QDQSelectorActionTransformer"
+        if profile.optimization_style != "runtime" or qdq in disabled or "runtime optimization record" not in str(exc):
+            raise
+        record = to_ort(src, dst, extra_disabled=(*disabled, qdq), **kwargs)
+        decisions.append(f"{name}: QDQ fusions not saved for runtime replay: onnxruntime could not replay its own "
+                         "record for this graph")
+    return record
+
+
 def convert_stage(ctx, decisions: list[str]):
     """ORT format for every model: runtime style for accelerator targets, fixed for CPU targets."""
     from dataclasses import replace as _replace
@@ -232,13 +252,12 @@ def convert_stage(ctx, decisions: list[str]):
         keep_fp32 = ("QDQSelectorActionTransformer",) if m.weight_only_int8 and m.recipe["recipe"] != "static-int8" else ()
         if keep_fp32:
             decisions.append(f"{m.name}: QDQ fusions disabled: weight-only int8 weights are dequantized to fp32 arithmetic")
-        record = to_ort(m.current, artifact, optimization_style=profile.optimization_style,
-                        optimization_level=profile.optimization_level, target_platform=profile.target_platform,
-                        extra_disabled=keep_fp32)
+        record = _convert_loadable(m.current, artifact, profile, keep_fp32, decisions, m.name)
         extra: tuple[Path, ...] = ()
         if profile.optimization_style == "runtime":
             applied = ctx.work / f"{m.name}.applied.ort"
-            to_ort_applied(m.current, applied, target_platform=profile.target_platform, extra_disabled=keep_fp32)
+            to_ort_applied(m.current, applied, target_platform=profile.target_platform,
+                           extra_disabled=tuple(x for x in record["disabled_optimizers"] if x != "NchwcTransformer"))
             extra = (applied,)
         canonicalize_ort(artifact, artifact)
         check_ort_loads(artifact)

@@ -16,7 +16,7 @@ from .. import partition
 from ..errors import StageError
 from ..pipeline import Context, ModelState
 from ..shapes import fix_input_shapes
-from ..transforms import DECOMPOSITIONS, decompose, infer_shapes, ort_optimize, protect_weight_only_int8
+from ..transforms import DECOMPOSITIONS, decompose, ort_optimize, protect_weight_only_int8
 from .verify import compare_latency, compare_outputs, host_settings, run_model, scaled_error
 
 REWRITE_RTOL = 1e-5
@@ -91,12 +91,9 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
     )
     coverage = None
     if profile.is_accelerator:
-        cov = partition.analyze_ort_ep(infer_shapes(optimized), profile, True, "after prepare", ort_checker_quirks=False)
-        coverage = {"nodes_total": cov.nodes_total, "nodes_on_accelerator": cov.nodes_supported,
-                    "partitions": cov.partitions, "partition_sizes": list(cov.partition_sizes),
-                    "unsupported": [u.to_json() for u in cov.unsupported]}
-        decisions.append(f"{m.name}: {cov.nodes_supported}/{cov.nodes_total} nodes on {profile.execution_provider} "
-                         f"in {cov.partitions} partition(s)")
+        coverage = partition.coverage_summary(dst, profile)
+        decisions.append(f"{m.name}: after prepare {coverage['nodes_on_accelerator']}/{coverage['nodes_total']} nodes "
+                         f"on {profile.execution_provider} in {coverage['partitions']} partition(s)")
     return replace(m, current=dst, prepared=dst, coverage=coverage, weight_only_int8=protected > 0)
 
 

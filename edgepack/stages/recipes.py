@@ -15,7 +15,9 @@ from dataclasses import replace
 import onnx
 
 from ..errors import StageError
+from ..partition import coverage_summary
 from ..pipeline import Context, ModelState
+from .fusion import fuse_transformer
 from .quantize import classify_model, quantize
 from .verify import accept, compare_latency, compare_outputs, host_settings, run_model
 
@@ -42,6 +44,8 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
     profile = ctx.target
     model_class = classify_model(onnx.load_model(str(m.prepared), load_external_data=False))
     decisions.append(f"{m.name}: model class '{model_class}'")
+    if profile.execution_provider == "CPU" and model_class == "matmul-heavy":
+        m = _fuse(ctx, m, decisions, host)
     attempts = []
     for recipe in profile.recipes:
         if recipe.applies_to not in ("any", model_class):
@@ -90,10 +94,26 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
             "notes": record["notes"],
             "candidate_metrics": metrics,
         }
-        return replace(m, current=dst, recipe=chosen, model_class=model_class)
+        coverage = m.coverage
+        if profile.is_accelerator:
+            coverage = coverage_summary(dst, profile)
+            decisions.append(f"{m.name}: shipped graph {coverage['nodes_on_accelerator']}/{coverage['nodes_total']} nodes "
+                             f"on {profile.execution_provider} in {coverage['partitions']} partition(s)")
+        return replace(m, current=dst, recipe=chosen, model_class=model_class, coverage=coverage)
     tried = "; ".join(d.split(": ", 1)[1] for d in decisions if d.startswith(f"{m.name}: ") and "dropped" in d)
     msg = f"{m.name}: no quantization recipe of {profile.name} passed its checks ({tried or 'none applicable'})"
     raise StageError(msg)
+
+
+def _fuse(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> ModelState:
+    """onnxruntime.transformers fusions for transformer encoders on CPU targets, kept where they help."""
+    dst = ctx.work / f"{m.name}.fused.onnx"
+    record = fuse_transformer(m.prepared, dst, list(m.verify_inputs), list(m.reference_outputs),
+                              host=host_settings(ctx.target))
+    if record.get("host_latency"):
+        host.setdefault(m.name, []).append({"recipe": "transformer-fusion", **record["host_latency"]})
+    decisions.append(f"{m.name}: transformer fusion {'applied' if record['applied'] else 'not applied'}: {record['why']}")
+    return replace(m, prepared=dst, current=dst) if record["applied"] else m
 
 
 def quantize_stage(ctx: Context, decisions: list[str]) -> Context:
