@@ -108,6 +108,8 @@ def require_fixed(plan: ShapePlan, info: ModelInfo, why: str) -> dict[str, tuple
     if plan.undecided:
         example = []
         for spec in info.inputs:
+            if not any(u.startswith(f"input '{spec.name}' ") for u in plan.undecided):
+                continue
             dims = plan.shapes.get(spec.name, spec.shape or ())
             example.append(f"--shape {spec.name}=" + "x".join(str(d) if isinstance(d, int) else "N" for d in dims))
         msg = f"{why}: cannot decide {', '.join(plan.undecided)}; pass it with {' '.join(example)}"

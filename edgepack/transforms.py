@@ -241,8 +241,19 @@ def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
     available = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
     produced_by_nodes = {o for n in g.node for o in n.output}
 
+    def needs(node: onnx.NodeProto) -> set[str]:
+        """Inputs, plus the outer-scope values its subgraphs read (If/Loop/Scan implicit inputs)."""
+        names = set(node.input)
+        for attr in node.attribute:
+            graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in graphs:
+                for sg in _all_graphs(sub):
+                    for n in sg.node:
+                        names.update(n.input)
+        return names
+
     def ready(node: onnx.NodeProto) -> bool:
-        return all(i in available or i not in produced_by_nodes for i in node.input)
+        return all(i in available or i not in produced_by_nodes for i in needs(node))
 
     pending = list(g.node)
     ordered: list[onnx.NodeProto] = []
@@ -264,3 +275,9 @@ def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.graph.node[:]
     out.graph.node.extend(ordered)
     return out
+
+
+def _all_graphs(graph: onnx.GraphProto):
+    from .model import iter_graphs
+
+    return iter_graphs(graph)

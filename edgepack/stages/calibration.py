@@ -129,13 +129,28 @@ def _check_dtype(spec: TensorSpec, arr: np.ndarray, where: str, notes: list[str]
     raise CalibrationError(msg)
 
 
+def _sample_axis(spec: TensorSpec, arr: np.ndarray) -> bool:
+    """True when ``arr`` holds whole samples on a leading axis of its own (rank = input rank + 1);
+    False when samples are stacked along the input's batch dimension (same rank)."""
+    return spec.shape is not None and arr.ndim == len(spec.shape) + 1
+
+
 def _check_shape(spec: TensorSpec, arr: np.ndarray, where: str) -> None:
     if spec.shape is None:
         return
-    if arr.ndim != len(spec.shape):
+    if _sample_axis(spec, arr):
+        for axis, (want, got) in enumerate(zip(spec.shape, arr.shape[1:])):
+            if isinstance(want, int) and want != got:
+                expected = "x".join(str(d) if isinstance(d, int) else "N" for d in spec.shape)
+                msg = (f"calibration {where} has shape {list(arr.shape)}: a sample's dim {axis} is {got} "
+                       f"but input '{spec.name}' is {expected}")
+                raise CalibrationError(msg)
+        return
+    if arr.ndim != len(spec.shape) or not spec.shape:
         msg = (
             f"calibration {where} has shape {list(arr.shape)} (rank {arr.ndim}) but input '{spec.name}' has rank "
-            f"{len(spec.shape)}: stack samples on axis 0, e.g. [N, {', '.join(str(d) for d in spec.shape[1:])}]"
+            f"{len(spec.shape)}: stack samples on axis 0, e.g. [N, {', '.join(str(d) for d in spec.shape[1:])}], "
+            f"or add a leading sample axis: [N, {', '.join(str(d) for d in spec.shape)}]"
         )
         raise CalibrationError(msg)
     first = spec.shape[0] if spec.shape else None
@@ -201,7 +216,9 @@ def load_calibration(folder: Path, inputs: Sequence[TensorSpec], *, notes: list[
         msg = f"calibration inputs have different sample counts ({listed}); every input needs the same number"
         raise CalibrationError(msg)
     n = next(iter(counts.values()))
-    return [{name: arr[i : i + 1] for name, arr in checked.items()} for i in range(n)]
+    specs = {spec.name: spec for spec in inputs}
+    return [{name: (np.asarray(arr[i]) if _sample_axis(specs[name], arr) else arr[i : i + 1]) for name, arr in checked.items()}
+            for i in range(n)]
 
 
 def split_calibration(

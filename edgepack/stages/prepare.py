@@ -14,6 +14,7 @@ import onnx
 
 from .. import partition
 from ..errors import StageError
+from ..model import iter_graphs
 from ..pipeline import Context, ModelState
 from ..shapes import fix_input_shapes
 from ..transforms import DECOMPOSITIONS, decompose, ort_optimize, protect_weight_only_int8
@@ -68,12 +69,24 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
     if m.fixed_shapes:
         fixed = {k: tuple(v) for k, v in m.shapes.items()}
         proto = fix_input_shapes(proto, fixed)  # type: ignore[arg-type]
-        decisions.append(f"{m.name}: input shapes fixed to " + ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in fixed.items()))
+        decisions.append(f"{m.name}: input shapes fixed to "
+                         + ", ".join(f"{k}={'x'.join(map(str, v)) or 'scalar'}" for k, v in fixed.items()))
     else:
         decisions.append(f"{m.name}: dynamic dimensions kept (target shape policy '{profile.shape_policy}')")
     ops = partition.decomposable_ops(profile, set(m.source.info.op_histogram)) if profile.is_accelerator else frozenset()
     protected_proto, protected = protect_weight_only_int8(proto)
-    dst, counts, worst = _optimize_checked(ctx, m, proto, ops, f"{m.name}.prepared", decisions)
+    try:
+        dst, counts, worst = _optimize_checked(ctx, m, proto, ops, f"{m.name}.prepared", decisions)
+    except StageError as exc:
+        if not m.fixed_shapes or "cannot load" not in str(exc):
+            raise
+        # e.g. an If whose inactive branch only type-checks for other input sizes
+        decisions.append(f"{m.name}: fixed shapes rejected by onnxruntime's shape inference ({exc}); "
+                         "kept the model's dynamic dimensions")
+        m = replace(m, fixed_shapes=False, shapes={t.name: t.shape for t in m.source.info.inputs})
+        proto = m.source.proto
+        protected_proto, protected = protect_weight_only_int8(proto)
+        dst, counts, worst = _optimize_checked(ctx, m, proto, ops, f"{m.name}.prepared", decisions)
     if protected:
         kept, kept_counts, kept_worst = _optimize_checked(ctx, m, protected_proto, ops, f"{m.name}.prepared-int8w", decisions)
         if _keep_int8_weights(ctx, m, dst, kept, decisions):
@@ -84,10 +97,10 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
         decisions.append(f"{m.name}: decomposed {n} {op} node(s) into {'/'.join(DECOMPOSITIONS[op])} for {profile.execution_provider}")
     before = m.source.info.nodes_total
     optimized = onnx.load_model(str(dst), load_external_data=False)
-    after = sum(1 for _ in optimized.graph.node)
+    after = sum(len(g.node) for g in iter_graphs(optimized.graph))
     decisions.append(
         f"{m.name}: onnxruntime basic optimizations (constant folding, BatchNormalization folding): "
-        f"{before} -> {after} main-graph nodes; outputs equal within {worst:.1e} of max(|output|, 1)"
+        f"{before} -> {after} nodes (all graphs); outputs equal within {worst:.1e} of max(|output|, 1)"
     )
     coverage = None
     if profile.is_accelerator:

@@ -99,6 +99,11 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
             coverage = coverage_summary(dst, profile)
             decisions.append(f"{m.name}: shipped graph {coverage['nodes_on_accelerator']}/{coverage['nodes_total']} nodes "
                              f"on {profile.execution_provider} in {coverage['partitions']} partition(s)")
+            share = coverage["nodes_on_accelerator"] / max(coverage["nodes_total"], 1)
+            if coverage["partitions"] > 2 or share < 0.5:
+                decisions.append(f"{m.name}: warning: with {coverage['partitions']} partitions covering {share:.0%} of the "
+                                 f"nodes, switching between {profile.execution_provider} and the CPU will probably cost "
+                                 "more than it gains; compare against a CPU-only session on the device")
         return replace(m, current=dst, recipe=chosen, model_class=model_class, coverage=coverage)
     tried = "; ".join(d.split(": ", 1)[1] for d in decisions if d.startswith(f"{m.name}: ") and "dropped" in d)
     msg = f"{m.name}: no quantization recipe of {profile.name} passed its checks ({tried or 'none applicable'})"
