@@ -7,7 +7,6 @@ a path, a time or a machine: the same inputs give byte-identical files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,18 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OutputError
+from .model import sha256_file
 from .pipeline import Context, ModelState
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def toolchain() -> dict[str, str]:
@@ -131,7 +123,7 @@ def write_bundle(ctx: Context, out: Path, readme: str, force: bool) -> tuple[Pat
         for path in sorted(staging.rglob("*")):
             if path.is_file():
                 artifacts.append({"path": path.relative_to(staging).as_posix(), "bytes": path.stat().st_size,
-                                  "sha256": _sha256(path)})
+                                  "sha256": sha256_file(path)})
         doc = manifest(ctx, artifacts)
         text = json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
         (staging / MANIFEST).write_text(text, encoding="utf-8", newline="\n")

@@ -76,6 +76,9 @@ def print_build(results) -> None:
             if lat:
                 print(f"  {'':<18} measured on this host (onnxruntime CPU, {lat['shipped']['threads']} thread): "
                       f"fp32 {lat['fp32_original']['median_ms']:.3f} ms, shipped {lat['shipped']['median_ms']:.3f} ms (median)")
+        for d in doc["recipe"]["decisions"]:
+            if d.startswith("quantize: ") and ("skipped" in d or "dropped" in d or "warning" in d):
+                print(f"  note: {d.split(': ', 2)[-1] if d.count(': ') >= 2 else d}")
         print(f"  operator config: {doc['reduced_build']['op_count']} ops; runtime recipe: build_runtime.sh "
               f"(onnxruntime {doc['reduced_build']['onnxruntime_version']})")
         print(f"  decisions and checksums: {r.bundle / 'manifest.json'}; timings: {r.record}")

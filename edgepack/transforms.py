@@ -152,13 +152,15 @@ def decompose(model: onnx.ModelProto, ops: set[str]) -> tuple[onnx.ModelProto, d
 _INT8_TYPES = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
 
 
-def protect_weight_only_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+def protect_weight_only_int8(model: onnx.ModelProto, *, tables_only: bool = False) -> tuple[onnx.ModelProto, int]:
     """Turn ``Mul(Cast(int8 W), scale)`` into ``DequantizeLinear(W, scale)``. Returns (model, count).
 
     Weight-only int8 models (a common size-saving export) dequantize with Cast + Mul. Constant
     folding would bake those into fp32 initializers and quadruple the model's bytes; onnxruntime
     keeps DequantizeLinear of initializers unfolded, so the int8 weights stay int8.
     Only per-tensor scales and per-axis scales of shape [N, 1] / [1, N] (matching W) are rewritten.
+    Embedding tables read by Gather dequantize only the gathered rows; ``tables_only`` leaves every
+    other weight to be folded (dequantizing a MatMul weight on every inference costs time).
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -214,6 +216,8 @@ def protect_weight_only_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
                 ]
             drop.update({id(cast), id(mul)})
             new_inits.append(None)  # count, keeps names unique
+            continue
+        if tables_only:
             continue
         base = f"edgepack_dq_{len(new_inits)}"
         s_name = f"{base}_scale"

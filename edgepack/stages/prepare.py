@@ -44,7 +44,8 @@ def _optimize_checked(ctx: Context, m: ModelState, proto: onnx.ModelProto, ops: 
     raise StageError(msg)
 
 
-def _keep_int8_weights(ctx: Context, m: ModelState, folded: Path, kept: Path, decisions: list[str]) -> bool:
+def _keep_int8_weights(ctx: Context, m: ModelState, folded: Path, kept: Path, decisions: list[str],
+                       what: str = "weights") -> bool:
     """Weight-only int8 kept as DequantizeLinear is 4x smaller but dequantizes on every inference.
     Accelerator targets keep it (download size); CPU targets keep it unless it runs more than
     MAX_SLOWDOWN slower than the fp32-folded model on this host."""
@@ -55,10 +56,10 @@ def _keep_int8_weights(ctx: Context, m: ModelState, folded: Path, kept: Path, de
     settings["disabled_optimizers"] = [*settings["disabled_optimizers"], "QDQSelectorActionTransformer"]
     ratio = compare_latency(folded, kept, m.verify_inputs[0], **settings)["ratio"]
     if ratio is not None and ratio > MAX_SLOWDOWN:
-        decisions.append(f"{m.name}: weight-only int8 weights folded to fp32: dequantizing them on every inference "
-                         f"ran more than {MAX_SLOWDOWN - 1:.0%} slower on the host (the model grows about 4x)")
+        decisions.append(f"{m.name}: weight-only int8 {what} folded to fp32: dequantizing them on every inference "
+                         f"ran more than {MAX_SLOWDOWN - 1:.0%} slower on the host (they grow about 4x)")
         return False
-    decisions.append(f"{m.name}: weight-only int8 weights kept int8 (DequantizeLinear): 4x smaller, "
+    decisions.append(f"{m.name}: weight-only int8 {what} kept int8: 4x smaller, "
                      f"within {MAX_SLOWDOWN - 1:.0%} of the fp32-folded speed on the host")
     return True
 
@@ -75,6 +76,7 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
         decisions.append(f"{m.name}: dynamic dimensions kept (target shape policy '{profile.shape_policy}')")
     ops = partition.decomposable_ops(profile, set(m.source.info.op_histogram)) if profile.is_accelerator else frozenset()
     protected_proto, protected = protect_weight_only_int8(proto)
+    dq_kept = False  # weight-only int8 MatMul/Conv weights shipped as DequantizeLinear
     try:
         dst, counts, worst = _optimize_checked(ctx, m, proto, ops, f"{m.name}.prepared", decisions)
     except StageError as exc:
@@ -90,9 +92,14 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
     if protected:
         kept, kept_counts, kept_worst = _optimize_checked(ctx, m, protected_proto, ops, f"{m.name}.prepared-int8w", decisions)
         if _keep_int8_weights(ctx, m, dst, kept, decisions):
-            dst, counts, worst = kept, kept_counts, kept_worst
+            dst, counts, worst, dq_kept = kept, kept_counts, kept_worst, True
         else:
-            protected = 0
+            tables_proto, tables = protect_weight_only_int8(proto, tables_only=True)
+            if tables:
+                kept, kept_counts, kept_worst = _optimize_checked(ctx, m, tables_proto, ops, f"{m.name}.prepared-int8t",
+                                                                  decisions)
+                if _keep_int8_weights(ctx, m, dst, kept, decisions, what="embedding tables"):
+                    dst, counts, worst = kept, kept_counts, kept_worst
     for op, n in sorted(counts.items()):
         decisions.append(f"{m.name}: decomposed {n} {op} node(s) into {'/'.join(DECOMPOSITIONS[op])} for {profile.execution_provider}")
     before = m.source.info.nodes_total
@@ -107,7 +114,7 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
         coverage = partition.coverage_summary(dst, profile)
         decisions.append(f"{m.name}: after prepare {coverage['nodes_on_accelerator']}/{coverage['nodes_total']} nodes "
                          f"on {profile.execution_provider} in {coverage['partitions']} partition(s)")
-    return replace(m, current=dst, prepared=dst, coverage=coverage, weight_only_int8=protected > 0)
+    return replace(m, current=dst, prepared=dst, coverage=coverage, weight_only_int8=dq_kept)
 
 
 def prepare_stage(ctx: Context, decisions: list[str]) -> Context:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.version_converter
 
 from ..errors import CalibrationError, StageError, first_line
 from ..flops import model_work
@@ -162,6 +163,8 @@ def _static_int8(src: Path, dst: Path, recipe: Recipe, calibration, is_accelerat
         extra["DedicatedQDQPair"] = True
         notes.append("accelerator target: asymmetric activations, symmetric weights, a dedicated QDQ pair per consumer")
     pre = _preprocess(src, dst.with_name(dst.stem + ".pre.onnx"), notes)
+    if recipe.per_channel:
+        pre = _at_least_opset(pre, 13, notes)  # per-channel DequantizeLinear needs 'axis' (opset 13)
     settings = {
         "format": "QDQ",
         "activation_type": act,
@@ -189,12 +192,31 @@ def _static_int8(src: Path, dst: Path, recipe: Recipe, calibration, is_accelerat
     return settings
 
 
+def _at_least_opset(path: Path, opset: int, notes: list[str]) -> Path:
+    """The model at ``path`` upgraded to ``opset`` with onnx's version converter if it is older."""
+    model = onnx.load_model(str(path), load_external_data=False)
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if current >= opset or _model_bytes(path) > LARGE_MODEL_BYTES:
+        return path
+    try:
+        upgraded = onnx.version_converter.convert_version(onnx.load_model(str(path)), opset)
+    except Exception as exc:  # noqa: BLE001 - the converter lacks adapters for some ops
+        notes.append(f"opset {current} could not be upgraded to {opset} for per-channel weights: {first_line(exc)}")
+        return path
+    out = path.with_name(path.stem + f".opset{opset}.onnx")
+    onnx.save_model(upgraded, str(out))
+    notes.append(f"opset {current} upgraded to {opset} (per-channel DequantizeLinear needs its 'axis')")
+    return out
+
+
 def _dynamic_int8(src: Path, dst: Path, recipe: Recipe, notes: list[str]) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     notes.append("op types limited to MatMul/Gemm so Convs never become ConvInteger (slower than fp32 Conv on CPU)")
     notes.append("onnxruntime rewrites each Gemm as MatMul + Add before quantizing (MatMulInteger has no Gemm form)")
     pre = _preprocess(src, dst.with_name(dst.stem + ".pre.onnx"), notes)
+    if recipe.per_channel:
+        pre = _at_least_opset(pre, 13, notes)  # per-channel DequantizeLinear needs 'axis' (opset 13)
     settings = {
         "weight_type": "int8",
         "per_channel": recipe.per_channel,

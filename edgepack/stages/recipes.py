@@ -58,12 +58,19 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
             )
             continue
         dst = ctx.work / f"{m.name}.{recipe.name}.onnx"
-        record = quantize(m.prepared, dst, recipe, list(m.calibration) or None, is_accelerator=profile.is_accelerator)
+        try:
+            record = quantize(m.prepared, dst, recipe, list(m.calibration) or None, is_accelerator=profile.is_accelerator)
+            outputs = run_model(dst, list(m.verify_inputs), level="disable")
+        except StageError as exc:  # a recipe that cannot be applied to this model is a dropped candidate
+            decisions.append(f"{m.name}: {recipe.name} dropped: {exc}")
+            continue
         if recipe.name in ("static-int8", "dynamic-int8") and not _added_quant_ops(record):
             decisions.append(f"{m.name}: {recipe.name} dropped: the quantizer found nothing to quantize")
             continue
-        metrics = _round_metrics(compare_outputs(list(m.reference_outputs),
-                                                 run_model(dst, list(m.verify_inputs), level="disable")))
+        if recipe.name != "none" and record["bytes_after"] >= record["bytes_before"]:
+            decisions.append(f"{m.name}: {recipe.name} dropped: it does not make the model smaller")
+            continue
+        metrics = _round_metrics(compare_outputs(list(m.reference_outputs), outputs))
         ok, why = accept(metrics, recipe.tolerance)
         attempt = {"recipe": recipe.name, "passed_accuracy": ok, "accuracy": why}
         if not ok:
