@@ -43,6 +43,10 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
     b.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     b.add_argument("--json", action="store_true", help="print JSON only")
+
+    v = sub.add_parser("verify", help="re-check a bundle's checksums and files, and run its models")
+    v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
+    v.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -100,13 +104,28 @@ def _cmd_build(args) -> int:
     return 0
 
 
+def _cmd_verify(args) -> int:
+    from .verify_bundle import verify_bundle
+
+    findings = verify_bundle(args.bundle)
+    if args.json:
+        print(json.dumps(findings.to_json(), indent=2))
+    else:
+        for line in findings.checked:
+            print(f"checked: {line}")
+        for line in findings.problems:
+            print(f"PROBLEM: {line}")
+        print(f"{args.bundle}: {'ok' if findings.ok else f'{len(findings.problems)} problem(s)'}")
+    return 0 if findings.ok else 1
+
+
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-_COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build}
+_COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "verify": _cmd_verify}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -172,3 +172,49 @@ def test_accelerator_needs_decided_shapes(tmp_path, cli):
     assert "cannot decide input 'x' dim 2 ('H'), input 'x' dim 3 ('W')" in err and "--shape x=1x3xNxN" in err
     code, _, err = cli("build", p, "--target", "android-nnapi", "-o", tmp_path / "out", "--shape", "x=1x3x16x16")
     assert code == 0, err
+
+
+# ---------------------------------------------------------------- edgepack verify
+
+
+def test_verify_accepts_an_untouched_bundle(bundles, cli):
+    out, _ = bundles
+    for t in ORT_TARGETS:
+        code, stdout, _ = cli("verify", out / t)
+        assert code == 0, stdout
+        assert "loads and runs" in stdout
+
+
+@pytest.mark.parametrize("tamper,expected", [
+    ("flip", "changed file: model.ort"),
+    ("append", "changed file: model.ort has"),
+    ("extra", "extra file not in the manifest: notes.txt"),
+    ("missing", "missing file: README.md"),
+])
+def test_verify_catches_tampering(bundles, cli, tmp_path, tamper, expected):
+    import shutil
+
+    out, _ = bundles
+    b = tmp_path / "b"
+    shutil.copytree(out / "rpi4-cpu", b)
+    model = b / "model.ort"
+    if tamper == "flip":
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 0x01  # one bit, same size
+        model.write_bytes(bytes(data))
+    elif tamper == "append":
+        model.write_bytes(model.read_bytes() + b"\0")
+    elif tamper == "extra":
+        (b / "notes.txt").write_text("x")
+    else:
+        (b / "README.md").unlink()
+    code, stdout, _ = cli("verify", b)
+    assert code == 1 and expected in stdout
+
+
+def test_verify_bad_input(cli, tmp_path):
+    code, _, err = cli("verify", tmp_path)
+    assert code == 2 and "has no manifest.json" in err and err.count("\n") == 1
+    (tmp_path / "manifest.json").write_text("{not json")
+    code, _, err = cli("verify", tmp_path)
+    assert code == 2 and "not valid JSON" in err
