@@ -283,3 +283,15 @@ def test_minilm_fusion_record(minilm, tmp_path):
         conv = to_ort(dst, tmp_path / "fused.ort", optimization_style="fixed", optimization_level="extended",
                       target_platform="arm")
         assert conv["op_counts"]["com.microsoft:BiasGelu"] == 6
+
+
+def test_without_sympy_fusion_is_skipped_with_a_reason(bert, tmp_path, monkeypatch):
+    import importlib.util
+
+    import edgepack.stages.fusion as fusion
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(fusion.importlib.util, "find_spec", lambda name, *a: None if name == "sympy" else real(name, *a))
+    src, inputs, ref = bert
+    rec = fuse_transformer(src, tmp_path / "fused.onnx", inputs, ref, host=HOST)
+    assert rec["applied"] is False and "sympy" in rec["why"]

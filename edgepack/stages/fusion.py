@@ -24,6 +24,7 @@ apply this stage to CPU targets only.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 from collections import Counter
@@ -281,6 +282,10 @@ def fuse_transformer(
         "latency_ratio": None, "host_latency": None,
     }
     if not detection["transformer"]:
+        return record
+    if importlib.util.find_spec("sympy") is None:
+        # the bert optimizer's symbolic shape inference needs sympy; the core install stays light
+        record["why"] = "onnxruntime.transformers fusions need sympy, which is not installed (pip install sympy)"
         return record
 
     before = Counter(n.op_type for n in model.graph.node)
