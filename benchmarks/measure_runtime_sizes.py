@@ -27,17 +27,19 @@ OUT = Path(__file__).resolve().parents[1] / "targets" / "data" / "runtime_sizes.
 _SO = re.compile(r"\.so(\.\d+)*$|\.dylib$|\.dll$")
 
 
-def _download(package: str, ver: str, platform: str, dest: Path) -> tuple[Path, list[str]]:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--platform", platform, "--only-binary=:all:",
-           "--python-version", f"{sys.version_info.major}.{sys.version_info.minor}", "-d", str(dest), f"{package}=={ver}"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+def _download(package: str, ver: str, arch: str, dest: Path) -> tuple[Path, str]:
+    """pip download of the wheel for ``arch``; recent wheels are tagged manylinux_2_28, older ones manylinux2014, openvino newer tags."""
+    plats = [f"manylinux2014_{arch}", *(f"manylinux_2_{v}_{arch}" for v in (28, 31, 34, 35))]
+    args = ["download", "--no-deps", *[x for p in plats for x in ("--platform", p)], "--only-binary=:all:",
+            "--python-version", f"{sys.version_info.major}.{sys.version_info.minor}"]
+    subprocess.run([sys.executable, "-m", "pip", *args, "-d", str(dest), f"{package}=={ver}"],
+                   check=True, stdout=subprocess.DEVNULL)
     norm = package.replace("-", "_")
-    wheels = sorted(p for p in dest.glob("*.whl") if p.name.lower().startswith(norm) and platform.split("_", 1)[1] in p.name)
+    wheels = sorted(p for p in dest.glob("*.whl") if p.name.lower().startswith(norm) and arch in p.name)
     if not wheels:
-        msg = f"pip download gave no {platform} wheel for {package}=={ver}"
+        msg = f"pip download gave no {arch} wheel for {package}=={ver}"
         raise SystemExit(msg)
-    shown = ["pip", *cmd[3:9], "--python-version", cmd[10], f"{package}=={ver}"]
-    return wheels[0], shown
+    return wheels[0], " ".join(["pip", *args, f"{package}=={ver}"])
 
 
 def _libraries(wheel: Path) -> list[dict]:
@@ -57,16 +59,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _entry(package: str, ver: str, platform: str, tmp: Path, runtime_filter: str) -> dict:
-    wheel, cmd = _download(package, ver, platform, tmp)
+def _entry(package: str, ver: str, arch: str, tmp: Path, runtime_filter: str) -> dict:
+    wheel, cmd = _download(package, ver, arch, tmp)
     libs = _libraries(wheel)
     rx = re.compile(runtime_filter)
     runtime = [lib for lib in libs if rx.search(lib["path"])]
     return {
         "package": package,
         "version": ver,
-        "platform": platform,
-        "command": " ".join(cmd),
+        "arch": arch,
+        "command": cmd,
         "wheel": wheel.name,
         "wheel_bytes": wheel.stat().st_size,
         "sha256": _sha256(wheel),
@@ -80,13 +82,13 @@ def _entry(package: str, ver: str, platform: str, tmp: Path, runtime_filter: str
 # which libraries an app needs at run time: the C/C++ runtime, not the Python extension module
 ENTRIES = {
     # onnxruntime wheels ship libonnxruntime.so* (C API, what a C/C++ app links) next to the pybind module
-    "onnxruntime-aarch64": ("onnxruntime", "manylinux2014_aarch64", r"capi/libonnxruntime\.so"),
-    "onnxruntime-aarch64-python": ("onnxruntime", "manylinux2014_aarch64", r"capi/onnxruntime_pybind11_state"),
+    "onnxruntime-aarch64": ("onnxruntime", "aarch64", r"capi/libonnxruntime\.so"),
+    "onnxruntime-aarch64-python": ("onnxruntime", "aarch64", r"capi/onnxruntime_pybind11_state"),
     # openvino: the core runtime, the CPU plugin and the ONNX frontend (IR needs no frontend)
     # (IR needs the ir frontend; TBB is the threading library the core links)
-    "openvino-x86_64": ("openvino", "manylinux2014_x86_64",
+    "openvino-x86_64": ("openvino", "x86_64",
                         r"libs/(libopenvino\.so|libopenvino_intel_cpu_plugin\.so|libopenvino_ir_frontend\.so|libtbb\.so)"),
-    "openvino-aarch64": ("openvino", "manylinux2014_aarch64",
+    "openvino-aarch64": ("openvino", "aarch64",
                          r"libs/(libopenvino\.so|libopenvino_arm_cpu_plugin\.so|libopenvino_ir_frontend\.so|libtbb\.so)"),
 }
 

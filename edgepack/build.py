@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -141,8 +142,13 @@ def build(
     shapes: dict[str, tuple[int, ...]] | None = None,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> list[BuildResult]:
-    """Build one bundle per target in ``out/<target>/``; return what was written."""
+    """Build one bundle per target in ``out/<target>/``; return what was written.
+
+    Work that is the same for every target (intake, calibration, fp32 reference outputs) is done
+    once; with ``jobs`` > 1 the targets then build in parallel threads (onnxruntime releases the GIL).
+    """
     paths = [Path(m) for m in models]
     out = Path(out)
     given = dict(shapes or {})
@@ -165,17 +171,16 @@ def build(
         msg = f"calibration folder not found: {calibration}"
         raise CalibrationError(msg)
     for t in targets:
-        if t.engine != "onnxruntime":
-            msg = f"target {t.name} uses the {t.engine} runtime; this version of `edgepack build` makes ONNX Runtime bundles only"
-            raise StageError(msg)
+        stages_for(t)  # refuse a target we cannot package before any work
     inputs = _Inputs(calib)
     names = _names(loaded)
-    results = []
-    for target in targets:
-        states = [_initial_state(lm, n, target, given, inputs) for lm, n in zip(loaded, names)]
+    # shared work first, once for every target: intake, shape plans, calibration, fp32 reference outputs
+    initial = {t.name: [_initial_state(lm, n, t, given, inputs) for lm, n in zip(loaded, names)] for t in targets}
+
+    def one(target: TargetProfile) -> BuildResult:
         with tempfile.TemporaryDirectory(prefix=f"edgepack-{target.name}-") as tmp:
-            ctx = Context(target=target, work=Path(tmp), models=tuple(states))
-            ctx = run_stages(ctx, ORT_STAGES, progress)
+            ctx = Context(target=target, work=Path(tmp), models=tuple(initial[target.name]))
+            ctx = run_stages(ctx, stages_for(target), progress)
             dest, doc = write_bundle(ctx, out, render_readme(ctx), force)
         record = out / f"{target.name}.build.json"
         record.write_text(json.dumps({
@@ -183,5 +188,17 @@ def build(
             "stages": [r.to_json() for r in ctx.records],
             "measurements": ctx.measurements,
         }, indent=2, default=float) + "\n", encoding="utf-8")
-        results.append(BuildResult(target.name, dest, doc, record))
-    return results
+        return BuildResult(target.name, dest, doc, record)
+
+    if jobs <= 1 or len(targets) == 1:
+        return [one(t) for t in targets]
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="edgepack") as pool:
+        return list(pool.map(one, targets))
+
+
+def stages_for(target: TargetProfile) -> tuple:
+    """The explicit stage tuple a target's runtime needs."""
+    if target.engine == "onnxruntime":
+        return ORT_STAGES
+    msg = f"target {target.name} uses the {target.engine} runtime, which `edgepack build` cannot package yet"
+    raise StageError(msg)

@@ -44,6 +44,23 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     b.add_argument("--json", action="store_true", help="print JSON only")
 
+    c = sub.add_parser("compare", help="build all targets side by side; reports, CI budgets, baseline")
+    c.add_argument("models", nargs="+", metavar="MODEL", help=".onnx model(s)")
+    c.add_argument("--targets", default="all", metavar="all|T1,T2", help="targets to compare (default: all)")
+    c.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: bundles and report.{json,md,html}")
+    c.add_argument("--calibration", metavar="DIR", help="folder of .npy/.npz samples, and/or images with a preprocess.toml")
+    c.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape")
+    c.add_argument("--jobs", type=int, default=2, metavar="N", help="targets built in parallel (default 2)")
+    c.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
+    c.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to show the change against")
+    for key in ("max-bundle-mb", "max-latency-ms", "max-accuracy-drop", "max-battery-pct-per-hour"):
+        c.add_argument(f"--{key}", type=str, metavar="X", help=f"budget for every target: {key}")
+    c.add_argument("--budget", action="append", default=[], metavar="T:KEY=X",
+                   help="budget for one target, e.g. android-nnapi:max-bundle-mb=8 (repeatable)")
+    c.add_argument("--config", default="pyproject.toml", metavar="FILE",
+                   help="read budgets from its [tool.edgepack] table (default: ./pyproject.toml)")
+    c.add_argument("--json", action="store_true", help="print the report as JSON only")
+
     v = sub.add_parser("verify", help="re-check a bundle's checksums and files, and run its models")
     v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
     v.add_argument("--json", action="store_true", help="print JSON")
@@ -104,6 +121,42 @@ def _cmd_build(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from . import budgets as bm
+    from .compare import compare
+    from .shapes import parse_shape_args
+    from .target import load_targets
+
+    refs = ["all"] if args.targets == "all" else [t for t in args.targets.split(",") if t]
+    profiles = load_targets(refs)
+    names = [p.name for p in profiles]
+    if args.jobs < 1:
+        raise UsageError("--jobs must be 1 or more")
+    budgets = bm.from_pyproject(Path(args.config), names)
+    for key in bm.KEYS:
+        value = getattr(args, key.replace("-", "_"))
+        if value is not None:
+            budgets.append(bm.Budget(key, bm._number(key, value, f"--{key}"), None, f"--{key}"))
+    budgets += [bm.parse_budget_arg(b, names) for b in args.budget]
+    progress = None if args.json else (lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+    report = compare(args.models, profiles, args.output, calibration=args.calibration,
+                     shapes=parse_shape_args(args.shape), budgets=budgets, baseline=args.baseline,
+                     jobs=args.jobs, force=args.force, progress=progress)
+    if args.json:
+        print(json.dumps(report, indent=2, default=float))
+    else:
+        from .report_files import markdown
+
+        print(markdown(report))
+        print(f"reports: {Path(args.output) / 'report.json'}, report.md, report.html")
+    failed = [b for b in report["budgets"] if b["passed"] is False]
+    for b in failed:
+        print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _cmd_verify(args) -> int:
     from .verify_bundle import verify_bundle
 
@@ -125,7 +178,7 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-_COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "verify": _cmd_verify}
+_COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "compare": _cmd_compare, "verify": _cmd_verify}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,194 @@
+"""``edgepack compare``: every chosen target built side by side, one report, CI budgets, a baseline."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import budgets as budget_mod
+from .build import BuildResult, build
+from .errors import UsageError
+from .target import TargetProfile
+
+REPORT_VERSION = 1
+
+
+def _artifact_bytes(manifest: dict, names: set[str]) -> int:
+    return sum(a["bytes"] for a in manifest["artifacts"] if a["path"] in names)
+
+
+def _model_files(manifest: dict) -> set[str]:
+    files = set()
+    for m in manifest["models"]:
+        art = m.get("artifact")
+        if art:
+            files.add(art)
+            if art.endswith(".xml"):
+                files.add(art[:-4] + ".bin")
+    return files
+
+
+def _accuracy(manifest: dict) -> dict:
+    cos, top1 = [], []
+    for m in manifest["models"]:
+        for out in (m.get("verification") or {}).get("outputs", {}).values():
+            cos.append(out["cosine_min"])
+            if out.get("top1_agreement") is not None:
+                top1.append(out["top1_agreement"])
+    worst_cos = min(cos) if cos else None
+    worst_top1 = min(top1) if top1 else None
+    if worst_top1 is not None:
+        drop, basis = 1.0 - worst_top1, "1 - top-1 agreement with the fp32 model"
+    elif worst_cos is not None:
+        drop, basis = 1.0 - worst_cos, "1 - lowest cosine similarity to the fp32 outputs"
+    else:
+        drop, basis = None, "no verification metrics"
+    return {"cosine_min": worst_cos, "top1_agreement": worst_top1, "drop": drop, "drop_basis": basis}
+
+
+def _coverage(manifest: dict) -> dict:
+    total = on = parts = 0
+    for m in manifest["models"]:
+        c = m["coverage"]
+        total += c["nodes_total"]
+        on += c["nodes_on_accelerator"]
+        parts += c["partitions"]
+    return {"nodes_total": total, "nodes_on_accelerator": on, "partitions": parts,
+            "fraction": round(on / total, 4) if total else 0.0}
+
+
+def _host(record: dict) -> dict | None:
+    lat = record.get("measurements", {}).get("host_latency", {})
+    if not lat:
+        return None
+    fp32 = sum(v["fp32_original"]["median_ms"] for v in lat.values())
+    shipped = sum(v["shipped"]["median_ms"] for v in lat.values())
+    first = next(iter(lat.values()))
+    return {"fp32_ms": round(fp32, 4), "shipped_ms": round(shipped, 4), "ratio": round(shipped / fp32, 4) if fp32 else None,
+            "where": first.get("where"), "threads": first["shipped"].get("threads"), "host_cpu": first["shipped"].get("host_cpu")}
+
+
+def _estimates(manifest: dict) -> dict:
+    """The manifest's estimates, if it has them (see edgepack.estimate)."""
+    return manifest.get("estimates") or {}
+
+
+def _est_value(est: dict, *path: str) -> dict | None:
+    node: Any = est
+    for p in path:
+        if not isinstance(node, dict) or p not in node:
+            return None
+        node = node[p]
+    return node if isinstance(node, dict) and "value" in node else None
+
+
+def row(result: BuildResult) -> dict:
+    """One target's line of the comparison, from its manifest and build record."""
+    manifest = result.manifest
+    record = json.loads(Path(result.record).read_text(encoding="utf-8"))
+    est = _estimates(manifest)
+    model_bytes = _artifact_bytes(manifest, _model_files(manifest))
+    bundle_bytes = sum(a["bytes"] for a in manifest["artifacts"])
+    recipes = {m["name"]: (m.get("quantization") or {}).get("recipe") for m in manifest["models"]}
+    accuracy = _accuracy(manifest)
+    host = _host(record)
+    runtime_min = _est_value(est, "size", "runtime_minimal")
+    latency = _est_value(est, "latency_ms")
+    battery = _est_value(est, "energy", "battery_pct_per_hour")
+    bundle_mb = (model_bytes + (runtime_min["value"] if runtime_min else 0)) / 1e6
+    figures = {
+        "max-bundle-mb": (bundle_mb, "model files + minimal runtime estimate" if runtime_min else "model files (no runtime estimate)"),
+        "max-accuracy-drop": (accuracy["drop"], accuracy["drop_basis"]),
+    }
+    if latency:
+        figures["max-latency-ms"] = (latency["value"], "device latency estimate (value)")
+    elif host:
+        figures["max-latency-ms"] = (host["shipped_ms"], "host measurement (no device estimate)")
+    if battery:
+        figures["max-battery-pct-per-hour"] = (battery["value"], "battery estimate at the requested rate")
+    else:
+        figures["max-battery-pct-per-hour"] = (None, "no battery on this target")
+    return {
+        "target": result.target,
+        "bundle": Path(result.bundle).name,
+        "engine": manifest["target"]["engine"],
+        "provider": manifest["target"]["execution_provider"],
+        "recipes": recipes,
+        "model_bytes": model_bytes,
+        "bundle_bytes": bundle_bytes,
+        "coverage": _coverage(manifest),
+        "accuracy": accuracy,
+        "host_latency": host,
+        "estimates": est,
+        "stage_seconds": {s["stage"]: s["seconds"] for s in record.get("stages", [])},
+        "budget_figures": figures,
+    }
+
+
+def baseline_deltas(rows: dict[str, dict], baseline: dict) -> dict:
+    """Per target: bundle +KB, host latency +%, estimated latency +%, accuracy drop change."""
+    old_rows = baseline.get("targets", {})
+    out = {}
+    for target, new in rows.items():
+        old = old_rows.get(target)
+        if old is None:
+            out[target] = {"new_target": True}
+            continue
+        d: dict[str, Any] = {"model_kb": round((new["model_bytes"] - old["model_bytes"]) / 1000, 3),
+                             "bundle_kb": round((new["bundle_bytes"] - old["bundle_bytes"]) / 1000, 3)}
+        if new.get("host_latency") and old.get("host_latency"):
+            d["host_latency_pct"] = round(100 * (new["host_latency"]["shipped_ms"] / old["host_latency"]["shipped_ms"] - 1), 2)
+        new_l, old_l = _est_value(new.get("estimates", {}), "latency_ms"), _est_value(old.get("estimates", {}), "latency_ms")
+        if new_l and old_l and old_l["value"]:
+            d["estimated_latency_pct"] = round(100 * (new_l["value"] / old_l["value"] - 1), 2)
+        if new["accuracy"]["drop"] is not None and old.get("accuracy", {}).get("drop") is not None:
+            d["accuracy_drop_change"] = round(new["accuracy"]["drop"] - old["accuracy"]["drop"], 6)
+        d["recipe_changed"] = new["recipes"] != old.get("recipes")
+        out[target] = d
+    return out
+
+
+def compare(
+    models: list[str | Path],
+    targets: list[TargetProfile],
+    out: str | Path,
+    *,
+    calibration: str | Path | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    budgets: list[budget_mod.Budget] | None = None,
+    baseline: str | Path | None = None,
+    jobs: int = 1,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Build every target (shared work once, targets in parallel), then write report.{json,md,html}."""
+    out = Path(out)
+    old = None
+    if baseline is not None:
+        try:
+            old = json.loads(Path(baseline).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            msg = f"--baseline {baseline}: cannot read a report.json ({exc.__class__.__name__})"
+            raise UsageError(msg) from exc
+    start = time.perf_counter()
+    results = build(models, targets, out, calibration=calibration, shapes=shapes, force=force, progress=progress, jobs=jobs)
+    seconds = time.perf_counter() - start
+    rows = {r.target: row(r) for r in results}
+    names = [t.name for t in targets]
+    checks = budget_mod.check(rows, budget_mod.effective(list(budgets or []), names))
+    report = {
+        "report_version": REPORT_VERSION,
+        "models": [results[0].manifest["models"][i]["source_model"] for i in range(len(results[0].manifest["models"]))],
+        "targets": rows,
+        "budgets": checks,
+        "budgets_passed": all(c["passed"] is not False for c in checks),
+        "baseline": baseline_deltas(rows, old) if old is not None else None,
+        "build_seconds": round(seconds, 2),
+        "jobs": jobs,
+    }
+    from .report_files import write_reports
+
+    write_reports(report, out)
+    return report

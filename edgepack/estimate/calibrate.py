@@ -1,0 +1,224 @@
+"""``edgepack calibrate``: micro-benchmarks on this machine, written as a profile that extends a base target.
+
+Single-node ONNX models built with onnx.helper and timed with onnxruntime's CPU provider:
+a large fp32 GEMM and 3x3 Conv (compute rate), QDQ int8 MatMul/Conv (int8 rate), a large
+elementwise Add (memory bandwidth) and a chain of tiny Adds (per-node dispatch overhead).
+The profile's ``peak_gops`` is the measured GEMM rate divided by latency.EFFICIENCY["matmul"],
+so the cost model reproduces the measured GEMM; the other figures are written as measured.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from . import latency
+
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class Sizes:
+    gemm: int = 1024  # M = K = N
+    conv_hw: int = 56
+    conv_c: int = 128
+    dw_c: int = 256
+    add_elems: int = 16 * 1024 * 1024
+    chain: int = 400
+    runs: int = 10
+
+
+SMALL = Sizes(gemm=256, conv_hw=28, conv_c=64, dw_c=64, add_elems=2 * 1024 * 1024, chain=100, runs=5)
+
+
+def _model(nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "bench", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgepack-calibrate")
+    m.ir_version = 8
+    return m
+
+
+def _vi(name, dims, t=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, t, dims)
+
+
+def gemm_model(n: int, *, int8: bool = False) -> tuple[onnx.ModelProto, float]:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((n, n)).astype(np.float32)
+    flops = 2.0 * n * n * n
+    if not int8:
+        return _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_vi("x", [n, n])], [_vi("y", [n, n])],
+                      [numpy_helper.from_array(w, "w")]), flops
+    return _qdq(["MatMul"], [n, n], [n, n], w, {}), flops
+
+
+def conv_model(c: int, hw: int, *, depthwise: bool = False, int8: bool = False) -> tuple[onnx.ModelProto, float]:
+    rng = np.random.default_rng(1)
+    cin_g = 1 if depthwise else c
+    w = rng.standard_normal((c, cin_g, 3, 3)).astype(np.float32) * 0.1
+    attrs = {"pads": [1, 1, 1, 1], "group": c if depthwise else 1}
+    flops = 2.0 * c * hw * hw * cin_g * 9
+    if int8:
+        return _qdq(["Conv"], [1, c, hw, hw], [1, c, hw, hw], w, attrs), flops
+    return _model([helper.make_node("Conv", ["x", "w"], ["y"], **attrs)], [_vi("x", [1, c, hw, hw])],
+                  [_vi("y", [1, c, hw, hw])], [numpy_helper.from_array(w, "w")]), flops
+
+
+def _qdq(op, in_dims, out_dims, w: np.ndarray, attrs: dict) -> onnx.ModelProto:
+    """x -Q-DQ-> op(DQ(w int8 per-tensor)) -Q-DQ-> y: the QDQ form ORT fuses into an int8 kernel."""
+    scale_w = float(np.abs(w).max() / 127.0)
+    wq = np.clip(np.round(w / scale_w), -127, 127).astype(np.int8)
+    inits = [
+        numpy_helper.from_array(wq, "wq"), numpy_helper.from_array(np.array(scale_w, np.float32), "sw"),
+        numpy_helper.from_array(np.array(0, np.int8), "zw"),
+        numpy_helper.from_array(np.array(0.05, np.float32), "sx"), numpy_helper.from_array(np.array(128, np.uint8), "zx"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "sy"), numpy_helper.from_array(np.array(128, np.uint8), "zy"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "sw", "zw"], ["wd"]),
+        helper.make_node(op[0], ["xd", "wd"], ["yf"], **attrs),
+        helper.make_node("QuantizeLinear", ["yf", "sy", "zy"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"]),
+    ]
+    return _model(nodes, [_vi("x", in_dims)], [_vi("y", out_dims)], inits)
+
+
+def add_model(n: int) -> tuple[onnx.ModelProto, float]:
+    """y = a + b over n floats: 3 x 4n bytes moved."""
+    return _model([helper.make_node("Add", ["a", "b"], ["y"])], [_vi("a", [n]), _vi("b", [n])], [_vi("y", [n])]), 12.0 * n
+
+
+def chain_model(k: int) -> onnx.ModelProto:
+    """k tiny Adds in a row (8 floats): their time is the per-node dispatch overhead."""
+    one = numpy_helper.from_array(np.ones(8, np.float32), "one")
+    nodes = [helper.make_node("Add", ["x" if i == 0 else f"t{i}", "one"], [f"t{i + 1}" if i < k - 1 else "y"])
+             for i in range(k)]
+    return _model(nodes, [_vi("x", [8])], [_vi("y", [8])], [one])
+
+
+def _time_ms(model: onnx.ModelProto, threads: int, runs: int, folder: Path, name: str) -> float:
+    import onnxruntime as ort
+
+    path = folder / f"{name}.onnx"
+    onnx.save(model, str(path))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(2)
+    feed = {i.name: rng.standard_normal([d for d in i.shape]).astype(np.float32) for i in sess.get_inputs()}
+    for _ in range(2):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.min(times))  # the least-disturbed run: a rate, not a user-facing latency
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def measure(threads: int = 1, sizes: Sizes = Sizes()) -> dict:
+    """Run the micro-benchmarks; rates in GOPS, bandwidth in GB/s, overhead in us."""
+    out: dict = {"threads": threads}
+    with tempfile.TemporaryDirectory(prefix="edgepack-calibrate-") as tmp:
+        folder = Path(tmp)
+        chain_ms = _time_ms(chain_model(sizes.chain), threads, sizes.runs, folder, "chain")
+        out["dispatch_us"] = chain_ms * 1e3 / sizes.chain
+        disp_ms = out["dispatch_us"] / 1e3
+
+        def rate(model_flops, name):
+            model, flops = model_flops
+            ms = max(_time_ms(model, threads, sizes.runs, folder, name) - disp_ms, 1e-6)
+            return flops / (ms * 1e6)  # GOPS
+
+        out["gemm_fp32_gops"] = rate(gemm_model(sizes.gemm), "gemm")
+        out["conv_fp32_gops"] = rate(conv_model(sizes.conv_c, sizes.conv_hw), "conv")
+        out["dwconv_fp32_gops"] = rate(conv_model(sizes.dw_c, sizes.conv_hw, depthwise=True), "dwconv")
+        out["gemm_int8_gops"] = rate(gemm_model(sizes.gemm, int8=True), "gemm8")
+        out["conv_int8_gops"] = rate(conv_model(sizes.conv_c, sizes.conv_hw, int8=True), "conv8")
+        out["add_gbps"] = rate(add_model(sizes.add_elems), "add")
+    out["ratios_to_gemm"] = {"conv": out["conv_fp32_gops"] / out["gemm_fp32_gops"],
+                             "conv-depthwise": out["dwconv_fp32_gops"] / out["gemm_fp32_gops"]}
+    return out
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def profile_text(base_target: str, m: dict, cpu: str, name: str | None = None) -> str:
+    """The TOML of a profile that extends ``base_target`` with the measured figures."""
+    eff = latency.EFFICIENCY["matmul"]
+    fp32 = m["gemm_fp32_gops"] / eff
+    int8 = max(m["gemm_int8_gops"], m["conv_int8_gops"] / latency.EFFICIENCY["conv"] * eff) / eff
+    src = f"measured by edgepack calibrate on {cpu} (onnxruntime CPU, {m['threads']} thread(s))"
+    name = name or f"{base_target}-calibrated"
+    lines = [
+        f"# Written by `edgepack calibrate --base {base_target}` on {cpu}. Measured figures replace the",
+        f"# base profile's; everything else is inherited from {base_target}.",
+        f"# Micro-benchmarks: GEMM fp32 {m['gemm_fp32_gops']:.1f} GFLOPS, 3x3 conv fp32 {m['conv_fp32_gops']:.1f},"
+        f" depthwise conv {m['dwconv_fp32_gops']:.2f}, int8 GEMM {m['gemm_int8_gops']:.1f} GOPS,",
+        f"# int8 conv {m['conv_int8_gops']:.1f}, Add {m['add_gbps']:.2f} GB/s, {m['dispatch_us']:.2f} us per node.",
+        f"extends = {_q(base_target)}",
+        f"name = {_q(name)}",
+        f"description = {_q(f'{base_target} calibrated on {cpu}')}",
+        "",
+        "[device]",
+        f"name = {_q(cpu)}",
+        f"memory_bandwidth_gbps = {m['add_gbps']:.3f}",
+        f"dispatch_overhead_us = {m['dispatch_us']:.3f}",
+        "",
+        "[device.units.cpu]",
+        "kind = \"cpu\"",
+        f"cores = {m['threads']}",
+        f"peak_gops = {{ fp32 = {fp32:.2f}, int8 = {int8:.2f} }}",
+        "",
+        "[device.sources]",
+        f"\"memory_bandwidth_gbps\" = {_q(src + ': elementwise Add of large tensors, 12 bytes per element')}",
+        f"\"dispatch_overhead_us\" = {_q(src + ': chain of tiny Add nodes, time per node')}",
+        f"\"units.cpu.cores\" = {_q(src + ': intra-op threads used by the benchmarks')}",
+        f"\"units.cpu.peak_gops.fp32\" = {_q(src + f': fp32 GEMM rate / matmul efficiency {eff:g}')}",
+        f"\"units.cpu.peak_gops.int8\" = {_q(src + f': best of QDQ int8 GEMM/conv rate / efficiency {eff:g}')}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_calibration(base_target: str, out_path: str | Path, *, threads: int = 1, small: bool = False,
+                    name: str | None = None) -> dict:
+    """Measure this machine and write a profile extending ``base_target`` to ``out_path``.
+
+    Returns the measurements (dict). The file loads with ``edgepack.target.load_target(out_path)``;
+    ``base_target`` is a built-in name (or a path, written as given). ``small`` uses quick sizes (tests).
+    """
+    from ..target import load_target
+
+    base = load_target(base_target)  # fail early on a bad base name
+    m = measure(threads, SMALL if small else Sizes())
+    cpu = cpu_name()
+    out_path = Path(out_path)
+    out_path.write_text(profile_text(base_target, m, cpu, name or f"{base.name}-calibrated"), encoding="utf-8")
+    m["cpu"] = cpu
+    return m

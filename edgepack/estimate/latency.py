@@ -1,0 +1,275 @@
+"""Latency: a per-node roofline cost model over the shape-inferred graph.
+
+For each node::
+
+    t = max(flops / (peak_gops[precision] x efficiency[op class]), bytes_moved / bandwidth) + dispatch_overhead
+
+on the compute unit that runs it (the accelerator's ``npu``/``gpu`` unit for nodes in an accelerator
+partition, the ``cpu`` unit otherwise), plus ``partition_switch_us`` for every hand-off between the
+CPU and an accelerator partition. ``If`` costs its dearest branch; loop bodies count once.
+
+The per-op-class efficiencies below are model parameters, not device figures: they were calibrated
+with ``edgepack.estimate.calibrate``'s micro-benchmarks on the development host (ORT CPU, one thread)
+relative to its measured large-GEMM throughput, and are applied to every device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import onnx
+
+from ..flops import NodeWork, model_work
+from ..model import iter_graphs
+from ..target import ComputeUnit, TargetProfile
+from .base import Estimate
+
+# Share of the unit's peak_gops a node of each class reaches (compute-bound part of the roofline).
+# matmul: a large fp32 GEMM in MLAS reaches ~80% of the theoretical FMA peak; calibrate writes
+# peak_gops = measured GEMM rate / EFFICIENCY["matmul"], so on a calibrated profile the GEMM is exact.
+# The others are ratios to that GEMM measured by the host micro-benchmarks (see calibrate.py).
+EFFICIENCY: dict[str, float] = {
+    "matmul": 0.80,
+    "conv": 0.62,
+    "conv-depthwise": 0.10,
+    "conv-transpose": 0.30,
+    "recurrent": 0.08,
+    "elementwise": 0.04,
+    "pool": 0.04,
+    "reduce": 0.04,
+    "norm": 0.04,
+    "data-movement": 1.0,  # no FLOPs counted: memory-bound term only
+    "control-flow": 1.0,
+    "other": 0.04,
+}
+# Small GEMMs/convs do not reach the large-GEMM rate: efficiency x min(1, flops / SATURATION_FLOPS)^SMALL_EXP.
+SATURATION_FLOPS = 2.0e7
+SMALL_EXP = 0.25
+# Bytes moved are priced at DRAM bandwidth only beyond this working set; below it at CACHE_SPEEDUP x.
+CACHE_BYTES = 1.0e6
+CACHE_SPEEDUP = 4.0
+# ORT's extended level fuses these activations into a preceding Conv/Gemm (ConvActivationFusion);
+# with a fused level they cost nothing.
+FUSABLE_ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid"}
+# Quantize/Dequantize around int8 ops are folded into QLinear kernels by ORT's QDQ transformers.
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+PRECISION_BYTES = {"fp32": 1.0, "fp16": 0.5, "int8": 0.25}
+BAND = (0.6, 1.6)
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    name: str
+    op_type: str
+    cost_class: str
+    unit: str
+    precision: str
+    compute_us: float
+    memory_us: float
+    dispatch_us: float
+
+    @property
+    def total_us(self) -> float:
+        return max(self.compute_us, self.memory_us) + self.dispatch_us
+
+
+@dataclass(frozen=True)
+class LatencyBreakdown:
+    total_us: float
+    nodes: tuple[NodeCost, ...]
+    switches: int
+    switch_us: float
+    unknown_nodes: int
+    by_unit_us: dict[str, float]
+    assumptions: tuple[str, ...]
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def cost_class(node: onnx.NodeProto, work: NodeWork, weight_dims: dict[str, list[int]]) -> str:
+    """The op class of flops.op_class, with depthwise and transposed convolutions apart."""
+    if work.op_class == "conv":
+        if node.op_type == "ConvTranspose":
+            return "conv-transpose"
+        group = int(_attr(node, "group", 1))
+        w = weight_dims.get(node.input[3 if node.op_type == "QLinearConv" else 1]) if len(node.input) > 1 else None
+        if group > 1 and w is not None and len(w) > 1 and w[1] == 1:
+            return "conv-depthwise"
+    return work.op_class
+
+
+def efficiency(cls: str, flops: float) -> float:
+    eff = EFFICIENCY.get(cls, EFFICIENCY["other"])
+    if cls in ("matmul", "conv", "conv-depthwise", "conv-transpose", "recurrent") and flops > 0:
+        eff *= min(1.0, flops / SATURATION_FLOPS) ** SMALL_EXP
+    return eff
+
+
+def _peak(unit: ComputeUnit, precision: str) -> tuple[float, str]:
+    """(GOPS, precision used): falls back fp16 -> fp32 on units without fp16, int8 -> fp32 likewise;
+    an accelerator without fp32 runs fp32 models in relaxed fp16."""
+    order = {"fp32": ("fp32", "fp16"), "fp16": ("fp16", "fp32"), "int8": ("int8", "fp32", "fp16")}[precision]
+    for p in order:
+        if unit.peak_gops.get(p):
+            return unit.peak_gops[p], p
+    msg = f"compute unit '{unit.name}' has no peak_gops for {precision}"
+    raise ValueError(msg)
+
+
+def node_time(work: NodeWork, cls: str, unit: ComputeUnit, precision: str, bandwidth_gbps: float,
+              dispatch_us: float) -> NodeCost:
+    """The roofline cost of one node (microseconds); exact arithmetic, used by tests on hand graphs."""
+    peak, used = _peak(unit, precision)
+    flops = work.flops or 0.0
+    eff = efficiency(cls, flops)
+    compute_us = flops / (peak * 1e3 * eff) if flops else 0.0
+    moved = ((work.bytes_in or 0.0) + (work.bytes_out or 0.0)) * PRECISION_BYTES.get(used, 1.0)
+    bw = bandwidth_gbps * 1e3  # bytes per microsecond
+    if moved <= CACHE_BYTES:
+        memory_us = moved / (bw * CACHE_SPEEDUP)
+    else:
+        memory_us = CACHE_BYTES / (bw * CACHE_SPEEDUP) + (moved - CACHE_BYTES) / bw
+    return NodeCost(work.name, work.op_type, cls, unit.name, used, compute_us, memory_us, dispatch_us)
+
+
+def _unit(profile: TargetProfile, kind: str) -> ComputeUnit:
+    for u in profile.device.units:
+        if u.kind == kind:
+            return u
+    msg = f"{profile.name}: no '{kind}' compute unit"
+    raise ValueError(msg)
+
+
+def accelerator_nodes(model: onnx.ModelProto, profile: TargetProfile) -> tuple[set[int], int]:
+    """(ids of the main-graph nodes in accelerator partitions, partitions) by onnxruntime's own
+    partitioning of the NNAPI/CoreML op tables (as edgepack.partition uses); empty for CPU targets."""
+    if not profile.is_accelerator:
+        return set(), 0
+    from onnxruntime.tools.mobile_helpers import usability_checker as uc
+
+    from ..partition import _checker  # noqa: PLC2701 - the same table parser partition.py uses
+
+    info = uc.check_partitioning(model.graph, _checker(profile), True, profile.max_rank)
+    return {id(n) for grp in info.supported_groups for n in grp}, info.num_partitions
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            out[i] = out.get(i, 0) + 1
+    for o in graph.output:
+        out[o.name] = out.get(o.name, 0) + 1
+    return out
+
+
+def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "fp32", *,
+              fused: bool | None = None) -> LatencyBreakdown:
+    """Per-node costs of a shape-inferred model on ``profile``'s device.
+
+    ``fused`` (default: the profile's CPU optimization level is extended/all) prices activations that
+    follow a Conv/Gemm as fused into it.
+    """
+    dev = profile.device
+    if fused is None:
+        fused = profile.optimization_level in ("extended", "all") and not profile.is_accelerator
+    work = model_work(model)
+    graphs = list(iter_graphs(model.graph))
+    node_work: dict[int, NodeWork] = {}
+    it = iter(work.nodes)
+    for g in graphs:
+        for n in g.node:
+            node_work[id(n)] = next(it)
+    weight_dims = {t.name: list(t.dims) for g in graphs for t in g.initializer}
+    producers = {o: n for g in graphs for n in g.node for o in n.output}
+    cpu = _unit(profile, "cpu")
+    accel_ids, _ = accelerator_nodes(model, profile)
+    accel = None
+    if accel_ids:
+        accel = next(u for u in dev.units if u.kind in ("npu", "gpu"))
+    bw = dev.memory_bandwidth_gbps or 10.0
+    disp = dev.dispatch_overhead_us if dev.dispatch_overhead_us is not None else 5.0
+    costs: list[NodeCost] = []
+    unknown = 0
+
+    def graph_cost(g: onnx.GraphProto) -> float:
+        nonlocal unknown
+        consumers = _consumers(g)
+        total = 0.0
+        for n in g.node:
+            w = node_work[id(n)]
+            if w.flops is None:
+                unknown += 1
+            on_accel = id(n) in accel_ids
+            unit = accel if on_accel and accel is not None else cpu
+            cls = cost_class(n, w, weight_dims)
+            if precision == "int8" and n.op_type in QDQ_OPS:
+                continue  # folded into QLinear kernels
+            if fused and n.op_type in FUSABLE_ACTIVATIONS and n.input:
+                prod = producers.get(n.input[0])
+                if prod is not None and prod.op_type in ("Conv", "FusedConv", "Gemm") and consumers.get(n.input[0], 0) == 1:
+                    continue
+            c = node_time(w, cls, unit, precision, bw, 0.0 if on_accel else disp)
+            costs.append(c)
+            total += c.total_us
+            subs = [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+            if n.op_type == "If" and subs:
+                total += max(graph_cost(s) for s in subs)
+            else:
+                total += sum(graph_cost(s) for s in subs)
+        return total
+
+    total = graph_cost(model.graph)
+    switches = 0
+    if accel_ids:
+        side = "cpu"  # inputs arrive in CPU memory, outputs leave to it
+        for n in model.graph.node:
+            now = "accel" if id(n) in accel_ids else "cpu"
+            switches += now != side
+            side = now
+        switches += side != "cpu"
+    switch_us = switches * (dev.partition_switch_us or 0.0)
+    by_unit: dict[str, float] = {}
+    for c in costs:
+        by_unit[c.unit] = by_unit.get(c.unit, 0.0) + c.total_us
+    assumptions = [
+        f"per-node roofline: max(FLOPs / (peak_gops x efficiency), bytes / {bw:g} GB/s) + {disp:g} us dispatch per CPU node",
+        "op-class efficiencies (model parameters calibrated on host micro-benchmarks): "
+        + ", ".join(f"{k} {v:g}" for k, v in EFFICIENCY.items() if v < 1.0),
+        f"GEMM/conv efficiency scaled by min(1, FLOPs / {SATURATION_FLOPS:.0e})^{SMALL_EXP:g} for small kernels",
+        f"working sets up to {CACHE_BYTES / 1e6:g} MB move {CACHE_SPEEDUP:g}x faster than DRAM (cache)",
+        f"peak_gops of unit '{cpu.name}': " + ", ".join(f"{k} {v:g}" for k, v in cpu.peak_gops.items()),
+    ]
+    if fused:
+        assumptions.append("activations after Conv/Gemm fused into it (onnxruntime extended optimizations)")
+    if precision == "int8":
+        assumptions.append("QuantizeLinear/DequantizeLinear folded into QLinear kernels (free); tensors priced at 1 byte")
+    if accel is not None:
+        assumptions.append(f"{len(accel_ids)} nodes on unit '{accel.name}' (onnxruntime partitioning of the "
+                           f"{profile.op_table} table), {switches} CPU<->accelerator switches x {dev.partition_switch_us or 0:g} us")
+    if "If" in {n.op_type for g in graphs for n in g.node}:
+        assumptions.append("an If node costs its dearest branch; loop bodies count once")
+    if unknown:
+        assumptions.append(f"{unknown} nodes have unknown shapes and count only their dispatch overhead")
+    return LatencyBreakdown(total + switch_us, tuple(costs), switches, switch_us, unknown, by_unit, tuple(assumptions))
+
+
+def estimate_latency(model: onnx.ModelProto, profile: TargetProfile, precision: str = "fp32", *,
+                     fused: bool | None = None, band: tuple[float, float] = BAND) -> Estimate:
+    """Latency of one inference (ms) of a shape-inferred model on ``profile``'s device."""
+    b = breakdown(model, profile, precision, fused=fused)
+    ms = b.total_us / 1e3
+    method = ("per-node roofline cost model (FLOPs and bytes per node from the shape-inferred graph; "
+              f"device figures from profile {profile.source}); band {band[0]:g}x-{band[1]:g}x from host validation")
+    return Estimate(ms, ms * band[0], ms * band[1], "ms", method, list(b.assumptions))
+
+
+def flops_total(model: onnx.ModelProto) -> float:
+    w = model_work(model)
+    return w.total_flops if not math.isnan(w.total_flops) else 0.0
