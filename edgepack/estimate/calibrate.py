@@ -30,12 +30,16 @@ class Sizes:
     conv_hw: int = 56
     conv_c: int = 128
     dw_c: int = 256
-    add_elems: int = 16 * 1024 * 1024
+    add_elems: int = 16 * 1024 * 1024  # 192 MB moved: DRAM
+    add_cache_elems: int = 64 * 1024  # 0.75 MB moved: cache-resident
+    lstm_seq: int = 64
+    lstm_hidden: int = 256
     chain: int = 400
     runs: int = 10
 
 
-SMALL = Sizes(gemm=256, conv_hw=28, conv_c=64, dw_c=64, add_elems=2 * 1024 * 1024, chain=100, runs=5)
+SMALL = Sizes(gemm=256, conv_hw=28, conv_c=64, dw_c=64, add_elems=2 * 1024 * 1024, lstm_seq=16, lstm_hidden=64,
+              chain=100, runs=5)
 
 
 def _model(nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
@@ -92,6 +96,17 @@ def _qdq(op, in_dims, out_dims, w: np.ndarray, attrs: dict) -> onnx.ModelProto:
     return _model(nodes, [_vi("x", in_dims)], [_vi("y", out_dims)], inits)
 
 
+def lstm_model(seq: int, hidden: int) -> tuple[onnx.ModelProto, float]:
+    """One forward LSTM over ``seq`` steps (input size = hidden); FLOPs as edgepack.flops counts them."""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((1, 4 * hidden, hidden)) * 0.1).astype(np.float32)
+    r = (rng.standard_normal((1, 4 * hidden, hidden)) * 0.1).astype(np.float32)
+    node = helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=hidden)
+    flops = 2.0 * seq * 4 * hidden * (hidden + hidden)
+    return _model([node], [_vi("x", [seq, 1, hidden])], [_vi("y", [seq, 1, 1, hidden])],
+                  [numpy_helper.from_array(w, "w"), numpy_helper.from_array(r, "r")]), flops
+
+
 def add_model(n: int) -> tuple[onnx.ModelProto, float]:
     """y = a + b over n floats: 3 x 4n bytes moved."""
     return _model([helper.make_node("Add", ["a", "b"], ["y"])], [_vi("a", [n]), _vi("b", [n])], [_vi("y", [n])]), 12.0 * n
@@ -145,8 +160,10 @@ def measure(threads: int = 1, sizes: Sizes = Sizes()) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgepack-calibrate-") as tmp:
         folder = Path(tmp)
         chain_ms = _time_ms(chain_model(sizes.chain), threads, sizes.runs, folder, "chain")
-        out["dispatch_us"] = chain_ms * 1e3 / sizes.chain
-        disp_ms = out["dispatch_us"] / 1e3
+        one_ms = _time_ms(chain_model(1), threads, sizes.runs * 10, folder, "one")
+        out["dispatch_us"] = max(chain_ms - one_ms, 1e-6) * 1e3 / (sizes.chain - 1)
+        out["run_overhead_us"] = max(one_ms * 1e3 - out["dispatch_us"], 0.0)
+        disp_ms = one_ms
 
         def rate(model_flops, name):
             model, flops = model_flops
@@ -158,9 +175,14 @@ def measure(threads: int = 1, sizes: Sizes = Sizes()) -> dict:
         out["dwconv_fp32_gops"] = rate(conv_model(sizes.dw_c, sizes.conv_hw, depthwise=True), "dwconv")
         out["gemm_int8_gops"] = rate(gemm_model(sizes.gemm, int8=True), "gemm8")
         out["conv_int8_gops"] = rate(conv_model(sizes.conv_c, sizes.conv_hw, int8=True), "conv8")
+        out["lstm_fp32_gops"] = rate(lstm_model(sizes.lstm_seq, sizes.lstm_hidden), "lstm")
         out["add_gbps"] = rate(add_model(sizes.add_elems), "add")
-    out["ratios_to_gemm"] = {"conv": out["conv_fp32_gops"] / out["gemm_fp32_gops"],
-                             "conv-depthwise": out["dwconv_fp32_gops"] / out["gemm_fp32_gops"]}
+        out["add_cache_gbps"] = rate(add_model(sizes.add_cache_elems), "add_cache")
+    g = out["gemm_fp32_gops"]
+    out["ratios_to_gemm"] = {"conv": out["conv_fp32_gops"] / g, "conv-depthwise": out["dwconv_fp32_gops"] / g,
+                             "recurrent": out["lstm_fp32_gops"] / g}
+    out["cache_speedup"] = out["add_cache_gbps"] / out["add_gbps"]
+    out["run_overhead_dispatches"] = out["run_overhead_us"] / max(out["dispatch_us"], 1e-6)
     return out
 
 
@@ -168,8 +190,9 @@ def _q(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def profile_text(base_target: str, m: dict, cpu: str, name: str | None = None) -> str:
-    """The TOML of a profile that extends ``base_target`` with the measured figures."""
+def profile_text(base_target: str, m: dict, cpu: str, name: str | None = None, has_fp16: bool = False) -> str:
+    """The TOML of a profile that extends ``base_target`` with the measured figures (power, battery
+    and every other figure stay the base's)."""
     eff = latency.EFFICIENCY["matmul"]
     fp32 = m["gemm_fp32_gops"] / eff
     int8 = max(m["gemm_int8_gops"], m["conv_int8_gops"] / latency.EFFICIENCY["conv"] * eff) / eff
@@ -189,11 +212,12 @@ def profile_text(base_target: str, m: dict, cpu: str, name: str | None = None) -
         f"name = {_q(cpu)}",
         f"memory_bandwidth_gbps = {m['add_gbps']:.3f}",
         f"dispatch_overhead_us = {m['dispatch_us']:.3f}",
+        "anchors = []  # the base's published anchors are for its reference device, not this one",
         "",
         "[device.units.cpu]",
         "kind = \"cpu\"",
         f"cores = {m['threads']}",
-        f"peak_gops = {{ fp32 = {fp32:.2f}, int8 = {int8:.2f} }}",
+        f"peak_gops = {{ fp32 = {fp32:.2f}, int8 = {int8:.2f}" + (f", fp16 = {fp32:.2f}" if has_fp16 else "") + " }",
         "",
         "[device.sources]",
         f"\"memory_bandwidth_gbps\" = {_q(src + ': elementwise Add of large tensors, 12 bytes per element')}",
@@ -201,6 +225,8 @@ def profile_text(base_target: str, m: dict, cpu: str, name: str | None = None) -
         f"\"units.cpu.cores\" = {_q(src + ': intra-op threads used by the benchmarks')}",
         f"\"units.cpu.peak_gops.fp32\" = {_q(src + f': fp32 GEMM rate / matmul efficiency {eff:g}')}",
         f"\"units.cpu.peak_gops.int8\" = {_q(src + f': best of QDQ int8 GEMM/conv rate / efficiency {eff:g}')}",
+        *([f"\"units.cpu.peak_gops.fp16\" = {_q(src + ': no fp16 benchmark; set to the fp32 rate (onnxruntime CPU runs most fp16 work through fp32 kernels)')}"]
+          if has_fp16 else []),
         "",
     ]
     return "\n".join(lines)
@@ -219,6 +245,8 @@ def run_calibration(base_target: str, out_path: str | Path, *, threads: int = 1,
     m = measure(threads, SMALL if small else Sizes())
     cpu = cpu_name()
     out_path = Path(out_path)
-    out_path.write_text(profile_text(base_target, m, cpu, name or f"{base.name}-calibrated"), encoding="utf-8")
+    cpu_unit = next(u for u in base.device.units if u.kind == "cpu")
+    text = profile_text(base_target, m, cpu, name or f"{base.name}-calibrated", "fp16" in cpu_unit.peak_gops)
+    out_path.write_text(text, encoding="utf-8")
     m["cpu"] = cpu
     return m

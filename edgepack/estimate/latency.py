@@ -146,8 +146,8 @@ def _unit(profile: TargetProfile, kind: str) -> ComputeUnit:
     raise ValueError(msg)
 
 
-def accelerator_nodes(model: onnx.ModelProto, profile: TargetProfile) -> tuple[set[int], int]:
-    """(ids of the main-graph nodes in accelerator partitions, partitions) by onnxruntime's own
+def accelerator_nodes(model: onnx.ModelProto, profile: TargetProfile) -> tuple[set[tuple], int]:
+    """(keys of the main-graph nodes in accelerator partitions, partitions) by onnxruntime's own
     partitioning of the NNAPI/CoreML op tables (as edgepack.partition uses); empty for CPU targets."""
     if not profile.is_accelerator:
         return set(), 0
@@ -156,7 +156,12 @@ def accelerator_nodes(model: onnx.ModelProto, profile: TargetProfile) -> tuple[s
     from ..partition import _checker  # noqa: PLC2701 - the same table parser partition.py uses
 
     info = uc.check_partitioning(model.graph, _checker(profile), True, profile.max_rank)
-    return {id(n) for grp in info.supported_groups for n in grp}, info.num_partitions
+    return {_key(n) for grp in info.supported_groups for n in grp}, info.num_partitions
+
+
+def _key(n: onnx.NodeProto) -> tuple:
+    """A node's identity (protobuf wrappers are not stable objects): its op and output names."""
+    return (n.op_type, n.name, tuple(n.output))
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
@@ -181,11 +186,11 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         fused = profile.optimization_level in ("extended", "all") and not profile.is_accelerator
     work = model_work(model)
     graphs = list(iter_graphs(model.graph))
-    node_work: dict[int, NodeWork] = {}
+    node_work: dict[tuple, NodeWork] = {}
     it = iter(work.nodes)
     for g in graphs:
         for n in g.node:
-            node_work[id(n)] = next(it)
+            node_work[_key(n)] = next(it)
     weight_dims = {t.name: list(t.dims) for g in graphs for t in g.initializer}
     producers = {o: n for g in graphs for n in g.node for o in n.output}
     cpu = _unit(profile, "cpu")
@@ -203,10 +208,10 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         consumers = _consumers(g)
         total = 0.0
         for n in g.node:
-            w = node_work[id(n)]
+            w = node_work[_key(n)]
             if w.flops is None:
                 unknown += 1
-            on_accel = id(n) in accel_ids
+            on_accel = _key(n) in accel_ids
             unit = accel if on_accel and accel is not None else cpu
             cls = cost_class(n, w, weight_dims)
             if precision == "int8" and n.op_type in QDQ_OPS:
@@ -230,7 +235,7 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
     if accel_ids:
         side = "cpu"  # inputs arrive in CPU memory, outputs leave to it
         for n in model.graph.node:
-            now = "accel" if id(n) in accel_ids else "cpu"
+            now = "accel" if _key(n) in accel_ids else "cpu"
             switches += now != side
             side = now
         switches += side != "cpu"
