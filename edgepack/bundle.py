@@ -104,11 +104,30 @@ def check_destination(out: Path, target: str, force: bool) -> Path:
     return dest
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(out: Path, target: str) -> None:
+    """Remove staging/old folders that a killed build of ``target`` left behind (their process is gone)."""
+    for p in out.glob(f".{target}.*-*"):
+        parts = p.name.rsplit("-", 2)
+        if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def write_bundle(ctx: Context, out: Path, readme: str, force: bool) -> tuple[Path, dict[str, Any]]:
     """Stage every file, write the manifest last, then move the bundle into place atomically."""
     dest = check_destination(out, ctx.target.name, force)
     out.mkdir(parents=True, exist_ok=True)
-    staging = out / f".{ctx.target.name}.staging-{uuid.uuid4().hex[:12]}"
+    clean_leftovers(out, ctx.target.name)
+    staging = out / f".{ctx.target.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
         staging.mkdir()
         files = dict(ctx.files)
@@ -135,14 +154,19 @@ def write_bundle(ctx: Context, out: Path, readme: str, force: bool) -> tuple[Pat
 
 
 def _swap_into_place(staging: Path, dest: Path) -> None:
-    if not dest.exists():
-        os.replace(staging, dest)
-        return
-    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:12]}"
-    os.replace(dest, old)
+    """Rename the complete staging folder onto ``dest``; another build that got there first wins."""
     try:
-        os.replace(staging, dest)
-    except BaseException:
-        os.replace(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        if not dest.exists():
+            os.replace(staging, dest)
+            return
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        os.replace(dest, old)
+        try:
+            os.replace(staging, dest)
+        except BaseException:
+            os.replace(old, dest)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        msg = f"{dest} was written by another build at the same time; this build left it alone ({exc.strerror})"
+        raise OutputError(msg) from exc

@@ -108,9 +108,11 @@ def _cmd_build(args) -> int:
     from .target import load_targets
 
     profiles = load_targets(args.target)
-    progress = None if args.json else (lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+    progress = _progress(args.json)
     results = build(args.models, profiles, args.output, calibration=args.calibration,
                     shapes=parse_shape_args(args.shape), force=args.force, progress=progress)
+    if progress:
+        progress.done()
     if args.json:
         print(json.dumps([{"target": r.target, "bundle": str(r.bundle), "build_record": str(r.record),
                            "manifest": r.manifest} for r in results], indent=2))
@@ -140,10 +142,12 @@ def _cmd_compare(args) -> int:
         if value is not None:
             budgets.append(bm.Budget(key, bm._number(key, value, f"--{key}"), None, f"--{key}"))
     budgets += [bm.parse_budget_arg(b, names) for b in args.budget]
-    progress = None if args.json else (lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+    progress = _progress(args.json)
     report = compare(args.models, profiles, args.output, calibration=args.calibration,
                      shapes=parse_shape_args(args.shape), budgets=budgets, baseline=args.baseline,
                      jobs=args.jobs, force=args.force, progress=progress)
+    if progress:
+        progress.done()
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:
@@ -170,6 +174,35 @@ def _cmd_verify(args) -> int:
             print(f"PROBLEM: {line}")
         print(f"{args.bundle}: {'ok' if findings.ok else f'{len(findings.problems)} problem(s)'}")
     return 0 if findings.ok else 1
+
+
+class _Progress:
+    """Per target and stage: one status line rewritten in place on a terminal, plain lines otherwise."""
+
+    def __init__(self, tty: bool):
+        self.tty = tty
+        self.started = 0.0
+
+    def __call__(self, msg: str) -> None:
+        import time
+
+        if not self.started:
+            self.started = time.perf_counter()
+        elapsed = time.perf_counter() - self.started
+        if self.tty:
+            sys.stderr.write(f"\r\033[K[{elapsed:6.1f}s] {msg}")
+        else:
+            sys.stderr.write(f"... {msg}\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and self.started:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _progress(json_only: bool) -> _Progress | None:
+    return None if json_only else _Progress(sys.stderr.isatty())
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:

@@ -35,7 +35,7 @@ class Sizes:
     lstm_seq: int = 64
     lstm_hidden: int = 256
     chain: int = 400
-    runs: int = 10
+    runs: int = 20
 
 
 SMALL = Sizes(gemm=256, conv_hw=28, conv_c=64, dw_c=64, add_elems=2 * 1024 * 1024, lstm_seq=16, lstm_hidden=64,
@@ -173,6 +173,18 @@ def measure(threads: int = 1, sizes: Sizes = Sizes()) -> dict:
         out["gemm_fp32_gops"] = rate(gemm_model(sizes.gemm), "gemm")
         out["conv_fp32_gops"] = rate(conv_model(sizes.conv_c, sizes.conv_hw), "conv")
         out["dwconv_fp32_gops"] = rate(conv_model(sizes.dw_c, sizes.conv_hw, depthwise=True), "dwconv")
+        # depthwise kernels pay a fixed cost per channel: many channels on a small map vs few on a large one
+        m_big, f_big = conv_model(sizes.dw_c // 4, sizes.conv_hw * 2, depthwise=True)
+        m_small, f_small = conv_model(sizes.dw_c * 2, 8, depthwise=True)
+        t_big = _time_ms(m_big, threads, sizes.runs, folder, "dw_big") - disp_ms
+        t_small = _time_ms(m_small, threads, sizes.runs, folder, "dw_small") - disp_ms
+        c_big, c_small = sizes.dw_c // 4, sizes.dw_c * 2
+        # t = c x per_channel + f / rate, two equations
+        det = c_big * f_small - c_small * f_big
+        per_channel_ms = (t_big * f_small - t_small * f_big) / det if det else 0.0
+        inv_rate = (c_big * t_small - c_small * t_big) / det if det else t_big / f_big
+        out["dw_per_channel_us"] = max(per_channel_ms * 1e3, 0.0)
+        out["dwconv_fp32_gops_no_channel_cost"] = 1.0 / max(inv_rate, 1e-18) / 1e6
         out["gemm_int8_gops"] = rate(gemm_model(sizes.gemm, int8=True), "gemm8")
         out["conv_int8_gops"] = rate(conv_model(sizes.conv_c, sizes.conv_hw, int8=True), "conv8")
         out["lstm_fp32_gops"] = rate(lstm_model(sizes.lstm_seq, sizes.lstm_hidden), "lstm")
@@ -180,7 +192,9 @@ def measure(threads: int = 1, sizes: Sizes = Sizes()) -> dict:
         out["add_cache_gbps"] = rate(add_model(sizes.add_cache_elems), "add_cache")
     g = out["gemm_fp32_gops"]
     out["ratios_to_gemm"] = {"conv": out["conv_fp32_gops"] / g, "conv-depthwise": out["dwconv_fp32_gops"] / g,
-                             "recurrent": out["lstm_fp32_gops"] / g}
+                             "recurrent": out["lstm_fp32_gops"] / g,
+                             "conv-depthwise-streaming": out["dwconv_fp32_gops_no_channel_cost"] / g}
+    out["dw_per_channel_dispatches"] = out["dw_per_channel_us"] / max(out["dispatch_us"], 1e-6)
     out["cache_speedup"] = out["add_cache_gbps"] / out["add_gbps"]
     out["run_overhead_dispatches"] = out["run_overhead_us"] / max(out["dispatch_us"], 1e-6)
     return out

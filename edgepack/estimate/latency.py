@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from ..flops import NodeWork, model_work
+from ..flops import NodeWork, _shape_map, model_work  # noqa: PLC2701
 from ..model import iter_graphs
 from ..target import ComputeUnit, TargetProfile
 from .base import Estimate
@@ -29,26 +29,33 @@ from .base import Estimate
 # matmul: a large fp32 GEMM in MLAS reaches ~80% of the theoretical FMA peak; calibrate writes
 # peak_gops = measured GEMM rate / EFFICIENCY["matmul"], so on a calibrated profile the GEMM is exact.
 # The others are ratios to that GEMM measured by the host micro-benchmarks (see calibrate.py).
+# Host micro-benchmarks (Xeon, ORT 1.32, 1 thread; ratios to the fp32 GEMM over repeated runs):
+# 3x3 conv 0.85-1.07, depthwise 3x3 streaming rate 0.065-0.083 plus 0.8 dispatches per channel,
+# LSTM 0.42-0.54, QDQ int8 GEMM/conv 3-4x the fp32 GEMM, cache-resident Add 4.6-6.5x the DRAM Add,
+# one-node session run 15 dispatches.
 EFFICIENCY: dict[str, float] = {
     "matmul": 0.80,
-    "conv": 0.62,
-    "conv-depthwise": 0.10,
-    "conv-transpose": 0.30,
-    "recurrent": 0.08,
-    "elementwise": 0.04,
-    "pool": 0.04,
-    "reduce": 0.04,
-    "norm": 0.04,
+    "conv": 0.72,
+    "conv-depthwise": 0.06,  # on FLOPs counted at stride 1 (the kernels sweep every input position)
+    "conv-transpose": 0.40,
+    "recurrent": 0.38,
+    "elementwise": 0.25,
+    "pool": 0.25,
+    "reduce": 0.25,
+    "norm": 0.10,
     "data-movement": 1.0,  # no FLOPs counted: memory-bound term only
     "control-flow": 1.0,
-    "other": 0.04,
+    "other": 0.25,
 }
 # Small GEMMs/convs do not reach the large-GEMM rate: efficiency x min(1, flops / SATURATION_FLOPS)^SMALL_EXP.
-SATURATION_FLOPS = 2.0e7
+SATURATION_FLOPS = 2.0e6
 SMALL_EXP = 0.25
 # Bytes moved are priced at DRAM bandwidth only beyond this working set; below it at CACHE_SPEEDUP x.
-CACHE_BYTES = 1.0e6
-CACHE_SPEEDUP = 4.0
+CACHE_BYTES = 4.0e6
+CACHE_SPEEDUP = 5.0
+# Fixed costs in units of the profile's dispatch_overhead_us (so they scale with the device):
+DW_CHANNEL_DISPATCHES = 0.8  # per channel of a depthwise conv
+RUN_DISPATCHES = 15.0  # once per inference (session run, input/output binding)
 # ORT's extended level fuses these activations into a preceding Conv/Gemm (ConvActivationFusion);
 # with a fused level they cost nothing.
 FUSABLE_ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid"}
@@ -106,7 +113,7 @@ def cost_class(node: onnx.NodeProto, work: NodeWork, weight_dims: dict[str, list
 
 def efficiency(cls: str, flops: float) -> float:
     eff = EFFICIENCY.get(cls, EFFICIENCY["other"])
-    if cls in ("matmul", "conv", "conv-depthwise", "conv-transpose", "recurrent") and flops > 0:
+    if cls in ("matmul", "conv", "conv-transpose", "recurrent") and flops > 0:
         eff *= min(1.0, flops / SATURATION_FLOPS) ** SMALL_EXP
     return eff
 
@@ -123,10 +130,12 @@ def _peak(unit: ComputeUnit, precision: str) -> tuple[float, str]:
 
 
 def node_time(work: NodeWork, cls: str, unit: ComputeUnit, precision: str, bandwidth_gbps: float,
-              dispatch_us: float) -> NodeCost:
-    """The roofline cost of one node (microseconds); exact arithmetic, used by tests on hand graphs."""
+              dispatch_us: float, *, flops: float | None = None) -> NodeCost:
+    """The roofline cost of one node (microseconds); exact arithmetic, used by tests on hand graphs.
+
+    ``flops`` overrides the node's counted FLOPs (depthwise convs are priced at stride 1)."""
     peak, used = _peak(unit, precision)
-    flops = work.flops or 0.0
+    flops = (work.flops or 0.0) if flops is None else flops
     eff = efficiency(cls, flops)
     compute_us = flops / (peak * 1e3 * eff) if flops else 0.0
     moved = ((work.bytes_in or 0.0) + (work.bytes_out or 0.0)) * PRECISION_BYTES.get(used, 1.0)
@@ -136,6 +145,15 @@ def node_time(work: NodeWork, cls: str, unit: ComputeUnit, precision: str, bandw
     else:
         memory_us = CACHE_BYTES / (bw * CACHE_SPEEDUP) + (moved - CACHE_BYTES) / bw
     return NodeCost(work.name, work.op_type, cls, unit.name, used, compute_us, memory_us, dispatch_us)
+
+
+def _depthwise_work(node: onnx.NodeProto, shapes: dict, weight_dims: dict) -> tuple[float | None, int]:
+    """(FLOPs at stride 1 = 2 x C x H_in x W_in x k_h x k_w, channels) of a depthwise conv."""
+    x = shapes.get(node.input[0])
+    w = weight_dims.get(node.input[1]) if len(node.input) > 1 else None
+    if not x or w is None or any(d is None for d in x):
+        return None, 0
+    return 2.0 * math.prod(x[1:]) * math.prod(w[2:]), int(x[1])
 
 
 def _unit(profile: TargetProfile, kind: str) -> ComputeUnit:
@@ -192,6 +210,7 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         for n in g.node:
             node_work[_key(n)] = next(it)
     weight_dims = {t.name: list(t.dims) for g in graphs for t in g.initializer}
+    shapes = {k: v[0] for k, v in _shape_map(model).items()}
     producers = {o: n for g in graphs for n in g.node for o in n.output}
     cpu = _unit(profile, "cpu")
     accel_ids, _ = accelerator_nodes(model, profile)
@@ -220,7 +239,11 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
                 prod = producers.get(n.input[0])
                 if prod is not None and prod.op_type in ("Conv", "FusedConv", "Gemm") and consumers.get(n.input[0], 0) == 1:
                     continue
-            c = node_time(w, cls, unit, precision, bw, 0.0 if on_accel else disp)
+            priced, extra = None, 0.0
+            if cls == "conv-depthwise" and not on_accel:
+                priced, channels = _depthwise_work(n, shapes, weight_dims)
+                extra = channels * DW_CHANNEL_DISPATCHES * disp
+            c = node_time(w, cls, unit, precision, bw, (0.0 if on_accel else disp) + extra, flops=priced)
             costs.append(c)
             total += c.total_us
             subs = [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
@@ -230,7 +253,7 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
                 total += sum(graph_cost(s) for s in subs)
         return total
 
-    total = graph_cost(model.graph)
+    total = graph_cost(model.graph) + RUN_DISPATCHES * disp
     switches = 0
     if accel_ids:
         side = "cpu"  # inputs arrive in CPU memory, outputs leave to it
@@ -247,6 +270,8 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         f"per-node roofline: max(FLOPs / (peak_gops x efficiency), bytes / {bw:g} GB/s) + {disp:g} us dispatch per CPU node",
         "op-class efficiencies (model parameters calibrated on host micro-benchmarks): "
         + ", ".join(f"{k} {v:g}" for k, v in EFFICIENCY.items() if v < 1.0),
+        f"depthwise conv priced at stride-1 FLOPs plus {DW_CHANNEL_DISPATCHES:g} dispatches per channel; "
+        f"{RUN_DISPATCHES:g} dispatches per inference for the session run",
         f"GEMM/conv efficiency scaled by min(1, FLOPs / {SATURATION_FLOPS:.0e})^{SMALL_EXP:g} for small kernels",
         f"working sets up to {CACHE_BYTES / 1e6:g} MB move {CACHE_SPEEDUP:g}x faster than DRAM (cache)",
         f"peak_gops of unit '{cpu.name}': " + ", ".join(f"{k} {v:g}" for k, v in cpu.peak_gops.items()),
