@@ -220,14 +220,13 @@ def test_openvino_shaped_manifest_validates(bundles, manifest_validator):
                          arch="x86_64", provider_options={})
     doc["models"][0]["artifact"] = "model.xml"
     doc["models"][0]["conversion"] = {"openvino_version": "2025.3.0", "compress_to_fp16": True}
-    doc["runtime"] = {"execution_provider": "OpenVINO", "device": "CPU", "config_file": "runtime_config.json",
-                      "config": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 4}}
-    doc["reduced_build"] = {"runtime": "openvino", "package": "openvino==2025.3.0", "plugins": ["CPU"]}
+    doc["runtime"] = {"execution_provider": "OpenVINO", "provider_options": {}, "session_config": {}}
+    doc["reduced_build"] = {"runtime": "openvino", "openvino_version": "2025.3.0", "requirements": "requirements.txt",
+                            "runtime_config": "runtime_config.json", "op_count": 9, "op_types": ["Convolution"]}
     doc["toolchain"]["openvino"] = "2025.3.0"
     assert _errors(manifest_validator, doc) == []
     # the same free-form reduced_build on an ONNX Runtime bundle is an error
     doc["target"]["engine"] = "onnxruntime"
-    doc["runtime"] = {"execution_provider": "OpenVINO", "provider_options": {}, "session_config": {}}
     assert _errors(manifest_validator, doc) != []
 
 

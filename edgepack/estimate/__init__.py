@@ -1,0 +1,79 @@
+"""Estimates of size, latency and energy: each an Estimate(value, low, high, unit, method, assumptions).
+
+``estimate_bundle`` is what the manifest's ``estimates`` and ``inspect --target`` show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..target import TargetProfile
+from . import energy, latency, size
+from ._prepare import analysis_model
+from .base import Estimate
+
+__all__ = ["Estimate", "estimate_bundle", "estimate_model"]
+
+
+def estimate_model(model, profile: TargetProfile, precision: str = "fp32", *, artifacts: list[Path] | None = None,
+                   ort_config: str | Path | None = None, per_hour: float = 1000.0, source_bytes: int | None = None) -> dict:
+    """Estimates for an already shape-inferred ``onnx.ModelProto`` (pure: reads only ``artifacts``/``ort_config``)."""
+    b = latency.breakdown(model, profile, precision)
+    lat = latency.estimate_latency(model, profile, precision)
+    details: dict = {}
+    if artifacts:
+        art, dl = size.model_size([Path(p) for p in artifacts])
+    else:
+        raw = float(source_bytes if source_bytes is not None else model.ByteSize())
+        art = Estimate(raw, raw * 0.9, raw * 1.1, "bytes", "serialized ONNX size (before conversion)",
+                       ["the shipped .ort / IR differs by a few percent; quantization changes it entirely"])
+        dl = Estimate(raw * 0.9, raw * 0.6, raw * 0.95, "bytes", "estimated: float weights deflate to 60-95%",
+                      ["computed by compressing once the bundle exists"])
+    stock = size.stock_runtime(profile)
+    runtime_code = stock
+    minimal = None
+    if profile.engine == "onnxruntime":
+        if ort_config is not None:
+            n_ops, typed = size.count_config_ops(ort_config)
+            src = "the bundle's required_operators_and_types.config"
+        else:
+            n_ops, typed = len(size.model_ops(model)), False
+            src = "the model's operator types (before building)"
+        minimal = size.minimal_runtime(profile, n_ops, typed, src)
+        if minimal is not None:
+            runtime_code = minimal
+    delta = size.app_size_delta(dl, runtime_code)
+    mem = size.peak_memory(model, runtime_code.value)
+    e = energy.energy_per_inference(profile, b.by_unit_us, b.switch_us)
+    rate = energy.at_rate(profile, e, per_hour, lat.value)
+    details = {
+        "artifact_bytes": art.to_json(),
+        "download_bytes": dl.to_json(),
+        "runtime_stock_bytes": stock.to_json(),
+        **({"runtime_minimal_bytes": minimal.to_json()} if minimal else {}),
+        "peak_memory_bytes": mem.to_json(),
+        "energy_at_rate": {k: v.to_json() for k, v in rate.items()},
+        "per_hour": per_hour,
+        "precision": precision,
+    }
+    return {"size": delta.to_json(), "latency_ms": lat.to_json(), "energy": e.to_json(), "details": details}
+
+
+def estimate_bundle(model_path: str | Path, profile: TargetProfile, precision: str = "fp32", *,
+                    artifacts: list[str | Path] | None = None, coverage: dict | None = None,
+                    ort_config_ops: str | Path | None = None, shapes: dict[str, tuple[int, ...]] | None = None,
+                    per_hour: float = 1000.0) -> dict:
+    """Size, latency and energy estimates of one model on one target, as JSON-ready dicts.
+
+    ``model_path``: the .onnx analysed (the shipped graph in ONNX form, or the source model before
+    building). ``artifacts``: the shipped files (sizes, download); None before building.
+    ``ort_config_ops``: the bundle's required_operators_and_types.config (path or text); None uses
+    the model's op types. ``coverage``: the manifest's coverage block; its partition count is
+    recorded beside the estimate's own. ``shapes``: input shapes to fix (needed for dynamic models).
+    """
+    model = analysis_model(model_path, shapes)
+    out = estimate_model(model, profile, precision, artifacts=[Path(p) for p in artifacts] if artifacts else None,
+                         ort_config=ort_config_ops, per_hour=per_hour, source_bytes=Path(model_path).stat().st_size)
+    if coverage is not None:
+        out["details"]["coverage_partitions"] = coverage.get("partitions")
+    return out

@@ -211,7 +211,7 @@ def openvino_session(bundle: Path, manifest: dict, artifact: Path):
     except ImportError as exc:
         raise UsageError("this bundle needs OpenVINO: pip install -r requirements.txt") from exc
     runtime = manifest["runtime"]
-    device, config = runtime.get("device"), dict(runtime.get("config") or {})
+    device, config = runtime.get("device"), {}
     cfg_path = bundle / (runtime.get("config_file") or OPENVINO_RUNTIME_CONFIG)
     if cfg_path.is_file():
         try:
@@ -219,7 +219,9 @@ def openvino_session(bundle: Path, manifest: dict, artifact: Path):
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UsageError(f"{cfg_path.name} is not valid JSON: {exc}") from exc
         device = rc.get("device") or device
-        config.update(rc.get("config") or {})
+        config = dict(rc.get("properties") or {})
+    else:
+        print(f"note: no {cfg_path.name} in the bundle; compiling with OpenVINO's defaults")
     device = device or "CPU"
     wrote = manifest.get("toolchain", {}).get("openvino")
     if wrote and wrote.split("-")[0] != ov.__version__.split("-")[0]:

@@ -1,0 +1,60 @@
+"""The README.md of an intel-openvino bundle: how to load the IR with the pinned runtime."""
+
+from __future__ import annotations
+
+from ..pipeline import Context
+
+
+def _inputs(ctx: Context, files: dict[str, str]) -> str:
+    lines = []
+    for m in ctx.models:
+        for t in m.source.info.inputs:
+            shape = m.shapes.get(t.name, t.shape) if m.fixed_shapes else t.shape
+            dims = "x".join(str(d) if isinstance(d, int) else str(d or "?") for d in (shape or ()))
+            lines.append(f"- `{files[m.name]}` input `{t.name}`: {t.dtype} [{dims}]")
+    return "\n".join(lines)
+
+
+def render(ctx: Context) -> str:
+    """README text for an OpenVINO bundle (after the package stage: reads ctx.reduce)."""
+    p = ctx.target
+    version = (ctx.reduce or {}).get("openvino_version", "")
+    single = len(ctx.models) == 1
+    files = {m.name: ("model" if single else m.name) + ".xml" for m in ctx.models}
+    m = ctx.models[0]
+    first = m.source.info.inputs[0]
+    shape = m.shapes.get(first.name, first.shape) if m.fixed_shapes else first.shape
+    example = tuple(d if isinstance(d, int) else 1 for d in (shape or ()))
+    recipes = ", ".join(f"`{files[x.name]}` {x.recipe['recipe']}" for x in ctx.models if x.recipe)
+    return "\n".join([
+        f"# {p.name} bundle",
+        "",
+        f"{p.description}. Reference device: {p.device.name}.",
+        "",
+        f"Models: {recipes}. Inputs:",
+        "",
+        _inputs(ctx, files),
+        "",
+        "## Load it",
+        "",
+        "```bash",
+        "python3 -m venv venv && . venv/bin/activate",
+        f"pip install -r requirements.txt        # openvino {version}, the version that wrote the IR",
+        "```",
+        "",
+        "```python",
+        "import json, numpy as np, openvino as ov",
+        'config = json.load(open("runtime_config.json"))',
+        "core = ov.Core()",
+        f'compiled = core.compile_model("{files[m.name]}", config["device"], config["properties"])',
+        f'outputs = compiled({{"{first.name}": np.zeros({example}, np.float32)}})',
+        "```",
+        "",
+        "`runtime_config.json` holds the device, `PERFORMANCE_HINT`, `INFERENCE_PRECISION_HINT` and",
+        "`INFERENCE_NUM_THREADS`. fp16 weights in an IR are storage only: the compute precision is",
+        "`INFERENCE_PRECISION_HINT`. The `.bin` file must sit beside its `.xml` with the same stem.",
+        "",
+        "`manifest.json` lists every file with its sha256, the decisions behind the recipe, and the",
+        "verification of the shipped model against the fp32 original.",
+        "",
+    ])

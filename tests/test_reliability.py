@@ -1,0 +1,130 @@
+"""Reliability: killed builds, concurrent builds, and fuzzed models and profiles."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import REPO, SAMPLE_MODEL, tiny_cnn
+from edgepack.errors import EdgepackError
+from edgepack.model import load_model
+from edgepack.target import load_target
+from edgepack.verify_bundle import verify_bundle
+
+pytestmark = pytest.mark.slow
+
+
+def _build_cmd(out):
+    return [sys.executable, "-m", "edgepack", "build", str(SAMPLE_MODEL), "--target", "rpi4-cpu", "-o", str(out),
+            "--force", "--calibration", str(REPO / "sample_apps" / "model" / "calibration")]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.mark.parametrize("delay", [0.4, 0.9, 1.4, 1.9, 2.4, 3.0])
+def test_sigkill_leaves_the_previous_bundle_or_none(tmp_path, delay):
+    out = tmp_path / "out"
+    subprocess.run(_build_cmd(out), check=True, capture_output=True, env=_env())
+    before = (out / "rpi4-cpu" / "manifest.json").read_bytes()
+    proc = subprocess.Popen(_build_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    bundle = out / "rpi4-cpu"
+    if bundle.exists():
+        findings = verify_bundle(bundle)
+        assert findings.ok, findings.problems  # complete: the previous bundle or the new one, never a mix
+        assert (bundle / "manifest.json").read_bytes() == before  # same inputs: the same bytes either way
+    visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    assert set(visible) <= {"rpi4-cpu", "rpi4-cpu.build.json"}
+    # the next build cleans what the killed one left behind
+    subprocess.run(_build_cmd(out), check=True, capture_output=True, env=_env())
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert verify_bundle(out / "rpi4-cpu").ok
+
+
+def test_two_builds_into_one_output_at_once(tmp_path):
+    out = tmp_path / "out"
+    cmd = [c for c in _build_cmd(out) if c != "--force"]
+    a = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    b = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    results = [(p.wait(), p.communicate()[1]) for p in (a, b)]
+    codes = sorted(code for code, _ in results)
+    assert codes in ([0, 0], [0, 2]), results
+    for code, err in results:
+        if code == 2:
+            errors = [line for line in err.splitlines() if not line.startswith("... ")]  # progress lines aside
+            assert len(errors) == 1 and errors[0].startswith("error: ") and "Traceback" not in err
+            assert "already exists" in errors[0] or "another build" in errors[0]
+    assert verify_bundle(out / "rpi4-cpu").ok
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------------------------------- fuzzing
+
+_VALID = tiny_cnn().SerializeToString()
+
+
+@settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+       st.integers(0, len(_VALID)))
+def test_fuzzed_models_raise_only_edgepack_errors(tmp_path, edits, cut):
+    data = bytearray(_VALID[:max(cut, 1)])
+    for pos, value in edits:
+        if pos < len(data):
+            data[pos] = value
+    path = tmp_path / "fuzz.onnx"
+    path.write_bytes(bytes(data))
+    try:
+        load_model(path)
+    except EdgepackError:
+        pass
+
+
+_PROFILE_LINES = [
+    'extends = "rpi4-cpu"', 'name = "fuzz"', 'family = "linux-arm"', "[runtime]", 'engine = "onnxruntime"',
+    'execution_provider = "CPU"', 'op_table = "cpu"', "max_rank = 0", "[shapes]", 'policy = "fixed"',
+    "default_batch = -1", "[[quantization]]", 'name = "fp16"', 'name = "static-int8"', 'activation_type = "int8"',
+    "tolerance = { cosine_min = 2.0 }", "[device]", 'name = "x"', "idle_w = 1.0", "[device.units.cpu]",
+    'kind = "cpu"', "peak_gops = { fp32 = 1.0 }", "[device.sources]", '"idle_w" = "a source"', "[conversion]",
+    'format = "openvino-ir"', "[minimal_build]", 'level = "none"', "extends = 3", "x = [1, 2", "= =", "[[device.anchors]]",
+]
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(_PROFILE_LINES), min_size=0, max_size=12), st.binary(max_size=16))
+def test_fuzzed_profiles_raise_only_profile_errors(tmp_path, lines, noise):
+    path = tmp_path / "fuzz.toml"
+    path.write_bytes("\n".join(lines).encode() + b"\n" + noise)
+    try:
+        load_target(str(path))
+    except EdgepackError:
+        pass
+
+
+def test_fuzz_corpus_has_real_models():
+    # the fuzzers start from a valid model that loads, so mutations explore near-valid inputs
+    assert load_model_bytes_ok()
+
+
+def load_model_bytes_ok() -> bool:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "m.onnx"
+        p.write_bytes(_VALID)
+        return load_model(p).info.nodes == 6

@@ -1,0 +1,234 @@
+"""sample_apps/: the Python app runs every host-runnable bundle; every app reads only schema-defined fields."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from test_schemas import build_bundles
+
+REPO = Path(__file__).resolve().parents[1]
+APPS = REPO / "sample_apps"
+RUNNER = APPS / "python" / "edgepack_run.py"
+SAMPLE = APPS / "model"
+SCHEMA = json.loads((REPO / "schemas" / "manifest.schema.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    return build_bundles(tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture(scope="module")
+def one_sample(tmp_path_factory) -> tuple[Path, int]:
+    """One calibration sample as .npy, and the class the fp32 original predicts for it."""
+    x = np.load(SAMPLE / "calibration" / "input.npy")[:1]
+    path = tmp_path_factory.mktemp("inputs") / "one.npy"
+    np.save(path, x)
+    logits = ort.InferenceSession(str(SAMPLE / "digits_cnn.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    return path, int(logits.argmax())
+
+
+def run_app(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RUNNER), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+# ------------------------------------------------------------------------------------- the Python app
+
+
+def test_runs_every_host_runnable_bundle(bundles, one_sample):
+    path, expected = one_sample
+    assert {"android-nnapi", "ios-coreml", "rpi4-cpu", "rpi5-cpu"} <= set(bundles)
+    for name, bundle in bundles.items():
+        proc = run_app(bundle, path, "--runs", 3)
+        assert proc.returncode == 0, f"{name}: {proc.stderr}"
+        assert f"predicted class: {expected}" in proc.stdout, f"{name}: {proc.stdout}"
+        assert re.search(r"latency: median [0-9.]+ ms over 3 run", proc.stdout), proc.stdout
+        assert "output 'logits': float32 [1, 10]" in proc.stdout
+
+
+def test_accelerator_bundle_falls_back_to_cpu_and_says_so(bundles, one_sample):
+    proc = run_app(bundles["android-nnapi"], one_sample[0], "--runs", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert "NnapiExecutionProvider" in proc.stdout and "running on CPUExecutionProvider" in proc.stdout
+
+
+def test_sample_without_batch_axis_gets_one(bundles, tmp_path, one_sample):
+    path, expected = one_sample
+    np.save(tmp_path / "x.npy", np.load(path)[0])
+    proc = run_app(bundles["rpi4-cpu"], tmp_path / "x.npy", "--runs", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert f"predicted class: {expected}" in proc.stdout
+
+
+def test_image_input_with_size_flag(bundles, tmp_path, one_sample):
+    pil = pytest.importorskip("PIL.Image")
+    x = np.load(one_sample[0])[0, 0]
+    pil.fromarray(np.round(x * 255).astype(np.uint8)).save(tmp_path / "digit.png")
+    proc = run_app(bundles["rpi5-cpu"], tmp_path / "digit.png", "--size", "8x8", "--runs", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert f"predicted class: {one_sample[1]}" in proc.stdout
+    assert "GRAY, NCHW" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("bundle", "make", "message"),
+    [
+        ("rpi4-cpu", lambda x: x[:, :, :4], "error: input 'input' has shape [1, 1, 4, 8] but the bundle expects [batch, 1, 8, 8]"),
+        ("android-nnapi", lambda x: np.concatenate([x, x]), "error: input 'input' has shape [2, 1, 8, 8] but the bundle expects [1, 1, 8, 8] (fixed shape)"),
+        ("ios-coreml", lambda x: x.astype(np.float64), "error: input 'input' is float64 but the bundle expects float32"),
+        ("rpi5-cpu", lambda x: x[0, 0, 0], "error: input 'input' has shape [8] but the bundle expects"),
+    ],
+    ids=["wrong-hw", "batch-on-fixed", "wrong-dtype", "wrong-rank"],
+)
+def test_bad_input_exits_2_with_one_line(bundles, tmp_path, one_sample, bundle, make, message):
+    np.save(tmp_path / "bad.npy", make(np.load(one_sample[0])))
+    proc = run_app(bundles[bundle], tmp_path / "bad.npy")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(message), proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("{tmp}", "{npy}"), "is not an edgepack bundle: no manifest.json"),
+        (("{bundle}", "{tmp}/missing.npy"), "input file not found"),
+        (("{bundle}", "{tmp}/x.txt"), "unsupported input x.txt"),
+        (("{bundle}", "{npy}", "--model", "other"), "no model 'other' in the bundle; models: model"),
+        (("{bundle}", "{npy}", "--runs", "0"), "--runs must be at least 1"),
+        (("{bundle}",), "the following arguments are required: input"),
+    ],
+    ids=["not-a-bundle", "missing-input", "unsupported-input", "unknown-model", "zero-runs", "usage"],
+)
+def test_bad_usage_exits_2(bundles, tmp_path, one_sample, args, message):
+    (tmp_path / "x.txt").write_text("1 2 3")
+    fill = {"tmp": tmp_path, "npy": one_sample[0], "bundle": bundles["rpi4-cpu"]}
+    proc = run_app(*(a.format(**fill) for a in args))
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+def test_bad_manifest_exits_2(bundles, tmp_path, one_sample):
+    bundle = tmp_path / "b"
+    shutil.copytree(bundles["rpi4-cpu"], bundle)
+    doc = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**doc, "schema_version": 2}))
+    proc = run_app(bundle, one_sample[0])
+    assert proc.returncode == 2 and "this app reads schema_version 1" in proc.stderr
+
+
+def test_openvino_bundle(bundles, tmp_path, one_sample):
+    """OpenVINO IR bundle as the schema describes it (until `edgepack build` writes real ones)."""
+    ov = pytest.importorskip("openvino")
+    bundle = tmp_path / "intel-openvino"
+    bundle.mkdir()
+    ov.save_model(ov.convert_model(str(SAMPLE / "digits_cnn.onnx")), str(bundle / "model.xml"), compress_to_fp16=True)
+    doc = json.loads((bundles["rpi4-cpu"] / "manifest.json").read_text())
+    doc["target"].update(name="intel-openvino", engine="openvino", execution_provider="OpenVINO", family="intel")
+    doc["models"][0]["artifact"] = "model.xml"
+    doc["runtime"] = {"execution_provider": "OpenVINO", "config_file": "runtime_config.json"}
+    doc["toolchain"]["openvino"] = ov.__version__
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    (bundle / "runtime_config.json").write_text(json.dumps(
+        {"runtime": "openvino", "device": "CPU", "properties": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1}}))
+    rc_schema = {**SCHEMA["$defs"]["openvino_runtime_config"], "$defs": SCHEMA["$defs"]}
+    jsonschema.validate(json.loads((bundle / "runtime_config.json").read_text()), rc_schema)
+    proc = run_app(bundle, one_sample[0], "--runs", 2)
+    assert proc.returncode == 0, proc.stderr
+    assert f"predicted class: {one_sample[1]}" in proc.stdout
+    assert "[CPU: INFERENCE_NUM_THREADS=1, PERFORMANCE_HINT=LATENCY]" in proc.stdout
+
+
+def test_python_app_does_not_import_edgepack():
+    tree = ast.parse(RUNNER.read_text(encoding="utf-8"))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "edgepack" not in imported
+    assert imported <= {"__future__", "argparse", "json", "statistics", "sys", "time", "pathlib", "numpy",
+                        "onnxruntime", "openvino", "PIL"}, imported
+
+
+# ------------------------------------------------------------------------------------- field names vs the schema
+
+
+def schema_fields(node=SCHEMA) -> set[str]:
+    """Every property name the manifest schema defines, at any depth."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                found |= set(value)
+            found |= schema_fields(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= schema_fields(item)
+    return found
+
+
+_SUBSCRIPT = re.compile(r"""(?<=[\w\])])\[\s*["']([A-Za-z_][\w.]*)["']\s*\]""")
+_PY_GET = re.compile(r"""\.get\(\s*["']([A-Za-z_][\w.]*)["']""")
+_KOTLIN_JSON = re.compile(r"""\.(?:get|opt|has)(?:JSONObject|JSONArray|String|Int|Long|Double|Boolean)?\(\s*"([^"]+)"\s*\)""")
+_SWIFT_KEY = re.compile(r"""^\s*case\s+\w+\s*=\s*"([^"]+)"\s*$""", re.M)
+
+
+def fields_read(path: Path) -> set[str]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".py":
+        return set(_SUBSCRIPT.findall(text)) | set(_PY_GET.findall(text))
+    if path.suffix == ".kt":
+        return set(_KOTLIN_JSON.findall(text))
+    if path.name.endswith(".gradle.kts"):
+        return set(_SUBSCRIPT.findall(text))
+    if path.suffix == ".swift":
+        return set(_SWIFT_KEY.findall(text)) | set(_SUBSCRIPT.findall(text))
+    raise AssertionError(path)
+
+
+READERS = {
+    "python": [RUNNER],
+    "android": [APPS / "android/app/src/main/java/dev/edgepack/sample/ManifestReader.kt", APPS / "android/app/build.gradle.kts"],
+    "ios": [APPS / "ios/Sources/EdgepackSample/ManifestReader.swift"],
+}
+MUST_READ = {"schema_version", "execution_provider", "provider_options", "session_config", "artifact", "toolchain"}
+
+
+@pytest.mark.parametrize("app", sorted(READERS))
+def test_apps_read_only_schema_fields(app):
+    defined = schema_fields()
+    read = set().union(*(fields_read(p) for p in READERS[app]))
+    undefined = sorted(read - defined)
+    assert not undefined, f"{app} reads fields that schemas/manifest.schema.json does not define: {undefined}"
+
+
+def test_scan_sees_the_fields_each_app_needs():
+    """Guard against a scan that silently finds nothing."""
+    for app, paths in READERS.items():
+        read = set().union(*(fields_read(p) for p in paths))
+        expected = MUST_READ if app != "ios" else MUST_READ | {"source_model", "shipped_inputs"}
+        assert expected <= read, f"{app}: {sorted(expected - read)} not found by the scan"
+
+
+def test_swift_coding_keys_all_have_json_names():
+    """A CodingKeys case without a raw value would decode a camelCase key the scan cannot see."""
+    text = READERS["ios"][0].read_text(encoding="utf-8")
+    for block in re.findall(r"enum CodingKeys[^{]*\{(.*?)\}", text, re.S):
+        for line in block.strip().splitlines():
+            assert re.match(r'^\s*case\s+\w+\s*=\s*"[^"]+"\s*$', line), line
+
+
+def test_a_field_missing_from_the_schema_is_caught(tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text('x = manifest["runtime"].get("execution_provider")\ny = manifest["warp_speed"]\n')
+    assert sorted(fields_read(app) - schema_fields()) == ["warp_speed"]
