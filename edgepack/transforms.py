@@ -42,7 +42,9 @@ def ort_optimize(
     so.log_severity_level = 3
     so.intra_op_num_threads = 1
     so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(external_data_dir))
-    if weight_bytes > LARGE_MODEL_BYTES:
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    if weight_bytes > LARGE_MODEL_BYTES or external:
+        # write the weights next to dst: references to the source's data file would break in the work folder
         so.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
     try:
         ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
