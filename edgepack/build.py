@@ -18,6 +18,7 @@ from .pipeline import Context, ModelState, run_stages
 from .shapes import plan_shapes, require_fixed
 from .stages.calibration import generate_inputs, load_calibration, split_calibration
 from .stages.convert import convert_stage
+from .stages.estimate_stage import estimate_stage
 from .stages.input_ranges import apply_int_ranges, int_input_ranges
 from .stages.prepare import prepare_stage
 from .stages.recipes import quantize_stage
@@ -31,6 +32,7 @@ ORT_STAGES = (
     ("convert", convert_stage),
     ("verify", verify_stage),
     ("reduce", reduce_stage),
+    ("estimate", estimate_stage),
 )
 GENERATED_SAMPLES = 8
 SEED = 0
@@ -143,6 +145,7 @@ def build(
     force: bool = False,
     progress: Callable[[str], None] | None = None,
     jobs: int = 1,
+    per_hour: float = 1000.0,
 ) -> list[BuildResult]:
     """Build one bundle per target in ``out/<target>/``; return what was written.
 
@@ -179,9 +182,9 @@ def build(
 
     def one(target: TargetProfile) -> BuildResult:
         with tempfile.TemporaryDirectory(prefix=f"edgepack-{target.name}-") as tmp:
-            ctx = Context(target=target, work=Path(tmp), models=tuple(initial[target.name]))
+            ctx = Context(target=target, work=Path(tmp), models=tuple(initial[target.name]), per_hour=per_hour)
             ctx = run_stages(ctx, stages_for(target), progress)
-            dest, doc = write_bundle(ctx, out, render_readme(ctx), force)
+            dest, doc = write_bundle(ctx, out, _readme(ctx), force)
         record = out / f"{target.name}.build.json"
         record.write_text(json.dumps({
             "target": target.name,
@@ -200,5 +203,20 @@ def stages_for(target: TargetProfile) -> tuple:
     """The explicit stage tuple a target's runtime needs."""
     if target.engine == "onnxruntime":
         return ORT_STAGES
-    msg = f"target {target.name} uses the {target.engine} runtime, which `edgepack build` cannot package yet"
+    if target.engine == "openvino":
+        try:
+            from .stages.openvino_ir import OPENVINO_STAGES
+        except ImportError as exc:
+            msg = f"target {target.name} needs openvino: pip install 'edgepack[openvino]'"
+            raise StageError(msg) from exc
+        return (*OPENVINO_STAGES, ("estimate", estimate_stage))
+    msg = f"target {target.name} uses the {target.engine} runtime, which `edgepack build` cannot package"
     raise StageError(msg)
+
+
+def _readme(ctx: Context) -> str:
+    if ctx.target.engine == "openvino":
+        from .stages.openvino_readme import render
+
+        return render(ctx)
+    return render_readme(ctx)

@@ -23,15 +23,24 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-def toolchain() -> dict[str, str]:
+def toolchain(engine: str = "onnxruntime") -> dict[str, str]:
     import numpy
     import onnx
     import onnxruntime
 
     from . import __version__
 
-    return {"edgepack": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "numpy": numpy.__version__, "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+    versions = {"edgepack": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                "numpy": numpy.__version__, "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+    if engine == "openvino":
+        from importlib.metadata import PackageNotFoundError, version
+
+        for dist in ("openvino", "nncf"):
+            try:
+                versions[dist] = version(dist)
+            except PackageNotFoundError:
+                pass
+    return versions
 
 
 def _model_entry(m: ModelState, ctx: Context) -> dict[str, Any]:
@@ -53,6 +62,7 @@ def _model_entry(m: ModelState, ctx: Context) -> dict[str, Any]:
         "conversion": m.conversion,
         "coverage": coverage,
         "verification": m.verification,
+        "estimates": m.estimates,
     }
 
 
@@ -72,13 +82,14 @@ def manifest(ctx: Context, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
         "source_model": top("source_model"),
         "models": models,
         "artifacts": artifacts,
-        "toolchain": toolchain(),
+        "toolchain": toolchain(p.engine),
         "recipe": {"shapes": top("shipped_inputs"), "quantization": top("quantization"), "conversion": top("conversion"),
                    "decisions": decisions},
         "runtime": runtime_config(ctx),
         "reduced_build": ctx.reduce,
         "coverage": top("coverage"),
         "verification": top("verification"),
+        "estimates": top("estimates"),
         "measured": {"record": f"../{p.name}.build.json",
                      "note": "host latencies and stage timings change from run to run; they are kept in the build "
                              "record beside the bundle so the bundle itself stays byte-identical"},
@@ -87,6 +98,10 @@ def manifest(ctx: Context, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
 
 def runtime_config(ctx: Context) -> dict[str, Any]:
     p = ctx.target
+    if p.engine == "openvino":
+        return {"execution_provider": p.execution_provider, "device": p.runtime_device or "CPU",
+                "config_file": (ctx.reduce or {}).get("runtime_config", "runtime_config.json"),
+                "notes": ["openvino.Core().compile_model(<xml>, device, properties from the config file)"]}
     cfg: dict[str, Any] = {"execution_provider": p.execution_provider,
                            "provider_options": dict(sorted(p.provider_options.items())), "session_config": {}}
     if p.optimization_style == "runtime":

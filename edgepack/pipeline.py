@@ -56,6 +56,7 @@ class ModelState:
     verification: dict[str, Any] | None = None
     measured: dict[str, Any] | None = None
     weight_only_int8: bool = False  # prepare kept weight-only int8 as DequantizeLinear
+    estimates: dict[str, Any] | None = None  # size, latency, energy on the target device (estimated)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -73,6 +74,7 @@ class Context:
     # timings and host latencies: they vary run to run, so they go to the build record beside the
     # bundle, never into it (bundles are byte-identical from build to build)
     measurements: dict[str, Any] = field(default_factory=dict)
+    per_hour: float = 1000.0  # inferences per hour, for battery and energy-per-hour estimates
 
     def with_models(self, models: list[ModelState] | tuple[ModelState, ...]) -> "Context":
         return replace(self, models=tuple(models))

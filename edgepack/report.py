@@ -74,11 +74,22 @@ def print_build(results) -> None:
                   f"verified: cosine_min {worst:.5f}" + (f", top-1 agreement {min(top1):.3f}" if top1 else ""))
             lat = measured.get(m["name"])
             if lat:
-                print(f"  {'':<18} measured on this host (onnxruntime CPU, {lat['shipped']['threads']} thread): "
-                      f"fp32 {lat['fp32_original']['median_ms']:.3f} ms, shipped {lat['shipped']['median_ms']:.3f} ms (median)")
+                runtime = "openvino CPU" if rb_engine(doc) == "openvino" else "onnxruntime CPU"
+                print(f"  {'':<18} measured on this host (fp32: onnxruntime CPU; shipped: {runtime}; "
+                      f"{lat['shipped']['threads']} thread): fp32 {lat['fp32_original']['median_ms']:.3f} ms, "
+                      f"shipped {lat['shipped']['median_ms']:.3f} ms (median)")
         for d in doc["recipe"]["decisions"]:
             if d.startswith("quantize: ") and ("skipped" in d or "dropped" in d or "warning" in d):
                 print(f"  note: {d.split(': ', 2)[-1] if d.count(': ') >= 2 else d}")
-        print(f"  operator config: {doc['reduced_build']['op_count']} ops; runtime recipe: build_runtime.sh "
-              f"(onnxruntime {doc['reduced_build']['onnxruntime_version']})")
+        rb = doc["reduced_build"]
+        if rb.get("runtime") == "openvino":
+            print(f"  runtime: openvino {rb['openvino_version']} ({rb['op_count']} op types); "
+                  f"{rb['runtime_config']} and {rb['requirements']}")
+        else:
+            print(f"  operator config: {rb['op_count']} ops; runtime recipe: build_runtime.sh "
+                  f"(onnxruntime {rb['onnxruntime_version']})")
         print(f"  decisions and checksums: {r.bundle / 'manifest.json'}; timings: {r.record}")
+
+
+def rb_engine(doc: dict) -> str:
+    return doc.get("target", {}).get("engine", "onnxruntime")

@@ -45,7 +45,7 @@ def _cells(r: dict) -> list[str]:
         accuracy,
         "–" if not host else f"{host['fp32_ms']:.2f} → {host['shipped_ms']:.2f} ms",
         _est(_get(est, "latency_ms"), " ms"),
-        _est(_get(est, "energy", "per_inference_mj"), " mJ"),
+        _est(_get(est, "energy"), " mJ"),
         _est(_get(est, "energy", "battery_pct_per_hour"), " %/h"),
     ]
 
@@ -133,7 +133,7 @@ def _charts(report: dict) -> list[str]:
             lat.append((f"{r['target']} host", [(r["host_latency"]["shipped_ms"], "#10b981", "measured on the host")], None))
     charts.append(_bars("Latency: device estimate with its band (violet) beside the host measurement (green)", lat, "ms"))
     energy = [(r["target"], [(e["value"], "#ef4444", "energy per inference (est.)")], (e["low"], e["high"]))
-              for r in rows if (e := _get(r, "estimates", "energy", "per_inference_mj"))]
+              for r in rows if (e := _get(r, "estimates", "energy")) and "value" in e]
     charts.append(_bars("Energy per inference (estimate, band)", energy, "mJ") if energy else
                   '<p class="note">No energy estimates in these bundles.</p>')
     cov = [(r["target"], [(100 * r["coverage"]["fraction"], "#14b8a6", "nodes on the accelerator or runtime")], None)

@@ -189,13 +189,11 @@ def _real(key: str) -> Path:
 
 @pytest.mark.integration
 def test_yolo_int8_with_real_photos(tmp_path):
-    from edgepack.stages.images import PREPROCESS_FILE  # noqa: F401 - images support present
-
     path = _real("nudenet_yolov8n")
-    calib = tmp_path / "cal"
     import subprocess
     import sys
 
+    calib = tmp_path / "cal"
     repo = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, str(repo / "benchmarks" / "make_calibration.py"), "--out", str(calib), "--size", "320",
                     "--input", "images", "--resize", "letterbox", "--count", "16"], check=True, capture_output=True)

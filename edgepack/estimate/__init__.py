@@ -46,17 +46,13 @@ def estimate_model(model, profile: TargetProfile, precision: str = "fp32", *, ar
     mem = size.peak_memory(model, runtime_code.value)
     e = energy.energy_per_inference(profile, b.by_unit_us, b.switch_us)
     rate = energy.at_rate(profile, e, per_hour, lat.value)
-    details = {
-        "artifact_bytes": art.to_json(),
-        "download_bytes": dl.to_json(),
-        "runtime_stock_bytes": stock.to_json(),
-        **({"runtime_minimal_bytes": minimal.to_json()} if minimal else {}),
-        "peak_memory_bytes": mem.to_json(),
-        "energy_at_rate": {k: v.to_json() for k, v in rate.items()},
-        "per_hour": per_hour,
-        "precision": precision,
-    }
-    return {"size": delta.to_json(), "latency_ms": lat.to_json(), "energy": e.to_json(), "details": details}
+    # each top-level entry is an Estimate (value, low, high, unit, method, assumptions: the app-size delta,
+    # the latency, the energy per inference); its parts ride along as nested Estimates
+    size_json = {**delta.to_json(), "artifact": art.to_json(), "download": dl.to_json(), "runtime_stock": stock.to_json(),
+                 **({"runtime_minimal": minimal.to_json()} if minimal else {}), "peak_memory": mem.to_json()}
+    energy_json = {**e.to_json(), **{k: v.to_json() for k, v in rate.items()}, "per_hour": per_hour}
+    details = {"precision": precision, "switches": b.switches, "nodes_with_unknown_shapes": b.unknown_nodes}
+    return {"size": size_json, "latency_ms": lat.to_json(), "energy": energy_json, "details": details}
 
 
 def estimate_bundle(model_path: str | Path, profile: TargetProfile, precision: str = "fp32", *,

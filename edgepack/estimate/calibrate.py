@@ -113,18 +113,35 @@ def add_model(n: int) -> tuple[onnx.ModelProto, float]:
 
 
 def chain_model(k: int) -> onnx.ModelProto:
-    """k tiny Adds in a row (8 floats): their time is the per-node dispatch overhead."""
-    one = numpy_helper.from_array(np.ones(8, np.float32), "one")
-    nodes = [helper.make_node("Add", ["x" if i == 0 else f"t{i}", "one"], [f"t{i + 1}" if i < k - 1 else "y"])
-             for i in range(k)]
-    return _model(nodes, [_vi("x", [8])], [_vi("y", [8])], [one])
+    """k small nodes in a row on a [4, 8] tensor, cycling Add, Mul, Sigmoid, Transpose, Reshape, Slice
+    (the mix of small ops real graphs have): their time is the per-node dispatch overhead."""
+    inits = [numpy_helper.from_array(np.ones((4, 8), np.float32), "one"),
+             numpy_helper.from_array(np.array([4, 8], np.int64), "shape"),
+             numpy_helper.from_array(np.array([0, 0], np.int64), "starts"),
+             numpy_helper.from_array(np.array([4, 8], np.int64), "ends")]
+    nodes, cur, dims = [], "x", [4, 8]
+    for i in range(k):
+        dst = f"t{i + 1}" if i < k - 1 else "y"
+        kind = i % 6 if i < k - 1 else 0
+        if kind == 3 and dims == [4, 8]:
+            nodes.append(helper.make_node("Transpose", [cur], [dst], perm=[1, 0]))
+            dims = [8, 4]
+        elif kind == 4 or dims != [4, 8]:
+            nodes.append(helper.make_node("Reshape", [cur, "shape"], [dst]))
+            dims = [4, 8]
+        else:
+            op = {0: "Add", 1: "Mul", 2: "Sigmoid", 3: "Add", 5: "Slice"}[kind]
+            ins = {"Add": [cur, "one"], "Mul": [cur, "one"], "Sigmoid": [cur], "Slice": [cur, "starts", "ends"]}[op]
+            nodes.append(helper.make_node(op, ins, [dst]))
+        cur = dst
+    return _model(nodes, [_vi("x", [4, 8])], [_vi("y", [4, 8])], inits)
 
 
 def if_chain_model(k: int) -> onnx.ModelProto:
     """k If nodes in a row on a bool input, each branch one tiny Add: their time beyond dispatch is the
     cost of running a control-flow subgraph."""
     one = numpy_helper.from_array(np.ones(8, np.float32), "one")
-    nodes = []
+    nodes: list = []
     for i in range(k):
         src, dst = ("x" if i == 0 else f"t{i}"), (f"t{i + 1}" if i < k - 1 else "y")
         branch = lambda tag: helper.make_graph(  # noqa: E731

@@ -35,7 +35,7 @@ from .base import Estimate
 # one-node session run 15 dispatches.
 EFFICIENCY: dict[str, float] = {
     "matmul": 0.80,
-    "conv": 0.72,
+    "conv": 0.60,  # at >= CHANNEL_SAT output channels; fewer channels scale it down (below)
     "conv-depthwise": 0.06,  # on FLOPs counted at stride 1 (the kernels sweep every input position)
     "conv-transpose": 0.40,
     "recurrent": 0.38,
@@ -50,6 +50,11 @@ EFFICIENCY: dict[str, float] = {
 # Small GEMMs/convs do not reach the large-GEMM rate: efficiency x min(1, flops / SATURATION_FLOPS)^SMALL_EXP.
 SATURATION_FLOPS = 2.0e6
 SMALL_EXP = 0.25
+# GEMM-like kernels with few output columns (conv output channels per group, MatMul N) run below the
+# large-GEMM rate: x min(1, N / CHANNEL_SAT)^CHANNEL_EXP. Host conv ladder (3x3, ORT 1 thread): 24 ch 0.35,
+# 32 ch 0.45, 64 ch 0.57, 128 ch 0.65, 256 ch 0.75 of the GEMM rate.
+CHANNEL_SAT = 256
+CHANNEL_EXP = 0.3
 # Bytes moved are priced at DRAM bandwidth only beyond this working set; below it at CACHE_SPEEDUP x.
 CACHE_BYTES = 4.0e6
 CACHE_SPEEDUP = 5.0
@@ -111,11 +116,28 @@ def cost_class(node: onnx.NodeProto, work: NodeWork, weight_dims: dict[str, list
     return work.op_class
 
 
-def efficiency(cls: str, flops: float) -> float:
+def efficiency(cls: str, flops: float, columns: int | None = None) -> float:
+    """Share of peak for a node of class ``cls``; ``columns``: GEMM N (conv output channels per group)."""
     eff = EFFICIENCY.get(cls, EFFICIENCY["other"])
     if cls in ("matmul", "conv", "conv-transpose", "recurrent") and flops > 0:
         eff *= min(1.0, flops / SATURATION_FLOPS) ** SMALL_EXP
+    if cls in ("matmul", "conv") and columns:
+        eff *= min(1.0, columns / CHANNEL_SAT) ** CHANNEL_EXP
     return eff
+
+
+def gemm_columns(node: onnx.NodeProto, cls: str, shapes: dict, weight_dims: dict) -> int | None:
+    """N of the GEMM a conv/matmul node runs: output channels per group, or the output's last dim."""
+    if cls == "conv" and node.op_type != "ConvTranspose":
+        w = weight_dims.get(node.input[3 if node.op_type == "QLinearConv" else 1]) if len(node.input) > 1 else None
+        if w:
+            return max(1, int(w[0]) // int(_attr(node, "group", 1)))
+        return None
+    if cls == "matmul" and node.output:
+        out = shapes.get(node.output[0])
+        if out and out[-1]:
+            return int(out[-1])
+    return None
 
 
 def _peak(unit: ComputeUnit, precision: str) -> tuple[float, str]:
@@ -130,13 +152,13 @@ def _peak(unit: ComputeUnit, precision: str) -> tuple[float, str]:
 
 
 def node_time(work: NodeWork, cls: str, unit: ComputeUnit, precision: str, bandwidth_gbps: float,
-              dispatch_us: float, *, flops: float | None = None) -> NodeCost:
+              dispatch_us: float, *, flops: float | None = None, columns: int | None = None) -> NodeCost:
     """The roofline cost of one node (microseconds); exact arithmetic, used by tests on hand graphs.
 
     ``flops`` overrides the node's counted FLOPs (depthwise convs are priced at stride 1)."""
     peak, used = _peak(unit, precision)
     flops = (work.flops or 0.0) if flops is None else flops
-    eff = efficiency(cls, flops)
+    eff = efficiency(cls, flops, columns)
     compute_us = flops / (peak * 1e3 * eff) if flops else 0.0
     moved = ((work.bytes_in or 0.0) + (work.bytes_out or 0.0)) * PRECISION_BYTES.get(used, 1.0)
     bw = bandwidth_gbps * 1e3  # bytes per microsecond
@@ -243,7 +265,8 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
             if cls == "conv-depthwise" and not on_accel:
                 priced, channels = _depthwise_work(n, shapes, weight_dims)
                 extra = channels * DW_CHANNEL_DISPATCHES * disp
-            c = node_time(w, cls, unit, precision, bw, (0.0 if on_accel else disp) + extra, flops=priced)
+            cols = None if on_accel else gemm_columns(n, cls, shapes, weight_dims)
+            c = node_time(w, cls, unit, precision, bw, (0.0 if on_accel else disp) + extra, flops=priced, columns=cols)
             costs.append(c)
             total += c.total_us
             subs = [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
@@ -272,7 +295,8 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         + ", ".join(f"{k} {v:g}" for k, v in EFFICIENCY.items() if v < 1.0),
         f"depthwise conv priced at stride-1 FLOPs plus {DW_CHANNEL_DISPATCHES:g} dispatches per channel; "
         f"{RUN_DISPATCHES:g} dispatches per inference for the session run",
-        f"GEMM/conv efficiency scaled by min(1, FLOPs / {SATURATION_FLOPS:.0e})^{SMALL_EXP:g} for small kernels",
+        f"GEMM/conv efficiency scaled by min(1, FLOPs / {SATURATION_FLOPS:.0e})^{SMALL_EXP:g} for small kernels "
+        f"and by min(1, N / {CHANNEL_SAT})^{CHANNEL_EXP:g} for N output channels/columns",
         f"working sets up to {CACHE_BYTES / 1e6:g} MB move {CACHE_SPEEDUP:g}x faster than DRAM (cache)",
         f"peak_gops of unit '{cpu.name}': " + ", ".join(f"{k} {v:g}" for k, v in cpu.peak_gops.items()),
     ]
