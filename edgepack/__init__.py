@@ -20,9 +20,9 @@ def load_target(ref):
     return _load(ref)
 
 
-def inspect(model, targets=(), shapes=None) -> dict:
+def inspect(model, targets=(), shapes=None, per_hour: float = 1000.0) -> dict:
     """Model summary and per-target coverage, as ``edgepack inspect --json`` prints it."""
     from .analysis import inspect_model
     from .target import load_targets
 
-    return inspect_model(model, load_targets(list(targets)), dict(shapes or {}))
+    return inspect_model(model, load_targets(list(targets)), dict(shapes or {}), per_hour=per_hour)

@@ -69,7 +69,23 @@ def _target_report(ws: _Workspace, profile: TargetProfile, plan: ShapePlan) -> d
     return {"coverage": [c.to_json() for c in scenarios], "prepare": prepare_notes}
 
 
-def inspect_model(path: str | Path, profiles: list[TargetProfile], shapes: dict[str, tuple[int, ...]]) -> dict:
+def _estimates(loaded: LoadedModel, profile: TargetProfile, plan: ShapePlan, per_hour: float) -> dict:
+    """Before building: the fp32 model on the target, estimated (dynamic dims must be decided)."""
+    if not plan.all_fixed:
+        return {"available": False, "why": "undecided input dimensions: " + ", ".join(plan.undecided) + "; pass --shape"}
+    from .estimate import estimate_bundle
+
+    try:
+        est = estimate_bundle(loaded.path, profile, "fp32", shapes=plan.fixed, per_hour=per_hour)
+    except Exception as exc:  # noqa: BLE001 - an estimate that cannot be made is reported, not fatal
+        from .errors import first_line
+
+        return {"available": False, "why": f"{type(exc).__name__}: {first_line(exc)}"}
+    return {"available": True, "precision": "fp32 (before quantization)", **est}
+
+
+def inspect_model(path: str | Path, profiles: list[TargetProfile], shapes: dict[str, tuple[int, ...]],
+                  per_hour: float = 1000.0) -> dict:
     """Everything ``edgepack inspect`` shows, as a plain dict (stable keys)."""
     loaded = load_model(path)
     info = loaded.info
@@ -91,6 +107,7 @@ def inspect_model(path: str | Path, profiles: list[TargetProfile], shapes: dict[
         for profile in profiles:
             plan = plan_shapes(info, shapes, profile.default_batch)
             entry = _target_report(ws, profile, plan)
+            entry["estimates"] = _estimates(loaded, profile, plan, per_hour)
             entry["profile"] = {"source": profile.source, "engine": profile.engine, "provider": profile.execution_provider,
                                 "shape_policy": profile.shape_policy}
             report["targets"][profile.name] = entry

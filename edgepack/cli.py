@@ -32,6 +32,9 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--target", action="append", default=[], metavar="T",
                    help="target name or profile .toml path (repeatable; 'all' for every built-in target)")
     i.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
+    i.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
+                   help="inferences per hour for battery/energy estimates (default 1000)")
+    i.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     i.add_argument("--json", action="store_true", help="print JSON")
 
     b = sub.add_parser("build", help="build one verified, minimal bundle per target")
@@ -42,6 +45,9 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--calibration", metavar="DIR", help="folder of .npy/.npz samples keyed by input name, and/or images with a preprocess.toml")
     b.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
     b.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
+    b.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
+                   help="inferences per hour for battery/energy estimates (default 1000)")
+    b.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     b.add_argument("--json", action="store_true", help="print JSON only")
 
     c = sub.add_parser("compare", help="build all targets side by side; reports, CI budgets, baseline")
@@ -57,9 +63,19 @@ def _build_parser() -> argparse.ArgumentParser:
         c.add_argument(f"--{key}", type=str, metavar="X", help=f"budget for every target: {key}")
     c.add_argument("--budget", action="append", default=[], metavar="T:KEY=X",
                    help="budget for one target, e.g. android-nnapi:max-bundle-mb=8 (repeatable)")
+    c.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
+                   help="inferences per hour for battery/energy estimates and budgets (default 1000)")
+    c.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     c.add_argument("--config", default="pyproject.toml", metavar="FILE",
                    help="read budgets from its [tool.edgepack] table (default: ./pyproject.toml)")
     c.add_argument("--json", action="store_true", help="print the report as JSON only")
+
+    k = sub.add_parser("calibrate", help="measure this machine and write a profile that extends a base target")
+    k.add_argument("-o", "--output", required=True, metavar="FILE.toml", help="profile file to write")
+    k.add_argument("--base", default="rpi5-cpu", metavar="T", help="built-in target to extend (default rpi5-cpu)")
+    k.add_argument("--threads", type=int, default=1, metavar="N", help="threads the micro-benchmarks use (default 1)")
+    k.add_argument("--name", metavar="NAME", help="the new profile's name (default: <base>-calibrated)")
+    k.add_argument("--quick", action="store_true", help="small sizes, one round: fast but less accurate")
 
     v = sub.add_parser("verify", help="re-check a bundle's checksums and files, and run its models")
     v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
@@ -92,7 +108,7 @@ def _cmd_inspect(args) -> int:
     from .target import load_targets
 
     profiles = load_targets(args.target)
-    report = inspect_model(args.model, profiles, parse_shape_args(args.shape))
+    report = inspect_model(args.model, profiles, parse_shape_args(args.shape), per_hour=_per_hour(args))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -110,7 +126,8 @@ def _cmd_build(args) -> int:
     profiles = load_targets(args.target)
     progress = _progress(args.json)
     results = build(args.models, profiles, args.output, calibration=args.calibration,
-                    shapes=parse_shape_args(args.shape), force=args.force, progress=progress)
+                    shapes=parse_shape_args(args.shape), force=args.force, progress=progress,
+                    per_hour=_per_hour(args))
     if progress:
         progress.done()
     if args.json:
@@ -145,7 +162,7 @@ def _cmd_compare(args) -> int:
     progress = _progress(args.json)
     report = compare(args.models, profiles, args.output, calibration=args.calibration,
                      shapes=parse_shape_args(args.shape), budgets=budgets, baseline=args.baseline,
-                     jobs=args.jobs, force=args.force, progress=progress)
+                     jobs=args.jobs, force=args.force, progress=progress, per_hour=_per_hour(args))
     if progress:
         progress.done()
     if args.json:
@@ -174,6 +191,47 @@ def _cmd_verify(args) -> int:
             print(f"PROBLEM: {line}")
         print(f"{args.bundle}: {'ok' if findings.ok else f'{len(findings.problems)} problem(s)'}")
     return 0 if findings.ok else 1
+
+
+def _per_hour(args) -> float:
+    if getattr(args, "rate", None):
+        text = args.rate.strip().lower()
+        number, _, unit = text.partition("/")
+        factor = {"s": 3600.0, "sec": 3600.0, "m": 60.0, "min": 60.0, "h": 1.0, "hour": 1.0}.get(unit or "s")
+        try:
+            value = float(number)
+        except ValueError:
+            value = -1.0
+        if factor is None or value < 0:
+            raise UsageError(f"--rate '{args.rate}' must look like 30/s, 120/min or 1000/h")
+        return value * factor
+    if args.per_hour < 0:
+        raise UsageError("--per-hour must be zero or more")
+    return args.per_hour
+
+
+def _cmd_calibrate(args) -> int:
+    from pathlib import Path
+
+    from .estimate.calibrate import run_calibration
+    from .target import load_target
+
+    out = Path(args.output)
+    if out.suffix != ".toml":
+        raise UsageError(f"-o {args.output}: the profile file must end in .toml")
+    if args.threads < 1:
+        raise UsageError("--threads must be 1 or more")
+    load_target(args.base)
+    print(f"measuring this machine (GEMM, conv, int8, memory bandwidth, dispatch overhead; {args.threads} thread)...",
+          file=sys.stderr, flush=True)
+    run_calibration(args.base, out, threads=args.threads, small=args.quick, name=args.name)
+    profile = load_target(str(out))
+    cpu = next(u for u in profile.device.units if u.kind == "cpu")
+    print(f"wrote {out}: extends {args.base}; measured cpu " +
+          ", ".join(f"{k} {v:.3g} GOPS" for k, v in sorted(cpu.peak_gops.items())) +
+          f", memory {profile.device.memory_bandwidth_gbps:.3g} GB/s, dispatch {profile.device.dispatch_overhead_us:.3g} us")
+    print(f"use it anywhere a target name goes: edgepack inspect MODEL --target {out}")
+    return 0
 
 
 class _Progress:
@@ -211,7 +269,8 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-_COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "compare": _cmd_compare, "verify": _cmd_verify}
+_COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "compare": _cmd_compare, "calibrate": _cmd_calibrate,
+             "verify": _cmd_verify}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -162,6 +162,7 @@ def compare(
     jobs: int = 1,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    per_hour: float = 1000.0,
 ) -> dict:
     """Build every target (shared work once, targets in parallel), then write report.{json,md,html}."""
     out = Path(out)
@@ -173,7 +174,8 @@ def compare(
             msg = f"--baseline {baseline}: cannot read a report.json ({exc.__class__.__name__})"
             raise UsageError(msg) from exc
     start = time.perf_counter()
-    results = build(models, targets, out, calibration=calibration, shapes=shapes, force=force, progress=progress, jobs=jobs)
+    results = build(models, targets, out, calibration=calibration, shapes=shapes, force=force, progress=progress,
+                    jobs=jobs, per_hour=per_hour)
     seconds = time.perf_counter() - start
     rows = {r.target: row(r) for r in results}
     names = [t.name for t in targets]
@@ -187,6 +189,7 @@ def compare(
         "baseline": baseline_deltas(rows, old) if old is not None else None,
         "build_seconds": round(seconds, 2),
         "jobs": jobs,
+        "per_hour": per_hour,
     }
     from .report_files import write_reports
 

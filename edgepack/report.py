@@ -54,6 +54,23 @@ def print_inspect(report: dict) -> None:
                 print(f"  {'':<26}   note: {note}")
         for step in t["prepare"]:
             print(f"  prepare: {step}")
+        est = t.get("estimates") or {}
+        if est.get("available"):
+            lat, size, energy = est["latency_ms"], est["size"], est["energy"]
+            print(f"  estimated (fp32, before quantization): latency {lat['value']:.3g} ms ({lat['low']:.3g}-{lat['high']:.3g}); "
+                  f"app size +{size['value'] / 1e6:.2f} MB ({size['low'] / 1e6:.2f}-{size['high'] / 1e6:.2f}); "
+                  f"energy {energy['value']:.3g} mJ/inference ({energy['low']:.3g}-{energy['high']:.3g})")
+            if "battery_pct_per_hour" in energy:
+                b = energy["battery_pct_per_hour"]
+                print(f"  estimated battery at {energy['per_hour']:g} inferences/hour: {b['value']:.3g}% per hour "
+                      f"({b['low']:.3g}-{b['high']:.3g})")
+            if "average_w" in energy:
+                w = energy["average_w"]
+                print(f"  estimated power at {energy['per_hour']:g} inferences/hour: {w['value']:.3g} W "
+                      f"({w['low']:.3g}-{w['high']:.3g})")
+            print(f"  method: {lat['method']}")
+        elif est:
+            print(f"  estimates: not available ({est['why']})")
 
 
 def print_build(results) -> None:

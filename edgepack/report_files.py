@@ -12,10 +12,10 @@ def _mb(n: float | None) -> str:
     return "–" if n is None else f"{n / 1e6:.2f} MB"
 
 
-def _est(e: dict | None, unit: str = "", digits: int = 2) -> str:
+def _est(e: dict | None, unit: str = "") -> str:
     if not e:
         return "–"
-    return f"{e['value']:.{digits}f}{unit} ({e['low']:.{digits}f}–{e['high']:.{digits}f})"
+    return f"{e['value']:.3g}{unit} ({e['low']:.3g}–{e['high']:.3g})"
 
 
 def _get(d: dict, *path):
@@ -61,7 +61,7 @@ def markdown(report: dict) -> str:
     lines.append("|" + "---|" * len(HEADERS))
     for r in report["targets"].values():
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
-    lines += ["", "Measured = on the build host with onnxruntime's CPU provider (not the device). "
+    lines += ["", "Measured = on the build host, on its CPU (onnxruntime; OpenVINO for OpenVINO bundles), not on the device. "
               "Estimated = edgepack's cost model from the target profile's published figures, value (low–high).", ""]
     if report["budgets"]:
         lines += ["### Budgets", "", "| target | budget | limit | figure | result | basis |", "|---|---|---|---|---|---|"]
@@ -167,7 +167,7 @@ def html_page(report: dict) -> str:
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>edgepack compare</title>"
             f"<style>{_CSS}</style></head><body><h1>edgepack compare</h1>"
             f"<table id='summary'><tr>{head}</tr>{body}</table>"
-            "<p class='note'>Measured = on the build host with onnxruntime's CPU provider, not on the device. "
+            "<p class='note'>Measured = on the build host, on its CPU (onnxruntime; OpenVINO for OpenVINO bundles), not on the device. "
             "Estimated = edgepack's cost model from the target profile's published figures: value (low–high).</p>"
             f"{budgets}<h2>Charts</h2>{charts}</body></html>\n")
 

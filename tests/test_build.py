@@ -218,3 +218,44 @@ def test_verify_bad_input(cli, tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     code, _, err = cli("verify", tmp_path)
     assert code == 2 and "not valid JSON" in err
+
+
+# ---------------------------------------------------------------- estimates in bundles, inspect and calibrate
+
+
+def test_manifest_estimates_are_labelled_estimates(bundles):
+    _, results = bundles
+    for t in ORT_TARGETS:
+        est = results[t].manifest["estimates"]
+        for key in ("size", "latency_ms", "energy"):
+            e = est[key]
+            assert e["low"] <= e["value"] <= e["high"] and e["method"] and isinstance(e["assumptions"], list)
+        assert "runtime_minimal" in est["size"] and "peak_memory" in est["size"]
+    phone = results["android-nnapi"].manifest["estimates"]["energy"]
+    assert "battery_pct_per_hour" in phone and "mah_per_hour" in phone
+    pi = results["rpi4-cpu"].manifest["estimates"]["energy"]
+    assert "power_bank_hours" in pi and "wh_per_1000" in pi
+
+
+def test_inspect_shows_estimates_before_building(cli):
+    code, out, _ = cli("inspect", SAMPLE_MODEL, "--target", "ios-coreml", "--rate", "30/s")
+    assert code == 0
+    assert "estimated (fp32, before quantization): latency" in out and "108000 inferences/hour" in out
+    code, _, err = cli("inspect", SAMPLE_MODEL, "--target", "ios-coreml", "--rate", "fast")
+    assert code == 2 and "--rate 'fast' must look like 30/s" in err
+
+
+def test_calibrate_writes_a_profile_that_extends_its_base(cli, tmp_path):
+    out = tmp_path / "mine.toml"
+    code, stdout, _ = cli("calibrate", "-o", out, "--base", "rpi4-cpu", "--quick")
+    assert code == 0 and "extends rpi4-cpu" in stdout
+    from edgepack.target import load_target
+
+    mine = load_target(str(out))
+    assert mine.recipes == load_target("rpi4-cpu").recipes
+    assert all("measured by edgepack calibrate" in mine.device.sources[k] for k in ("memory_bandwidth_gbps",
+                                                                                   "dispatch_overhead_us"))
+    code, stdout, _ = cli("inspect", SAMPLE_MODEL, "--target", out)
+    assert code == 0 and "estimated (fp32" in stdout
+    code, _, err = cli("calibrate", "-o", tmp_path / "x.txt")
+    assert code == 2 and "must end in .toml" in err
