@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(1, str(REPO))
 
-ORT_TARGETS = ["android-nnapi", "ios-coreml", "rpi4-cpu", "rpi5-cpu"]
+ORT_TARGETS = ["android-nnapi", "ios-coreml", "intel-openvino", "rpi4-cpu", "rpi5-cpu"]
 
 # key: (real-model key or None for the sample, shapes, calibration recipe or None)
 MODELS = {
@@ -110,7 +110,9 @@ def _summarize(name: str, model: Path, out: Path, targets: list[str], run: dict)
         manifest = json.loads((out / t / "manifest.json").read_text())
         record = json.loads((out / f"{t}.build.json").read_text())
         host = record["measurements"].get("host_latency", {}).get("model", {})
-        art = next(a for a in manifest["artifacts"] if a["path"] == manifest["models"][0]["artifact"])
+        artifact = manifest["models"][0]["artifact"]
+        parts = {artifact, artifact[:-4] + ".bin"} if artifact.endswith(".xml") else {artifact}
+        art = {"bytes": sum(a["bytes"] for a in manifest["artifacts"] if a["path"] in parts)}
         entry = {
             "recipe": manifest["recipe"]["quantization"]["recipe"],
             "artifact_bytes": art["bytes"],
@@ -125,9 +127,11 @@ def _summarize(name: str, model: Path, out: Path, targets: list[str], run: dict)
                              for k, v in manifest["verification"]["outputs"].items()},
             "coverage": {k: manifest["coverage"][k] for k in ("nodes_total", "nodes_on_accelerator", "partitions")},
             "operator_config_ops": manifest["reduced_build"]["op_count"],
+            "estimated_device_latency_ms": {k: manifest["estimates"]["latency_ms"][k] for k in ("value", "low", "high")}
+            if manifest.get("estimates") else None,
         }
-        if name == "sample":
-            entry["test_accuracy"] = _accuracy(out / t / "model.ort")
+        if name == "sample" and artifact.endswith(".ort"):
+            entry["test_accuracy"] = _accuracy(out / t / artifact)
         result["targets"][t] = entry
     return result
 

@@ -14,7 +14,7 @@ from .bundle import check_destination, write_bundle
 from .device_readme import render as render_readme
 from .errors import OutputError, ShapeError, StageError
 from .model import LoadedModel, TensorSpec, load_model
-from .pipeline import Context, ModelState, run_stages
+from .pipeline import Context, Memo, ModelState, run_stages
 from .shapes import plan_shapes, require_fixed
 from .stages.calibration import generate_inputs, load_calibration, split_calibration
 from .stages.convert import convert_stage
@@ -180,9 +180,13 @@ def build(
     # shared work first, once for every target: intake, shape plans, calibration, fp32 reference outputs
     initial = {t.name: [_initial_state(lm, n, t, given, inputs) for lm, n in zip(loaded, names)] for t in targets}
 
+    shared_dir = tempfile.TemporaryDirectory(prefix="edgepack-shared-")
+    memo = Memo(Path(shared_dir.name))
+
     def one(target: TargetProfile) -> BuildResult:
         with tempfile.TemporaryDirectory(prefix=f"edgepack-{target.name}-") as tmp:
-            ctx = Context(target=target, work=Path(tmp), models=tuple(initial[target.name]), per_hour=per_hour)
+            ctx = Context(target=target, work=Path(tmp), models=tuple(initial[target.name]), per_hour=per_hour,
+                          memo=memo)
             ctx = run_stages(ctx, stages_for(target), progress)
             dest, doc = write_bundle(ctx, out, _readme(ctx), force)
         record = out / f"{target.name}.build.json"
@@ -193,10 +197,14 @@ def build(
         }, indent=2, default=float) + "\n", encoding="utf-8")
         return BuildResult(target.name, dest, doc, record)
 
-    if jobs <= 1 or len(targets) == 1:
-        return [one(t) for t in targets]
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="edgepack") as pool:
-        return list(pool.map(one, targets))
+    with shared_dir:
+        if jobs <= 1 or len(targets) == 1:
+            return [one(t) for t in targets]
+        # longest first (NNCF quantization makes OpenVINO the slowest), results in the order asked
+        order = sorted(targets, key=lambda t: t.engine != "openvino")
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="edgepack") as pool:
+            done = dict(zip([t.name for t in order], pool.map(one, order)))
+        return [done[t.name] for t in targets]
 
 
 def stages_for(target: TargetProfile) -> tuple:

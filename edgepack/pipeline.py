@@ -75,6 +75,7 @@ class Context:
     # bundle, never into it (bundles are byte-identical from build to build)
     measurements: dict[str, Any] = field(default_factory=dict)
     per_hour: float = 1000.0  # inferences per hour, for battery and energy-per-hour estimates
+    memo: "Memo | None" = field(default=None, compare=False)  # work shared across the targets of a build
 
     def with_models(self, models: list[ModelState] | tuple[ModelState, ...]) -> "Context":
         return replace(self, models=tuple(models))
@@ -87,6 +88,33 @@ class Context:
 
 
 Stage = Callable[[Context, list], Context]
+
+
+class Memo:
+    """Work shared between the targets of one build: the same inputs and settings give the same
+    result, so it is computed once (a lock per key lets a second target wait instead of redoing it).
+    Files are kept in ``folder``, which lives as long as the build."""
+
+    def __init__(self, folder: Path):
+        import threading
+
+        self.folder = folder
+        self._values: dict = {}
+        self._locks: dict = {}
+        self._guard = threading.Lock()
+
+    def get_or_compute(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        with self._guard:
+            lock = self._locks.setdefault(key, __import__("threading").Lock())
+        with lock:
+            if key not in self._values:
+                self._values[key] = compute()
+            return self._values[key]
+
+    def file_key(self, path: Path) -> str:
+        from .model import sha256_file
+
+        return sha256_file(path)
 
 
 def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Callable[[str], None] | None = None) -> Context:

@@ -25,6 +25,7 @@ same model always gives the same bytes.
 from __future__ import annotations
 
 import collections
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -252,15 +253,36 @@ def convert_stage(ctx, decisions: list[str]):
         keep_fp32 = ("QDQSelectorActionTransformer",) if m.weight_only_int8 and m.recipe["recipe"] != "static-int8" else ()
         if keep_fp32:
             decisions.append(f"{m.name}: QDQ fusions disabled: weight-only int8 weights are dequantized to fp32 arithmetic")
-        record = _convert_loadable(m.current, artifact, profile, keep_fp32, decisions, m.name)
-        extra: tuple[Path, ...] = ()
-        if profile.optimization_style == "runtime":
-            applied = ctx.work / f"{m.name}.applied.ort"
-            to_ort_applied(m.current, applied, target_platform=profile.target_platform,
-                           extra_disabled=tuple(x for x in record["disabled_optimizers"] if x != "NchwcTransformer"))
-            extra = (applied,)
-        canonicalize_ort(artifact, artifact)
-        check_ort_loads(artifact)
+        applied = ctx.work / f"{m.name}.applied.ort"
+
+        def compute(artifact=artifact, applied=applied, m=m, keep_fp32=keep_fp32):
+            notes: list[str] = []
+            record = _convert_loadable(m.current, artifact, profile, keep_fp32, notes, m.name)
+            if profile.optimization_style == "runtime":
+                to_ort_applied(m.current, applied, target_platform=profile.target_platform,
+                               extra_disabled=tuple(x for x in record["disabled_optimizers"] if x != "NchwcTransformer"))
+            canonicalize_ort(artifact, artifact)
+            check_ort_loads(artifact)
+            if ctx.memo is None:
+                return record, notes, None
+            keep = ctx.memo.folder / f"{ctx.memo.file_key(artifact)}.ort"
+            shutil.copyfile(artifact, keep)
+            if applied.exists():
+                shutil.copyfile(applied, keep.with_suffix(".applied.ort"))
+            return record, notes, keep
+
+        if ctx.memo is None:
+            record, notes, _ = compute()
+        else:  # the same model, style, level and platform convert once for every target (e.g. both Pis)
+            key = ("ort", ctx.memo.file_key(m.current), profile.optimization_style, profile.optimization_level,
+                   profile.target_platform, keep_fp32)
+            record, notes, keep = ctx.memo.get_or_compute(key, compute)
+            if not artifact.exists():
+                shutil.copyfile(keep, artifact)
+                if keep.with_suffix(".applied.ort").exists():
+                    shutil.copyfile(keep.with_suffix(".applied.ort"), applied)
+        decisions.extend(notes)
+        extra: tuple[Path, ...] = (applied,) if applied.exists() else ()
         decisions.extend(f"{m.name}: {d}" for d in record["decisions"])
         decisions.append(
             f"{m.name}: ORT format, {profile.optimization_style} optimizations at level "

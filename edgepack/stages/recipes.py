@@ -40,6 +40,47 @@ def _added_quant_ops(record: dict) -> bool:
     return any(after.get(op, 0) > before.get(op, 0) for op in _QUANT_OPS)
 
 
+def _quantize_shared(ctx: Context, m: ModelState, recipe, dst):
+    """quantize(), computed once per (prepared model, recipe settings, accelerator or not) across targets."""
+    import shutil
+
+    def compute():
+        record = quantize(m.prepared, dst, recipe, list(m.calibration) or None, is_accelerator=ctx.target.is_accelerator)
+        if ctx.memo is None:
+            return record, None
+        keep = ctx.memo.folder / f"{ctx.memo.file_key(dst)}{dst.suffix}"
+        shutil.copyfile(dst, keep)
+        data = dst.with_name(dst.name + ".data")
+        if data.exists():  # large models: weights beside the model
+            shutil.copyfile(data, keep.with_name(keep.name + ".data"))
+        return record, keep
+
+    if ctx.memo is None:
+        return compute()[0]
+    key = ("quantize", ctx.memo.file_key(m.prepared), recipe.name, recipe.activation_type, recipe.weight_type,
+           recipe.per_channel, ctx.target.is_accelerator, id(m.calibration))
+    record, keep = ctx.memo.get_or_compute(key, compute)
+    if not dst.exists():
+        shutil.copyfile(keep, dst)
+        if keep.with_name(keep.name + ".data").exists():
+            shutil.copyfile(keep.with_name(keep.name + ".data"), dst.with_name(dst.name + ".data"))
+    return record
+
+
+def _latency_shared(ctx: Context, m: ModelState, dst):
+    """The host speed gate's timing, measured once per (fp32, candidate, session settings) across targets."""
+    settings = host_settings(ctx.target)
+
+    def compute():
+        return compare_latency(m.prepared, dst, m.verify_inputs[0], runs=LATENCY_RUNS, **settings)
+
+    if ctx.memo is None:
+        return compute()
+    key = ("gate", ctx.memo.file_key(m.prepared), ctx.memo.file_key(dst), settings["level"],
+           tuple(settings["disabled_optimizers"]))
+    return ctx.memo.get_or_compute(key, compute)
+
+
 def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> ModelState:
     profile = ctx.target
     model_class = classify_model(onnx.load_model(str(m.prepared), load_external_data=False))
@@ -59,7 +100,7 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
             continue
         dst = ctx.work / f"{m.name}.{recipe.name}.onnx"
         try:
-            record = quantize(m.prepared, dst, recipe, list(m.calibration) or None, is_accelerator=profile.is_accelerator)
+            record = _quantize_shared(ctx, m, recipe, dst)
             outputs = run_model(dst, list(m.verify_inputs), level="disable")
         except StageError as exc:  # a recipe that cannot be applied to this model is a dropped candidate
             decisions.append(f"{m.name}: {recipe.name} dropped: {exc}")
@@ -78,7 +119,7 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
             attempts.append(attempt)
             continue
         if profile.execution_provider == "CPU" and recipe.name != "none":
-            lat = compare_latency(m.prepared, dst, m.verify_inputs[0], runs=LATENCY_RUNS, **host_settings(profile))
+            lat = _latency_shared(ctx, m, dst)
             attempt["host_latency"] = lat
             host.setdefault(m.name, []).append({"recipe": recipe.name, **lat})
             if lat["ratio"] > MAX_SLOWDOWN:
