@@ -12,7 +12,7 @@ from typing import Callable
 
 from .bundle import check_destination, write_bundle
 from .device_readme import render as render_readme
-from .errors import OutputError, ShapeError, StageError
+from .errors import EdgepackError, OutputError, ShapeError, StageError
 from .model import LoadedModel, TensorSpec, load_model
 from .pipeline import Context, Memo, ModelState, run_stages
 from .shapes import plan_shapes, require_fixed
@@ -146,11 +146,13 @@ def build(
     progress: Callable[[str], None] | None = None,
     jobs: int = 1,
     per_hour: float = 1000.0,
-) -> list[BuildResult]:
+    keep_going: bool = False,
+) -> list:
     """Build one bundle per target in ``out/<target>/``; return what was written.
 
     Work that is the same for every target (intake, calibration, fp32 reference outputs) is done
     once; with ``jobs`` > 1 the targets then build in parallel threads (onnxruntime releases the GIL).
+    With ``keep_going`` a target that fails is returned as its EdgepackError and the others go on.
     """
     paths = [Path(m) for m in models]
     out = Path(out)
@@ -175,6 +177,8 @@ def build(
         raise CalibrationError(msg)
     for t in targets:
         stages_for(t)  # refuse a target we cannot package before any work
+        if t.engine == "openvino" and not keep_going:
+            _check_openvino_domains(loaded, t)
     inputs = _Inputs(calib)
     names = _names(loaded)
     # shared work first, once for every target: intake, shape plans, calibration, fp32 reference outputs
@@ -183,7 +187,17 @@ def build(
     shared_dir = tempfile.TemporaryDirectory(prefix="edgepack-shared-")
     memo = Memo(Path(shared_dir.name))
 
-    def one(target: TargetProfile) -> BuildResult:
+    def one(target: TargetProfile) -> BuildResult | EdgepackError:
+        if keep_going:
+            try:
+                return _one(target)
+            except EdgepackError as exc:
+                return exc
+        return _one(target)
+
+    def _one(target: TargetProfile) -> BuildResult:
+        if target.engine == "openvino":
+            _check_openvino_domains(loaded, target)
         with tempfile.TemporaryDirectory(prefix=f"edgepack-{target.name}-") as tmp:
             ctx = Context(target=target, work=Path(tmp), models=tuple(initial[target.name]), per_hour=per_hour,
                           memo=memo)
@@ -205,6 +219,15 @@ def build(
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="edgepack") as pool:
             done = dict(zip([t.name for t in order], pool.map(one, order)))
         return [done[t.name] for t in targets]
+
+
+def _check_openvino_domains(loaded: list[LoadedModel], target: TargetProfile) -> None:
+    for lm in loaded:
+        ml = sorted(op for op in lm.info.op_histogram if op.startswith("ai.onnx.ml:"))
+        if ml:
+            msg = (f"{target.name}: OpenVINO has no ai.onnx.ml operators ({', '.join(o.split(':')[1] for o in ml)} in "
+                   f"{lm.path.name}, e.g. a scikit-learn export); build it for an ONNX Runtime target")
+            raise StageError(msg)
 
 
 def stages_for(target: TargetProfile) -> tuple:

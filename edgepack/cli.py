@@ -175,7 +175,9 @@ def _cmd_compare(args) -> int:
     failed = [b for b in report["budgets"] if b["passed"] is False]
     for b in failed:
         print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
-    return 1 if failed else 0
+    for target, why in report["failed_targets"].items():
+        print(f"target not built: {why}", file=sys.stderr)
+    return 1 if failed or report["failed_targets"] else 0
 
 
 def _cmd_verify(args) -> int:

@@ -174,9 +174,13 @@ def compare(
             msg = f"--baseline {baseline}: cannot read a report.json ({exc.__class__.__name__})"
             raise UsageError(msg) from exc
     start = time.perf_counter()
-    results = build(models, targets, out, calibration=calibration, shapes=shapes, force=force, progress=progress,
-                    jobs=jobs, per_hour=per_hour)
+    outcomes = build(models, targets, out, calibration=calibration, shapes=shapes, force=force, progress=progress,
+                     jobs=jobs, per_hour=per_hour, keep_going=True)
     seconds = time.perf_counter() - start
+    results = [r for r in outcomes if isinstance(r, BuildResult)]
+    failed = {t.name: str(r) for t, r in zip(targets, outcomes) if not isinstance(r, BuildResult)}
+    if not results:
+        raise next(r for r in outcomes if not isinstance(r, BuildResult))
     rows = {r.target: row(r) for r in results}
     names = [t.name for t in targets]
     checks = budget_mod.check(rows, budget_mod.effective(list(budgets or []), names))
@@ -184,6 +188,7 @@ def compare(
         "report_version": REPORT_VERSION,
         "models": [results[0].manifest["models"][i]["source_model"] for i in range(len(results[0].manifest["models"]))],
         "targets": rows,
+        "failed_targets": failed,
         "budgets": checks,
         "budgets_passed": all(c["passed"] is not False for c in checks),
         "baseline": baseline_deltas(rows, old) if old is not None else None,

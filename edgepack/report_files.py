@@ -61,6 +61,8 @@ def markdown(report: dict) -> str:
     lines.append("|" + "---|" * len(HEADERS))
     for r in report["targets"].values():
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
+    for target, why in report.get("failed_targets", {}).items():
+        lines.append(f"| {target} | **not built**: {why.replace('|', '/')} |" + " |" * (len(HEADERS) - 2))
     lines += ["", "Measured = on the build host, on its CPU (onnxruntime; OpenVINO for OpenVINO bundles), not on the device. "
               "Estimated = edgepack's cost model from the target profile's published figures, value (low–high).", ""]
     if report["budgets"]:
@@ -152,6 +154,8 @@ def html_page(report: dict) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>"
                    for r in report["targets"].values())
+    body += "".join(f"<tr><td>{html.escape(t)}</td><td class='fail' colspan='{len(HEADERS) - 1}'>not built: "
+                    f"{html.escape(why)}</td></tr>" for t, why in report.get("failed_targets", {}).items())
     budgets = ""
     if report["budgets"]:
         trs = []

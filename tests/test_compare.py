@@ -125,3 +125,18 @@ def test_html_renders_in_headless_chromium(compared, tmp_path):
                     "--no-first-run", f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
                     "--window-size=1280,1600", (out / "report.html").as_uri()], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_a_target_that_cannot_be_built_does_not_stop_the_others(cli, tmp_path):
+    pytest.importorskip("openvino")
+    import onnxruntime
+
+    from pathlib import Path
+
+    model = Path(onnxruntime.__file__).parent / "datasets" / "logreg_iris.onnx"  # ai.onnx.ml: no OpenVINO
+    code, out, err = cli("compare", model, "--targets", "rpi4-cpu,intel-openvino", "-o", tmp_path / "o", "--jobs", "1")
+    assert code == 1
+    assert "target not built: intel-openvino: OpenVINO has no ai.onnx.ml operators" in err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert list(report["targets"]) == ["rpi4-cpu"] and "intel-openvino" in report["failed_targets"]
+    assert "**not built**" in out
