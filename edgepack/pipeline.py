@@ -28,9 +28,19 @@ class StageRecord:
     stage: str
     seconds: float
     decisions: tuple[str, ...]
+    peak_rss_mb: float | None = None  # the process's peak RSS so far, read when the stage ended
 
     def to_json(self) -> dict:
-        return {"stage": self.stage, "seconds": round(self.seconds, 3), "decisions": list(self.decisions)}
+        return {"stage": self.stage, "seconds": round(self.seconds, 3), "peak_rss_mb": self.peak_rss_mb,
+                "decisions": list(self.decisions)}
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 @dataclass(frozen=True)
@@ -138,5 +148,5 @@ def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Ca
             raise StageError(msg) from exc
         seconds = time.perf_counter() - start
         log.info("%s: %s done in %.2fs", ctx.target.name, name, seconds)
-        ctx = replace(ctx, records=(*ctx.records, StageRecord(name, seconds, tuple(decisions))))
+        ctx = replace(ctx, records=(*ctx.records, StageRecord(name, seconds, tuple(decisions), _peak_rss_mb())))
     return ctx
