@@ -49,6 +49,8 @@ def run_app(*args: object) -> subprocess.CompletedProcess:
 def test_runs_every_host_runnable_bundle(bundles, one_sample):
     path, expected = one_sample
     assert {"android-nnapi", "ios-coreml", "rpi4-cpu", "rpi5-cpu"} <= set(bundles)
+    if __import__("importlib.util").util.find_spec("openvino") is not None:
+        assert "intel-openvino" in bundles  # a real OpenVINO IR bundle from `edgepack build`
     for name, bundle in bundles.items():
         proc = run_app(bundle, path, "--runs", 3)
         assert proc.returncode == 0, f"{name}: {proc.stderr}"

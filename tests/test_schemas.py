@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 
 from edgepack import target as target_mod
 from edgepack.build import build
-from edgepack.errors import StageError
 from edgepack.target import load_targets
 
 try:
@@ -44,13 +42,12 @@ def build_bundles(out: Path) -> dict[str, Path]:
     bundles = {}
     for r in build([SAMPLE / "digits_cnn.onnx"], load_targets(list(ORT_TARGETS)), out, calibration=SAMPLE / "calibration"):
         bundles[r.target] = r.bundle
-    for name in OPENVINO_TARGETS:  # picked up as soon as `edgepack build` makes OpenVINO bundles
-        try:
-            for r in build([SAMPLE / "digits_cnn.onnx"], load_targets([name]), out, calibration=SAMPLE / "calibration"):
-                bundles[r.target] = r.bundle
-        except StageError as exc:  # "... cannot package yet" / "... ONNX Runtime bundles only"
-            if not re.search(r"cannot package|bundles only", str(exc)):
-                raise
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is not None:  # the openvino extra (part of dev)
+        for r in build([SAMPLE / "digits_cnn.onnx"], load_targets(list(OPENVINO_TARGETS)), out,
+                       calibration=SAMPLE / "calibration"):
+            bundles[r.target] = r.bundle
     return bundles
 
 
