@@ -143,9 +143,8 @@ def _layout(path: Path, buf: bytearray) -> dict[str, Any]:
     }
 
 
-def _build(tail: bytes, model_from_end: int, version_from_end: int, entries) -> bytes:
-    import flatbuffers
-
+def _build(builder, model_from_end: int, version_from_end: int, entries) -> memoryview:
+    """Prepend a sorted resolver and a new root to the tail already at the end of ``builder.Bytes``."""
     fbs = _ort_tools.fbs()
     arg_mod = fbs.ArgTypeAndIndex
     ts_mod = fbs.KernelTypeStrArgsEntry
@@ -153,11 +152,6 @@ def _build(tail: bytes, model_from_end: int, version_from_end: int, entries) -> 
     res_mod = fbs.KernelTypeStrResolver
     sess_mod = fbs.InferenceSession
 
-    builder = flatbuffers.Builder(len(tail) + 4096)
-    # the tail goes at the very end of the buffer: builder offsets are distances from the end,
-    # exactly like the original file's, so uoffsets inside the tail stay valid
-    builder.Bytes[len(builder.Bytes) - len(tail) :] = tail
-    builder.head = len(builder.Bytes) - len(tail)
     builder.minalign = MIN_ALIGN
 
     def vector_of(start_vector, offsets):
@@ -199,7 +193,7 @@ def _build(tail: bytes, model_from_end: int, version_from_end: int, entries) -> 
     sess_mod.AddKernelTypeStrResolver(builder, resolver_off)
     root = sess_mod.End(builder)
     builder.Finish(root, file_identifier=IDENTIFIER)
-    return bytes(builder.Output())
+    return memoryview(builder.Bytes)[builder.head :]
 
 
 def canonicalize_ort(path_in: Path, path_out: Path) -> dict[str, Any]:
@@ -209,23 +203,42 @@ def canonicalize_ort(path_in: Path, path_out: Path) -> dict[str, Any]:
     the file is not an ORT format model or not laid out as onnxruntime 1.32 writes it.
     Idempotent: canonicalizing a canonical file gives the same bytes.
     """
+    import flatbuffers
+
     path_in, path_out = Path(path_in), Path(path_out)
     if not path_in.is_file():
         raise _fail(path_in, "file not found")
-    buf = bytearray(path_in.read_bytes())
-    layout = _layout(path_in, buf)
-    tail = bytes(buf[layout["tail_start"] :])
-    out = _build(tail, layout["model_from_end"], layout["version_from_end"], layout["entries"])
+    size = path_in.stat().st_size
+    # One buffer of the file's size: the file is read into its end, parsed in place, and the new
+    # root and resolver are written in front of the tail, which never moves (builder offsets are
+    # distances from the end, like the file's). Peak memory is about one copy of the model.
+    builder = flatbuffers.Builder(size + 4096)
+    region = memoryview(builder.Bytes)[len(builder.Bytes) - size :]
+    with path_in.open("rb") as f:
+        got = 0
+        while got < size:
+            n = f.readinto(region[got:])
+            if not n:
+                raise _fail(path_in, "file shrank while being read")
+            got += n
+    layout = _layout(path_in, region)
+    tail_from_end = size - layout["tail_start"]
+    tail_sha = hashlib.sha256(region[layout["tail_start"] :]).hexdigest()
+    del region
+    builder.head = len(builder.Bytes) - tail_from_end
+    out = _build(builder, layout["model_from_end"], layout["version_from_end"], layout["entries"])
     # self-check: the new file parses, keeps the tail and the resolver content
-    check = _layout(path_out, bytearray(out))
-    if bytes(out[check["tail_start"] :]) != tail or sorted(check["entries"]) != sorted(layout["entries"]):
+    check = _layout(path_out, out)
+    if (hashlib.sha256(out[check["tail_start"] :]).hexdigest() != tail_sha
+            or sorted(check["entries"]) != sorted(layout["entries"])):
         raise _fail(path_in, "internal error: rewritten file does not round-trip")
     path_out.parent.mkdir(parents=True, exist_ok=True)
     tmp = path_out.with_name(path_out.name + ".tmp")
-    tmp.write_bytes(out)
+    with tmp.open("wb") as f:
+        f.write(out)
     tmp.replace(path_out)
     return {
-        "bytes_before": len(buf),
+        "bytes_before": size,
         "bytes_after": len(out),
         "resolver_entries": len(layout["entries"]),
         "sha256": hashlib.sha256(out).hexdigest(),

@@ -236,16 +236,79 @@ def _dynamic_int8(src: Path, dst: Path, recipe: Recipe, notes: list[str]) -> dic
     return settings
 
 
+def _convert_types_only(model: onnx.ModelProto, convert, block: list[str]) -> onnx.ModelProto:
+    """Run the fp16 converter on the graph with every external tensor stood in by an empty one (the
+    converter flips its type without reading data), then put the external references back."""
+    model = onnx.shape_inference.infer_shapes(model)  # shapes come from dims: no weights needed
+    saved = {}
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            saved[t.name] = (list(t.dims), [(e.key, e.value) for e in t.external_data])
+            del t.dims[:]
+            t.dims.append(0)
+            del t.external_data[:]
+            t.data_location = onnx.TensorProto.DEFAULT
+    half = convert(model, keep_io_types=True, op_block_list=block, disable_shape_infer=True)
+    for t in half.graph.initializer:
+        if t.name in saved:
+            dims, entries = saved[t.name]
+            del t.dims[:]
+            t.dims.extend(dims)
+            for key, value in entries:
+                e = t.external_data.add()
+                e.key, e.value = key, value
+            t.data_location = onnx.TensorProto.EXTERNAL
+    # value_info the converter made from the stand-ins carries their empty shape: drop it, runtimes re-infer
+    kept = [v for v in half.graph.value_info if v.name not in saved]
+    del half.graph.value_info[:]
+    half.graph.value_info.extend(kept)
+    return half
+
+
+def _stream_external_weights(model: onnx.ModelProto, src_dir: Path, dst: Path) -> None:
+    """Write ``model`` to ``dst`` with its external weights copied into ``dst``.data, converting the
+    tensors whose type the fp16 converter flipped to FLOAT16 (their bytes are still float32)."""
+    from onnxruntime.transformers.float16 import convert_np_to_float16
+
+    data_name = dst.name + ".data"
+    with (dst.parent / data_name).open("wb") as out:
+        for t in model.graph.initializer:
+            if t.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            info = {e.key: e.value for e in t.external_data}
+            offset, length = int(info.get("offset", 0)), int(info["length"])
+            raw = np.fromfile(src_dir / info["location"], dtype=np.uint8, count=length, offset=offset)
+            if t.data_type == onnx.TensorProto.FLOAT16 and length == 4 * int(np.prod(t.dims, dtype=np.int64)):
+                raw = convert_np_to_float16(raw.view(np.float32)).astype(np.float16).view(np.uint8)
+            pad = (-out.tell()) % 64  # keep every tensor aligned, as onnx's own writer does for mmap
+            out.write(b"\0" * pad)
+            start = out.tell()
+            out.write(raw.tobytes())
+            del t.external_data[:]
+            for key, value in (("location", data_name), ("offset", str(start)), ("length", str(raw.nbytes))):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+            del raw
+    dst.write_bytes(model.SerializeToString())
+
+
 def _fp16(src: Path, dst: Path, notes: list[str]) -> dict:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     # Q/DQ scales must stay float32 below opset 19; their outputs get a Cast like any blocked op
     block = [*DEFAULT_OP_BLOCK_LIST, "QuantizeLinear", "DequantizeLinear"]
     try:
-        model = onnx.load_model(str(src))
-        half = convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
-        large = half.ByteSize() > LARGE_MODEL_BYTES
-        onnx.save_model(half, str(dst), save_as_external_data=large, location=dst.name + ".data" if large else None)
+        model = onnx.load_model(str(src), load_external_data=False)
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+        if external:
+            # graph types converted without the weights, then the weights stream through one tensor at a time
+            half = _convert_types_only(model, convert_float_to_float16, block)
+            _stream_external_weights(half, src.parent, dst)
+            notes.append("external weights converted one tensor at a time (peak memory: the largest tensor)")
+        else:
+            half = convert_float_to_float16(onnx.load_model(str(src)), keep_io_types=True, op_block_list=block)
+            large = half.ByteSize() > LARGE_MODEL_BYTES
+            onnx.save_model(half, str(dst), save_as_external_data=large, location=dst.name + ".data" if large else None)
     except Exception as exc:  # noqa: BLE001
         raise _fail("fp16 conversion (onnxruntime.transformers.float16)", exc) from exc
     notes.append("float32 weights and activations to float16; graph inputs/outputs stay float32 (Cast at the edges)")

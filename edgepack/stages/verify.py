@@ -160,6 +160,23 @@ def passes(metrics: dict, tolerance: Tolerance, *, accuracy_drop: float | None =
 
 
 MAX_RUNS = 400
+SEQUENTIAL_ABOVE_BYTES = 256 * 2**20  # two models this large together are timed one after the other
+
+
+def _model_bytes_on_disk(path: Path) -> int:
+    """A model file's bytes plus its external data files (same folder, referenced by name)."""
+    path = Path(path)
+    total = path.stat().st_size
+    for extra in path.parent.glob(path.name + ".data"):
+        total += extra.stat().st_size
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load_model(str(path), load_external_data=False)
+        locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+        total += sum((path.parent / loc).stat().st_size for loc in locations
+                     if (path.parent / loc).is_file() and loc != path.name + ".data")
+    return total
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
@@ -182,6 +199,9 @@ def _session(path: Path, threads: int, level: str | None = None, disabled_optimi
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
+    if _model_bytes_on_disk(path) > SEQUENTIAL_ABOVE_BYTES:
+        # MLAS pre-packs MatMul/Conv weights into a second copy; a large model keeps one copy only
+        so.add_session_config_entry("session.disable_prepacking", "1")
     try:
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=list(disabled_optimizers) or None)
@@ -260,6 +280,14 @@ def compare_latency(
 
     Both sessions use the same ``level`` and ``disabled_optimizers`` (onnxruntime's defaults if None).
     """
+    if _model_bytes_on_disk(ref_path) + _model_bytes_on_disk(cand_path) > SEQUENTIAL_ABOVE_BYTES:
+        # too large to hold both sessions at once: one after the other (less robust to noise, says so)
+        r = measure_latency(ref_path, sample, threads=threads, warmup=warmup, runs=runs, level=level,
+                            disabled_optimizers=disabled_optimizers)
+        c = measure_latency(cand_path, sample, threads=threads, warmup=warmup, runs=runs, level=level,
+                            disabled_optimizers=disabled_optimizers)
+        r["order"] = c["order"] = "sequential (large models: one session at a time)"
+        return {"ref": r, "cand": c, "ratio": c["median_ms"] / r["median_ms"] if r["median_ms"] > 0 else None}
     ref = _session(Path(ref_path), threads, level, disabled_optimizers)
     cand = _session(Path(cand_path), threads, level, disabled_optimizers)
     for _ in range(warmup):
