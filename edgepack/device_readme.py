@@ -5,13 +5,15 @@ from __future__ import annotations
 from .pipeline import Context
 
 
-def _inputs(ctx: Context) -> str:
+def inputs_list(ctx: Context, files: dict[str, str] | None = None) -> str:
+    """One line per model input: the file it goes into, its dtype and shape as shipped."""
     lines = []
     for m in ctx.models:
+        name = files[m.name] if files else m.artifact.name
         for t in m.source.info.inputs:
             shape = m.shapes.get(t.name, t.shape) if m.fixed_shapes else t.shape
             dims = "x".join(str(d) if isinstance(d, int) else str(d or "?") for d in (shape or ()))
-            lines.append(f"- `{m.artifact.name}` input `{t.name}`: {t.dtype} [{dims}]")
+            lines.append(f"- `{name}` input `{t.name}`: {t.dtype} [{dims}]")
     return "\n".join(lines)
 
 
@@ -82,7 +84,7 @@ def render(ctx: Context) -> str:
         "",
         f"Models: {recipes}. Inputs:",
         "",
-        _inputs(ctx),
+        inputs_list(ctx),
         "",
         body.format(**fields),
         "## Build the minimal runtime",

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
+from ..device_readme import inputs_list
 from ..pipeline import Context
-
-
-def _inputs(ctx: Context, files: dict[str, str]) -> str:
-    lines = []
-    for m in ctx.models:
-        for t in m.source.info.inputs:
-            shape = m.shapes.get(t.name, t.shape) if m.fixed_shapes else t.shape
-            dims = "x".join(str(d) if isinstance(d, int) else str(d or "?") for d in (shape or ()))
-            lines.append(f"- `{files[m.name]}` input `{t.name}`: {t.dtype} [{dims}]")
-    return "\n".join(lines)
 
 
 def render(ctx: Context) -> str:
@@ -33,7 +24,7 @@ def render(ctx: Context) -> str:
         "",
         f"Models: {recipes}. Inputs:",
         "",
-        _inputs(ctx, files),
+        inputs_list(ctx, files),
         "",
         "## Load it",
         "",
