@@ -8,7 +8,6 @@ that says what to install.
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import onnx
 
 from ..errors import StageError
 from ..partition import openvino_error_summary
-from .verify import _run, _session, _summary, host_cpu
+from .verify import _ms, _run, _session, _summary, host_cpu, interleaved
 
 DEVICE_DEFAULT = "CPU"
 # Compute precision of floating-point layers. f32 everywhere: an fp16 IR stores fp16 weights
@@ -168,12 +167,6 @@ def run_ir(xml: Path, inputs: list[dict], threads: int = 1, device: str = DEVICE
     return [_infer(request, compiled, feed) for feed in inputs]
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000.0
-
-
 def _ov_summary(times_ms: list[float], threads: int, device: str) -> dict:
     s = _summary(times_ms, threads)
     s["provider"] = f"OpenVINO {device}"
@@ -193,9 +186,9 @@ def first_load(xml: Path, sample: dict, threads: int = 1, device: str = DEVICE_D
         nonlocal compiled
         compiled = compile_ir(Path(xml), threads, device, core)
 
-    compile_ms = _timed(do_compile)
+    compile_ms = _ms(do_compile)
     request = compiled.create_infer_request()
-    first_ms = _timed(lambda: _infer(request, compiled, sample))
+    first_ms = _ms(lambda: _infer(request, compiled, sample))
     return {"compile_ms": compile_ms, "first_inference_ms": first_ms, "device": device, "threads": threads,
             "host_cpu": host_cpu()}
 
@@ -215,17 +208,7 @@ def compare_with_onnxruntime(onnx_ref: Path, xml: Path, sample: dict, *, threads
     def run_ir_once():
         _infer(request, compiled, sample)
 
-    for _ in range(warmup):
-        run_ref()
-        run_ir_once()
-    pair_ms = _timed(run_ref) + _timed(run_ir_once)
-    runs = int(min(max_runs, max(runs, budget_s * 1000.0 / max(pair_ms, 1e-3))))
-    ref_ms: list[float] = []
-    ir_ms: list[float] = []
-    for i in range(max(runs, 1)):
-        pair = ((run_ref, ref_ms), (run_ir_once, ir_ms)) if i % 2 == 0 else ((run_ir_once, ir_ms), (run_ref, ref_ms))
-        for fn, times in pair:
-            times.append(_timed(fn))
+    ref_ms, ir_ms = interleaved(run_ref, run_ir_once, warmup=warmup, runs=runs, budget_s=budget_s, max_runs=max_runs)
     r, c = _summary(ref_ms, threads), _ov_summary(ir_ms, threads, device)
     return {"ref": r, "cand": c, "ratio": c["median_ms"] / r["median_ms"] if r["median_ms"] > 0 else None}
 
@@ -243,16 +226,6 @@ def compare_irs(ref_xml: Path, cand_xml: Path, sample: dict, *, threads: int = 1
     def run_b():
         _infer(rb, b, sample)
 
-    for _ in range(3):
-        run_a()
-        run_b()
-    pair_ms = _timed(run_a) + _timed(run_b)
-    runs = int(min(max_runs, max(runs, budget_s * 1000.0 / max(pair_ms, 1e-3))))
-    ta: list[float] = []
-    tb: list[float] = []
-    for i in range(runs):
-        pair = ((run_a, ta), (run_b, tb)) if i % 2 == 0 else ((run_b, tb), (run_a, ta))
-        for fn, times in pair:
-            times.append(_timed(fn))
+    ta, tb = interleaved(run_a, run_b, warmup=3, runs=runs, budget_s=budget_s, max_runs=max_runs)
     r, c = _ov_summary(ta, threads, device), _ov_summary(tb, threads, device)
     return {"ref": r, "cand": c, "ratio": c["median_ms"] / r["median_ms"] if r["median_ms"] > 0 else None}

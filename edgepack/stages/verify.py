@@ -255,10 +255,30 @@ def _summary(times_ms: list[float], threads: int) -> dict:
     }
 
 
-def _timed(sess, feed: dict) -> float:
+def _ms(fn) -> float:
     start = time.perf_counter()
-    _run(sess, feed)
+    fn()
     return (time.perf_counter() - start) * 1000.0
+
+
+def interleaved(run_a, run_b, *, warmup: int = 3, runs: int = 20, budget_s: float = 0.5,
+                max_runs: int = MAX_RUNS) -> tuple[list[float], list[float]]:
+    """Milliseconds of ``run_a`` and ``run_b`` timed in alternating pairs (ABBA...), after ``warmup``
+    pairs: at least ``runs`` pairs, more for fast models (up to ``budget_s`` seconds, ``max_runs`` pairs)."""
+    for _ in range(warmup):
+        run_a()
+        run_b()
+    # small models run in microseconds, where noise dominates: time at least ~budget_s of pairs
+    pair_ms = _ms(run_a) + _ms(run_b)
+    runs = int(min(max_runs, max(runs, budget_s * 1000.0 / max(pair_ms, 1e-3))))
+    a_ms: list[float] = []
+    b_ms: list[float] = []
+    for i in range(max(runs, 1)):
+        # alternate which goes first, so neither always runs on a cache the other warmed
+        pair = ((run_a, a_ms), (run_b, b_ms)) if i % 2 == 0 else ((run_b, b_ms), (run_a, a_ms))
+        for fn, times in pair:
+            times.append(_ms(fn))
+    return a_ms, b_ms
 
 
 def measure_latency(path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20,
@@ -267,7 +287,7 @@ def measure_latency(path: Path, sample: dict, *, threads: int = 1, warmup: int =
     sess = _session(Path(path), threads, level, disabled_optimizers)
     for _ in range(warmup):
         _run(sess, sample)
-    return _summary([_timed(sess, sample) for _ in range(max(runs, 1))], threads)
+    return _summary([_ms(lambda: _run(sess, sample)) for _ in range(max(runs, 1))], threads)
 
 
 def compare_latency(
@@ -290,19 +310,8 @@ def compare_latency(
         return {"ref": r, "cand": c, "ratio": c["median_ms"] / r["median_ms"] if r["median_ms"] > 0 else None}
     ref = _session(Path(ref_path), threads, level, disabled_optimizers)
     cand = _session(Path(cand_path), threads, level, disabled_optimizers)
-    for _ in range(warmup):
-        _run(ref, sample)
-        _run(cand, sample)
-    # small models run in microseconds, where noise dominates: time at least ~budget_s of pairs
-    pair_ms = _timed(ref, sample) + _timed(cand, sample)
-    runs = int(min(MAX_RUNS, max(runs, budget_s * 1000.0 / max(pair_ms, 1e-3))))
-    ref_ms: list[float] = []
-    cand_ms: list[float] = []
-    for i in range(max(runs, 1)):
-        # alternate which model goes first, so neither always runs on a cache the other warmed
-        pair = ((ref, ref_ms), (cand, cand_ms)) if i % 2 == 0 else ((cand, cand_ms), (ref, ref_ms))
-        for sess, times in pair:
-            times.append(_timed(sess, sample))
+    ref_ms, cand_ms = interleaved(lambda: _run(ref, sample), lambda: _run(cand, sample), warmup=warmup, runs=runs,
+                                  budget_s=budget_s)
     r, c = _summary(ref_ms, threads), _summary(cand_ms, threads)
     return {"ref": r, "cand": c, "ratio": c["median_ms"] / r["median_ms"] if r["median_ms"] > 0 else None}
 
