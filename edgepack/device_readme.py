@@ -17,6 +17,15 @@ def inputs_list(ctx: Context, files: dict[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def header_lines(ctx: Context, files: dict[str, str] | None = None) -> list[str]:
+    """Title, target, reference device, the models with their recipes, and their inputs."""
+    p = ctx.target
+    name = (lambda m: files[m.name]) if files else (lambda m: m.name)
+    recipes = ", ".join(f"`{name(x)}` {x.recipe['recipe']}" for x in ctx.models if x.recipe)
+    return [f"# {p.name} bundle", "", f"{p.description}. Reference device: {p.device.name}.", "",
+            f"Models: {recipes}. Inputs:", "", inputs_list(ctx, files), ""]
+
+
 _ANDROID = """\
 ## Load it on Android
 
@@ -76,16 +85,8 @@ def render(ctx: Context) -> str:
               "example_shape": example,
               "coreml_options": ", ".join(f'"{k}": "{v}"' for k, v in sorted(p.provider_options.items()))}
     body = {"android": _ANDROID, "ios": _IOS, "linux-arm": _PI}.get(p.family, "")
-    recipes = ", ".join(f"`{x.name}` {x.recipe['recipe']}" for x in ctx.models if x.recipe)
     return "\n".join([
-        f"# {p.name} bundle",
-        "",
-        f"{p.description}. Reference device: {p.device.name}.",
-        "",
-        f"Models: {recipes}. Inputs:",
-        "",
-        inputs_list(ctx),
-        "",
+        *header_lines(ctx),
         body.format(**fields),
         "## Build the minimal runtime",
         "",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..device_readme import inputs_list
+from ..device_readme import header_lines
 from ..pipeline import Context
 
 
@@ -16,16 +16,8 @@ def render(ctx: Context) -> str:
     first = m.source.info.inputs[0]
     shape = m.shapes.get(first.name, first.shape) if m.fixed_shapes else first.shape
     example = tuple(d if isinstance(d, int) else 1 for d in (shape or ()))
-    recipes = ", ".join(f"`{files[x.name]}` {x.recipe['recipe']}" for x in ctx.models if x.recipe)
     return "\n".join([
-        f"# {p.name} bundle",
-        "",
-        f"{p.description}. Reference device: {p.device.name}.",
-        "",
-        f"Models: {recipes}. Inputs:",
-        "",
-        inputs_list(ctx, files),
-        "",
+        *header_lines(ctx, files),
         "## Load it",
         "",
         "```bash",
