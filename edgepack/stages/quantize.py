@@ -144,6 +144,13 @@ def _preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
     return src
 
 
+def _quantizer_input(src: Path, dst: Path, per_channel: bool, notes: list[str]) -> Path:
+    """The model the quantizer reads: pre-processed beside ``dst``, at opset 13+ for per-channel weights
+    (per-channel DequantizeLinear needs its 'axis')."""
+    pre = _preprocess(src, dst.with_name(dst.stem + ".pre.onnx"), notes)
+    return _at_least_opset(pre, 13, notes) if per_channel else pre
+
+
 # ------------------------------------------------------------------------------ recipes
 
 
@@ -162,9 +169,7 @@ def _static_int8(src: Path, dst: Path, recipe: Recipe, calibration, is_accelerat
         # one DQ per consumer: an EP partition boundary never shares a DQ node with a CPU-side consumer
         extra["DedicatedQDQPair"] = True
         notes.append("accelerator target: asymmetric activations, symmetric weights, a dedicated QDQ pair per consumer")
-    pre = _preprocess(src, dst.with_name(dst.stem + ".pre.onnx"), notes)
-    if recipe.per_channel:
-        pre = _at_least_opset(pre, 13, notes)  # per-channel DequantizeLinear needs 'axis' (opset 13)
+    pre = _quantizer_input(src, dst, recipe.per_channel, notes)
     settings = {
         "format": "QDQ",
         "activation_type": act,
@@ -214,9 +219,7 @@ def _dynamic_int8(src: Path, dst: Path, recipe: Recipe, notes: list[str]) -> dic
 
     notes.append("op types limited to MatMul/Gemm so Convs never become ConvInteger (slower than fp32 Conv on CPU)")
     notes.append("onnxruntime rewrites each Gemm as MatMul + Add before quantizing (MatMulInteger has no Gemm form)")
-    pre = _preprocess(src, dst.with_name(dst.stem + ".pre.onnx"), notes)
-    if recipe.per_channel:
-        pre = _at_least_opset(pre, 13, notes)  # per-channel DequantizeLinear needs 'axis' (opset 13)
+    pre = _quantizer_input(src, dst, recipe.per_channel, notes)
     settings = {
         "weight_type": "int8",
         "per_channel": recipe.per_channel,
