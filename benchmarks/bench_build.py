@@ -20,12 +20,14 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(1, str(REPO))
+sys.path.insert(2, str(Path(__file__).resolve().parent))
+
+from _measured import run_edgepack  # noqa: E402
 
 ORT_TARGETS = ["android-nnapi", "ios-coreml", "intel-openvino", "rpi4-cpu", "rpi5-cpu"]
 
@@ -63,32 +65,19 @@ def _calibration(recipe, work: Path, name: str) -> Path | None:
     return out
 
 
-_WRAPPER = (
-    "import resource, sys\n"
-    "from edgepack.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
-
-
 def _run_build(model: Path, targets: list[str], out: Path, shapes: list[str], calib: Path | None) -> dict:
     """One build in a fresh process; its own peak RSS is read from getrusage at its end."""
-    cmd = [sys.executable, "-c", _WRAPPER, "build", str(model), "-o", str(out), "--json", "--force"]
+    cmd = ["build", str(model), "-o", str(out), "--json", "--force"]
     for t in targets:
         cmd += ["--target", t]
     for s in shapes:
         cmd += ["--shape", s]
     if calib is not None:
         cmd += ["--calibration", str(calib)]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    seconds = time.perf_counter() - start
-    lines = proc.stderr.strip().splitlines()
-    peak = next((int(x.split()[1]) for x in reversed(lines) if x.startswith("PEAK_RSS_KB")), None)
-    errors = [x for x in lines if x.startswith("error:")]
-    return {"returncode": proc.returncode, "seconds": round(seconds, 2),
-            "peak_rss_mb": round(peak / 1024, 1) if peak else None, "stderr": errors}
+    r = run_edgepack(cmd)
+    return {"returncode": r["returncode"], "seconds": round(r["seconds"], 2),
+            "peak_rss_mb": round(r["peak_rss_bytes"] / 2**20, 1) if r["peak_rss_bytes"] else None,
+            "stderr": r["errors"]}
 
 
 def _accuracy(path: Path) -> float | None:

@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measured import run_edgepack  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 4096
 
-_WRAPPER = (
-    "import resource, sys\n"
-    "from edgepack.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
 
 
 def make_model(folder: Path, gigabytes: float) -> tuple[Path, int]:
@@ -66,14 +60,10 @@ def make_model(folder: Path, gigabytes: float) -> tuple[Path, int]:
 
 
 def run(args: list[str]) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True, cwd=REPO)
-    lines = proc.stderr.strip().splitlines()
-    peak = next((int(x.split()[1]) for x in reversed(lines) if x.startswith("PEAK_RSS_KB")), None)
+    r = run_edgepack(args)
     return {"command": "edgepack " + " ".join(a if "/" not in a else Path(a).name for a in args),
-            "returncode": proc.returncode, "seconds": round(time.perf_counter() - start, 1),
-            "peak_rss_bytes": peak * 1024 if peak else None,
-            "error": [x for x in lines if x.startswith("error:")]}
+            "returncode": r["returncode"], "seconds": round(r["seconds"], 1),
+            "peak_rss_bytes": r["peak_rss_bytes"], "error": r["errors"]}
 
 
 def main(argv=None) -> int:

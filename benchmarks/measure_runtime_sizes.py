@@ -13,7 +13,6 @@ edgepack.estimate.size reads this file; no runtime size is ever typed in by hand
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -22,6 +21,9 @@ import tempfile
 import zipfile
 from importlib.metadata import version
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from edgepack.model import sha256_file  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "targets" / "data" / "runtime_sizes.json"
 _SO = re.compile(r"\.so(\.\d+)*$|\.dylib$|\.dll$")
@@ -51,14 +53,6 @@ def _libraries(wheel: Path) -> list[dict]:
     return sorted(libs, key=lambda x: x["path"])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _entry(package: str, ver: str, arch: str, tmp: Path, runtime_filter: str) -> dict:
     wheel, cmd = _download(package, ver, arch, tmp)
     libs = _libraries(wheel)
@@ -71,7 +65,7 @@ def _entry(package: str, ver: str, arch: str, tmp: Path, runtime_filter: str) ->
         "command": cmd,
         "wheel": wheel.name,
         "wheel_bytes": wheel.stat().st_size,
-        "sha256": _sha256(wheel),
+        "sha256": sha256_file(wheel),
         "runtime_filter": runtime_filter,
         "runtime_bytes": sum(lib["bytes"] for lib in runtime),
         "runtime_bytes_deflated": sum(lib["bytes_deflated_in_wheel"] for lib in runtime),
