@@ -9,7 +9,7 @@
 3. Measure the same shape-fixed model with edgepack.stages.verify.measure_latency (level extended).
 On a shared host the machine's speed drifts, so by default the host is re-calibrated right before
 each model is measured (``--once`` calibrates once). APE is against the median; ``vs_p10`` against
-the 10th percentile (calibration rates use each benchmark's fastest run).
+the 10th percentile (calibration rates use each micro-benchmark's median run, as the measurements here do).
 Prints JSON: per-model predicted/measured/APE, median APE, share within +-10% and +-25%.
 No per-model constant is fitted: the cost model's parameters are fixed before this script runs.
 """

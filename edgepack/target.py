@@ -92,6 +92,8 @@ SCHEMA: dict[str, Any] = {
         "name": Field(str, required=True),
         "idle_w": Field(float, minimum=0.0),
         "memory_bandwidth_gbps": Field(float, minimum=0.0),
+        "cache_bytes": Field(float, minimum=0.0),
+        "cache_bandwidth_gbps": Field(float, minimum=0.0),
         "dispatch_overhead_us": Field(float, minimum=0.0),
         "partition_switch_us": Field(float, minimum=0.0),
         "battery_wh": Field(float, minimum=0.0),
@@ -149,6 +151,8 @@ class Device:
     units: tuple[ComputeUnit, ...]
     idle_w: float | None = None
     memory_bandwidth_gbps: float | None = None
+    cache_bytes: float | None = None  # per-core cache a node's working set stays in (bytes)
+    cache_bandwidth_gbps: float | None = None  # streaming rate while it does
     dispatch_overhead_us: float | None = None
     partition_switch_us: float | None = None
     battery_wh: float | None = None
@@ -379,6 +383,8 @@ def _build(raw: dict[str, Any], label: str) -> TargetProfile:
         units=units,
         idle_w=dev.get("idle_w"),
         memory_bandwidth_gbps=dev.get("memory_bandwidth_gbps"),
+        cache_bytes=dev.get("cache_bytes"),
+        cache_bandwidth_gbps=dev.get("cache_bandwidth_gbps"),
         dispatch_overhead_us=dev.get("dispatch_overhead_us"),
         partition_switch_us=dev.get("partition_switch_us"),
         battery_wh=dev.get("battery_wh"),

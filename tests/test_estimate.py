@@ -66,6 +66,79 @@ def test_single_matmul_cost_exact_and_memory_bound():
     assert node.memory_us > node.compute_us
 
 
+def test_depthwise_conv_cost_exact():
+    """Depthwise: FLOPs on H_out x W_in (a height stride saves rows, a width stride nothing) plus
+    per-row and per-channel costs per kernel tap, in dispatches."""
+    w = numpy_helper.from_array(np.zeros((8, 1, 5, 5), np.float32), "w")
+    m = make_model([helper.make_node("Conv", ["x", "w"], ["y"], group=8, pads=[2, 2, 2, 2], strides=[2, 2])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 20, 20])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 10, 10])], [w])
+    b = latency.breakdown(infer_shapes(m), _profile(), "fp32", fused=False)
+    (node,) = b.nodes
+    assert node.cost_class == "conv-depthwise"
+    flops = 2.0 * 8 * 10 * 20 * 25  # C x H_out x W_in x taps, 2 per MAC
+    fixed = 8 * 25 * (10 * latency.DW_ROW_TAP_DISPATCHES + latency.DW_CHANNEL_TAP_DISPATCHES) * 2.0
+    eff = latency.EFFICIENCY["conv-depthwise"]
+    moved = 4.0 * (8 * 400 + 8 * 25 + 8 * 100)
+    memory = moved / (10.0 * 1e3 * latency.CACHE_SPEEDUP)
+    assert node.total_us == pytest.approx(max(flops / (100.0 * 1e3 * eff), memory) + 2.0 + fixed, rel=1e-12)
+
+
+def test_elementwise_ops_priced_per_element_and_cache_from_profile():
+    m = make_model([helper.make_node("Sigmoid", ["x"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1000])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1000])])
+    b = latency.breakdown(infer_shapes(m), _profile(bw=10.0, cache_bytes=1000.0, cache_bandwidth_gbps=40.0), "fp32")
+    (node,) = b.nodes
+    compute = 1000 * latency.ELEMENT_OPS["Sigmoid"] / (100.0 * 1e3 * latency.EFFICIENCY["elementwise"])
+    memory = 1000.0 / 40e3 + 7000.0 / 10e3  # 8,000 bytes: the first 1,000 at the cache rate
+    assert node.compute_us == pytest.approx(compute, rel=1e-12)
+    assert node.memory_us == pytest.approx(memory, rel=1e-12)
+    assert any("1.0e-03 MB" in a or "0.001 MB" in a for a in b.assumptions)
+
+
+def test_add_then_layernorm_priced_as_fused_skip_layernorm():
+    dims = [1, 4, 16]
+    g = numpy_helper.from_array(np.ones(16, np.float32), "g")
+    nodes = [helper.make_node("Add", ["x", "r"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "g"], ["y"], axis=-1)]
+    m = infer_shapes(make_model(nodes, [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("x", "r")],
+                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)], [g]))
+    fused = latency.breakdown(m, _profile(), "fp32", fused=True)
+    assert [n.op_type for n in fused.nodes] == ["LayerNormalization"]
+    assert fused.nodes[0].compute_us == pytest.approx(
+        64 * latency.ELEMENT_OPS["SkipLayerNormalization"] / (100.0 * 1e3 * latency.EFFICIENCY["elementwise"]), rel=1e-12)
+    plain = latency.breakdown(m, _profile(), "fp32", fused=False)
+    assert [n.op_type for n in plain.nodes] == ["Add", "LayerNormalization"]
+
+
+def test_swish_mul_is_fused_into_its_sigmoid():
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])]
+    m = infer_shapes(make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])]))
+    assert [n.op_type for n in latency.breakdown(m, _profile(), "fp32", fused=True).nodes] == ["Sigmoid"]
+    assert [n.op_type for n in latency.breakdown(m, _profile(), "fp32", fused=False).nodes] == ["Sigmoid", "Mul"]
+
+
+def test_gather_reads_only_the_rows_it_gathers():
+    table = numpy_helper.from_array(np.zeros((50000, 64), np.float32), "table")
+    m = make_model([helper.make_node("Gather", ["table", "ids"], ["y"])],
+                   [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 64])], [table])
+    (node,) = latency.breakdown(infer_shapes(m), _profile(), "fp32").nodes
+    moved = 2.0 * 8 * 64 * 4 + 8.0 * 8  # rows read and written, plus the indices
+    assert node.memory_us == pytest.approx(moved / (10.0 * 1e3 * latency.CACHE_SPEEDUP), rel=1e-12)
+
+
+def test_fit_depthwise_recovers_known_coefficients():
+    from edgepack.estimate.calibrate import DEPTHWISE_GRID, fit_depthwise
+
+    a, b, c = 2e-4, 3e-3, 8e-3
+    samples = [(ch, hw, k, s, ch * k * k * (a * ((hw - 1) // s + 1) * hw + b * ((hw - 1) // s + 1) + c))
+               for ch, hw, k, s in DEPTHWISE_GRID]
+    assert fit_depthwise(samples) == pytest.approx((a, b, c), rel=1e-6)
+
+
 def test_estimate_latency_band_and_units():
     w = numpy_helper.from_array(np.zeros((128, 32), np.float32), "w")
     m = make_model([helper.make_node("MatMul", ["a", "w"], ["y"])],
@@ -176,3 +249,5 @@ def test_calibrate_writes_a_loadable_profile(tmp_path):
     assert cpu.peak_gops["fp32"] == pytest.approx(m["gemm_fp32_gops"] / latency.EFFICIENCY["matmul"], rel=1e-3)
     assert p.device.memory_bandwidth_gbps > 0 and p.device.dispatch_overhead_us > 0
     assert "measured by edgepack calibrate" in p.device.sources["memory_bandwidth_gbps"]
+    assert p.device.cache_bytes > 0 and p.device.cache_bandwidth_gbps > 0
+    assert set(m["element_ops"]) >= {"Sigmoid", "Erf", "LayerNormalization", "SkipLayerNormalization"}

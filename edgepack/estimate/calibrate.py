@@ -30,7 +30,9 @@ class Sizes:
     conv_hw: int = 28
     conv_c: int = 256
     dw_c: int = 256
-    add_elems: int = 16 * 1024 * 1024  # 192 MB moved: DRAM
+    # 24 MB moved: beyond any per-core cache, the size of an edge model's larger per-node working sets
+    # (on a Pi, DRAM; on a server core with a large shared L3, mostly that L3 - what such nodes see)
+    add_elems: int = 2 * 1024 * 1024
     add_cache_elems: int = 64 * 1024  # 0.75 MB moved: cache-resident
     lstm_seq: int = 64
     lstm_hidden: int = 256
@@ -63,16 +65,92 @@ def gemm_model(n: int, *, int8: bool = False) -> tuple[onnx.ModelProto, float]:
     return _qdq(["MatMul"], [n, n], [n, n], w, {}), flops
 
 
-def conv_model(c: int, hw: int, *, depthwise: bool = False, int8: bool = False) -> tuple[onnx.ModelProto, float]:
+def conv_model(c: int, hw: int, *, depthwise: bool = False, int8: bool = False,
+               stride: int = 1) -> tuple[onnx.ModelProto, float]:
     rng = np.random.default_rng(1)
     cin_g = 1 if depthwise else c
     w = rng.standard_normal((c, cin_g, 3, 3)).astype(np.float32) * 0.1
-    attrs = {"pads": [1, 1, 1, 1], "group": c if depthwise else 1}
-    flops = 2.0 * c * hw * hw * cin_g * 9
+    attrs = {"pads": [1, 1, 1, 1], "group": c if depthwise else 1, "strides": [stride, stride]}
+    out = (hw - 1) // stride + 1
+    flops = 2.0 * c * out * out * cin_g * 9
     if int8:
-        return _qdq(["Conv"], [1, c, hw, hw], [1, c, hw, hw], w, attrs), flops
+        return _qdq(["Conv"], [1, c, hw, hw], [1, c, out, out], w, attrs), flops
     return _model([helper.make_node("Conv", ["x", "w"], ["y"], **attrs)], [_vi("x", [1, c, hw, hw])],
-                  [_vi("y", [1, c, hw, hw])], [numpy_helper.from_array(w, "w")]), flops
+                  [_vi("y", [1, c, out, out])], [numpy_helper.from_array(w, "w")]), flops
+
+
+def depthwise_model(c: int, hw: int, k: int, stride: int = 1) -> onnx.ModelProto:
+    """One depthwise k x k Conv (same padding) on [1, c, hw, hw]."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((c, 1, k, k)).astype(np.float32) * 0.1
+    out = (hw - 1) // stride + 1
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=c, pads=[k // 2] * 4, strides=[stride, stride],
+                            kernel_shape=[k, k])
+    return _model([node], [_vi("x", [1, c, hw, hw])], [_vi("y", [1, c, out, out])], [numpy_helper.from_array(w, "w")])
+
+
+# (channels, spatial, kernel, stride): large maps with few channels, small maps with many, 3x3 and 5x5
+DEPTHWISE_GRID = ((16, 112, 3, 1), (64, 56, 3, 2), (128, 28, 3, 1), (512, 7, 3, 1), (256, 14, 5, 1), (64, 56, 5, 1))
+
+
+def fit_depthwise(samples: list[tuple[int, int, int, int, float]]) -> tuple[float, float, float]:
+    """Fit t = C k^2 (a Ho Win + b Ho + c) to (channels, spatial, kernel, stride, us) samples.
+
+    Returns (a, b, c) in microseconds: per multiply-accumulate (width stride is not skipped by the
+    kernels, height stride is), per output row and per channel, each per kernel tap. Least squares
+    on relative error, so small and large kernels weigh the same; negative terms are dropped.
+    """
+    x = np.array([[c * k * k * ((hw - 1) // s + 1) * hw, c * k * k * ((hw - 1) // s + 1), c * k * k]
+                  for c, hw, k, s, _ in samples], float)
+    y = np.array([max(us, 1e-3) for *_, us in samples])
+    keep = [0, 1, 2]
+    while True:
+        coef, *_ = np.linalg.lstsq(x[:, keep] / y[:, None], np.ones(len(y)), rcond=None)
+        if (coef >= 0).all() or len(keep) == 1:
+            break
+        keep.pop(int(np.argmin(coef[1:])) + 1 if (coef[1:] < 0).any() else 0)
+    full = [0.0, 0.0, 0.0]
+    for i, v in zip(keep, coef):
+        full[i] = max(float(v), 0.0)
+    return full[0], full[1], full[2]
+
+
+def unary_model(op: str, n: int, **attrs) -> onnx.ModelProto:
+    """y = op(x) over n floats (Div by a constant for 'Div')."""
+    if op == "Div":
+        return _model([helper.make_node("Div", ["x", "d"], ["y"])], [_vi("x", [n])], [_vi("y", [n])],
+                      [numpy_helper.from_array(np.array([3.0], np.float32), "d")])
+    if op == "Where":  # a mask broadcast over heads, as attention masks are: [1, n/64, 64] from [1, 1, 64]
+        m = numpy_helper.from_array(np.arange(64).reshape(1, 1, 64) % 3 == 0, "m")
+        return _model([helper.make_node("Reshape", ["x", "s"], ["x3"]), helper.make_node("Where", ["m", "v", "x3"], ["y"])],
+                      [_vi("x", [n])], [_vi("y", [1, n // 64, 64])],
+                      [m, numpy_helper.from_array(np.array(-1e4, np.float32), "v"),
+                       numpy_helper.from_array(np.array([1, n // 64, 64], np.int64), "s")])
+    return _model([helper.make_node(op, ["x"], ["y"], **attrs)], [_vi("x", [n])], [_vi("y", [n])])
+
+
+# elementwise ops whose arithmetic, not memory traffic, sets their time (priced per element)
+ELEMENT_OPS = ("Relu", "HardSigmoid", "Div", "Sigmoid", "Tanh", "Exp", "Erf", "Sqrt", "Where")
+
+
+def resize_model(n: int, mode: str) -> onnx.ModelProto:
+    """2x Resize of [1, n/256, 16, 16] to [1, n/256, 32, 32] (``mode`` nearest or linear)."""
+    c = max(n // 256, 1)
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")
+    return _model([helper.make_node("Resize", ["x", "", "sc"], ["y"], mode=mode)], [_vi("x", [1, c, 16, 16])],
+                  [_vi("y", [1, c, 32, 32])], [scales])
+
+
+def layernorm_model(rows: int, hidden: int, *, skip: bool = False) -> onnx.ModelProto:
+    """LayerNormalization over the last axis of [1, rows, hidden]; with ``skip``, of (x + r): the pair
+    onnxruntime's extended level fuses into one SkipLayerNormalization kernel."""
+    dims = [1, rows, hidden]
+    inits = [numpy_helper.from_array(np.ones(hidden, np.float32), "g"),
+             numpy_helper.from_array(np.zeros(hidden, np.float32), "b")]
+    nodes = [helper.make_node("Add", ["x", "r"], ["s"])] if skip else []
+    nodes.append(helper.make_node("LayerNormalization", ["s" if skip else "x", "g", "b"], ["y"], axis=-1, epsilon=1e-5))
+    inputs = [_vi("x", dims)] + ([_vi("r", dims)] if skip else [])
+    return _model(nodes, inputs, [_vi("y", dims)], inits)
 
 
 def _qdq(op, in_dims, out_dims, w: np.ndarray, attrs: dict) -> onnx.ModelProto:
@@ -172,7 +250,9 @@ def _time_ms(model: onnx.ModelProto, threads: int, runs: int, folder: Path, name
         t0 = time.perf_counter()
         sess.run(None, feed)
         times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.min(times))  # the least-disturbed run: a rate, not a user-facing latency
+    # the median run, the statistic latency estimates and their validation use: a model's typical
+    # latency; the fastest run would price every kernel as if the machine were never disturbed
+    return float(np.median(times))
 
 
 def cpu_name() -> str:
@@ -221,32 +301,55 @@ def _measure_once(threads: int, sizes: Sizes) -> dict:
         out["gemm_fp32_gops"] = rate(gemm_model(sizes.gemm), "gemm")
         out["conv_fp32_gops"] = rate(conv_model(sizes.conv_c, sizes.conv_hw), "conv")
         out["conv_narrow_fp32_gops"] = rate(conv_model(sizes.conv_c // 4, sizes.conv_hw * 2), "conv_narrow")
+        out["conv_narrow_s2_fp32_gops"] = rate(conv_model(sizes.conv_c // 4, sizes.conv_hw * 2, stride=2), "conv_narrow_s2")
         out["dwconv_fp32_gops"] = rate(conv_model(sizes.dw_c, sizes.conv_hw, depthwise=True), "dwconv")
-        # depthwise kernels pay a fixed cost per channel: many channels on a small map vs few on a large one
-        m_big, f_big = conv_model(sizes.dw_c // 4, sizes.conv_hw * 2, depthwise=True)
-        m_small, f_small = conv_model(sizes.dw_c * 2, 8, depthwise=True)
-        t_big = _time_ms(m_big, threads, sizes.runs, folder, "dw_big") - disp_ms
-        t_small = _time_ms(m_small, threads, sizes.runs, folder, "dw_small") - disp_ms
-        c_big, c_small = sizes.dw_c // 4, sizes.dw_c * 2
-        # t = c x per_channel + f / rate, two equations
-        det = c_big * f_small - c_small * f_big
-        per_channel_ms = (t_big * f_small - t_small * f_big) / det if det else 0.0
-        inv_rate = (c_big * t_small - c_small * t_big) / det if det else t_big / f_big
-        out["dw_per_channel_us"] = max(per_channel_ms * 1e3, 0.0)
-        out["dwconv_fp32_gops_no_channel_cost"] = 1.0 / max(inv_rate, 1e-18) / 1e6
+        dw_samples = []
+        for c, hw, k, st in DEPTHWISE_GRID:
+            us = (_time_ms(depthwise_model(c, hw, k, st), threads, sizes.runs, folder, f"dw{c}_{hw}_{k}_{st}") - disp_ms) * 1e3
+            dw_samples.append((c, hw, k, st, us))
+        a, b, c = fit_depthwise(dw_samples)
+        out["dw_mac_gops"] = 2e-3 / a if a > 0 else out["dwconv_fp32_gops"]  # as FLOPs (2 per MAC)
+        out["dw_row_tap_us"], out["dw_channel_tap_us"] = b, c
+        # per-element cost of arithmetic-heavy elementwise ops on a cache-resident tensor
+        n = sizes.add_cache_elems
+        out["element_ns"] = {op: max(_time_ms(unary_model(op, n), threads, sizes.runs, folder, f"u{op}") - disp_ms, 0.0) * 1e6 / n
+                             for op in ELEMENT_OPS}
+        for mode in ("nearest", "linear"):  # 2x upsampling, priced per output element
+            ms = _time_ms(resize_model(n // 4, mode), threads, sizes.runs, folder, f"resize_{mode}") - disp_ms
+            out["element_ns"][f"Resize-{mode}"] = max(ms, 0.0) * 1e6 / (4 * (n // 4))
+        ln_rows, ln_hidden = max(n // 384, 1), 384
+        for name, skip in (("LayerNormalization", False), ("SkipLayerNormalization", True)):
+            ms = _time_ms(layernorm_model(ln_rows, ln_hidden, skip=skip), threads, sizes.runs, folder, name) - disp_ms
+            out["element_ns"][name] = max(ms, 0.0) * 1e6 / (ln_rows * ln_hidden)
+        # the per-core cache: streaming Add rate over growing working sets; the knee is the largest
+        # working set still moving faster than halfway between the cache-resident and DRAM rates
+        ladder = []
+        for i in range(12):
+            elems = int(sizes.add_cache_elems * 1.3**i)
+            ladder.append((12.0 * elems, rate(add_model(elems), f"ladder{i}")))
         out["gemm_int8_gops"] = rate(gemm_model(sizes.gemm, int8=True), "gemm8")
         out["conv_int8_gops"] = rate(conv_model(sizes.conv_c, sizes.conv_hw, int8=True), "conv8")
         out["lstm_fp32_gops"] = rate(lstm_model(sizes.lstm_seq, sizes.lstm_hidden), "lstm")
         out["add_gbps"] = rate(add_model(sizes.add_elems), "add")
         out["add_cache_gbps"] = rate(add_model(sizes.add_cache_elems), "add_cache")
+        cache_rate = max([out["add_cache_gbps"]] + [g for _, g in ladder[:2]])
+        half = (cache_rate + out["add_gbps"]) / 2
+        fast = [w for w, g in ladder if g >= half]
+        out["cache_bytes"] = max(fast) if fast else 12.0 * sizes.add_cache_elems
+        out["cache_gbps"] = cache_rate
     g = out["gemm_fp32_gops"]
-    out["ratios_to_gemm"] = {"conv": out["conv_fp32_gops"] / g, "conv-depthwise": out["dwconv_fp32_gops"] / g,
-                             "recurrent": out["lstm_fp32_gops"] / g,
-                             "conv-depthwise-streaming": out["dwconv_fp32_gops_no_channel_cost"] / g}
-    out["if_dispatches"] = out["if_us"] / max(out["dispatch_us"], 1e-6)
+    disp = max(out["dispatch_us"], 1e-6)
+    out["ratios_to_gemm"] = {"conv": out["conv_fp32_gops"] / g, "conv-depthwise": out["dw_mac_gops"] / g,
+                             "recurrent": out["lstm_fp32_gops"] / g}
+    out["if_dispatches"] = out["if_us"] / disp
     out["conv_narrow_ratio"] = out["conv_narrow_fp32_gops"] / out["conv_fp32_gops"]
-    out["dw_per_channel_dispatches"] = out["dw_per_channel_us"] / max(out["dispatch_us"], 1e-6)
-    out["cache_speedup"] = out["add_cache_gbps"] / out["add_gbps"]
+    out["conv_strided_ratio"] = out["conv_narrow_s2_fp32_gops"] / out["conv_narrow_fp32_gops"]
+    out["dw_row_tap_dispatches"] = out["dw_row_tap_us"] / disp
+    out["dw_channel_tap_dispatches"] = out["dw_channel_tap_us"] / disp
+    # latency.ELEMENT_OPS: ns per element x the elementwise compute rate (peak x efficiency)
+    elem_rate = g / latency.EFFICIENCY["matmul"] * latency.EFFICIENCY["elementwise"]  # GOPS = ops per ns
+    out["element_ops"] = {op: ns * elem_rate for op, ns in out["element_ns"].items()}
+    out["cache_speedup"] = out["cache_gbps"] / out["add_gbps"]
     out["run_overhead_dispatches"] = out["run_overhead_us"] / max(out["dispatch_us"], 1e-6)
     return out
 
@@ -276,6 +379,8 @@ def profile_text(base_target: str, m: dict, cpu: str, name: str | None = None, h
         "[device]",
         f"name = {_q(cpu)}",
         f"memory_bandwidth_gbps = {m['add_gbps']:.3f}",
+        f"cache_bytes = {int(m['cache_bytes'])}",
+        f"cache_bandwidth_gbps = {m['cache_gbps']:.3f}",
         f"dispatch_overhead_us = {m['dispatch_us']:.3f}",
         "anchors = []  # the base's published anchors are for its reference device, not this one",
         "",
@@ -285,7 +390,9 @@ def profile_text(base_target: str, m: dict, cpu: str, name: str | None = None, h
         f"peak_gops = {{ fp32 = {fp32:.2f}, int8 = {int8:.2f}" + (f", fp16 = {fp32:.2f}" if has_fp16 else "") + " }",
         "",
         "[device.sources]",
-        f"\"memory_bandwidth_gbps\" = {_q(src + ': elementwise Add of large tensors, 12 bytes per element')}",
+        f"\"memory_bandwidth_gbps\" = {_q(src + ': elementwise Add over a 24 MB working set, 12 bytes per element')}",
+        f"\"cache_bytes\" = {_q(src + ': largest Add working set still streaming faster than halfway between the cache and DRAM rates')}",
+        f"\"cache_bandwidth_gbps\" = {_q(src + ': elementwise Add of cache-resident tensors, 12 bytes per element')}",
         f"\"dispatch_overhead_us\" = {_q(src + ': chain of tiny Add nodes, time per node')}",
         f"\"units.cpu.cores\" = {_q(src + ': intra-op threads used by the benchmarks')}",
         f"\"units.cpu.peak_gops.fp32\" = {_q(src + f': fp32 GEMM rate / matmul efficiency {eff:g}')}",

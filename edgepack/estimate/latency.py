@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from ..flops import NodeWork, _shape_map, model_work  # noqa: PLC2701
+from ..flops import NodeWork, _numel, _shape_map, model_work  # noqa: PLC2701
 from ..model import iter_graphs
 from ..target import ComputeUnit, TargetProfile
 from .base import Estimate
@@ -30,13 +30,13 @@ from .base import Estimate
 # peak_gops = measured GEMM rate / EFFICIENCY["matmul"], so on a calibrated profile the GEMM is exact.
 # The others are ratios to that GEMM measured by the host micro-benchmarks (see calibrate.py).
 # Host micro-benchmarks (Xeon, ORT 1.32, 1 thread; ratios to the fp32 GEMM over repeated runs):
-# 3x3 conv 0.85-1.07, depthwise 3x3 streaming rate 0.065-0.083 plus 0.8 dispatches per channel,
-# LSTM 0.42-0.54, QDQ int8 GEMM/conv 3-4x the fp32 GEMM, cache-resident Add 4.6-6.5x the DRAM Add,
-# one-node session run 15 dispatches.
+# 3x3 conv 0.85-1.07, depthwise (fit over a 3x3/5x5 grid, see calibrate.fit_depthwise) 0.067 on
+# multiply-accumulates at input width, LSTM 0.42-0.54, QDQ int8 GEMM/conv 3-4x the fp32 GEMM,
+# cache-resident Add 4.5-6.5x the DRAM Add, one-node session run 13-15 dispatches.
 EFFICIENCY: dict[str, float] = {
     "matmul": 0.80,
-    "conv": 0.60,  # at >= CHANNEL_SAT output channels; fewer channels scale it down (below)
-    "conv-depthwise": 0.06,  # on FLOPs counted at stride 1 (the kernels sweep every input position)
+    "conv": 0.72,  # at >= CHANNEL_SAT output channels; fewer channels scale it down (below)
+    "conv-depthwise": 0.054,  # on 2 x C x H_out x W_in x kh x kw (kernels skip rows by stride, not columns)
     "conv-transpose": 0.40,
     "recurrent": 0.38,
     "elementwise": 0.25,
@@ -51,15 +51,36 @@ EFFICIENCY: dict[str, float] = {
 SATURATION_FLOPS = 2.0e6
 SMALL_EXP = 0.25
 # GEMM-like kernels with few output columns (conv output channels per group, MatMul N) run below the
-# large-GEMM rate: x min(1, N / CHANNEL_SAT)^CHANNEL_EXP. Host conv ladder (3x3, ORT 1 thread): 24 ch 0.35,
-# 32 ch 0.45, 64 ch 0.57, 128 ch 0.65, 256 ch 0.75 of the GEMM rate.
+# large-GEMM rate: x min(1, N / CHANNEL_SAT)^CHANNEL_EXP. Host conv ladder (3x3 at 28/56/80 px, ORT 1.32,
+# 1 thread): 24 ch 0.42-0.48, 32 ch 0.40-0.52, 64 ch 0.69-0.72,
+# 128 ch 0.80-0.83, 256 ch 0.89-0.91 of the GEMM rate (x 0.8 = share of peak).
+# A strided k x k conv (k > 1) runs at this share of the stride-1 rate (its im2col gathers are scattered):
+# host micro-benchmarks 0.70-0.80 over 16-128 input channels (calibrate.measure()["conv_strided_ratio"]).
+STRIDED_CONV = 0.77
 CHANNEL_SAT = 256
-CHANNEL_EXP = 0.3
-# Bytes moved are priced at DRAM bandwidth only beyond this working set; below it at CACHE_SPEEDUP x.
-CACHE_BYTES = 4.0e6
-CACHE_SPEEDUP = 5.0
+CHANNEL_EXP = 0.25
+# Bytes moved are priced at DRAM bandwidth only beyond the device's cache_bytes; below it at its
+# cache_bandwidth_gbps. Profiles without them get these (the host's measured knee, 1.7 MB, rounded down;
+# its cache-resident Add ran 4.5x its DRAM Add):
+CACHE_BYTES = 1.0e6
+CACHE_SPEEDUP = 4.5
 # Fixed costs in units of the profile's dispatch_overhead_us (so they scale with the device):
-DW_CHANNEL_DISPATCHES = 0.8  # per channel of a depthwise conv
+DW_ROW_TAP_DISPATCHES = 0.008  # depthwise conv: per output row, channel and kernel tap
+DW_CHANNEL_TAP_DISPATCHES = 0.022  # depthwise conv: per channel and kernel tap
+# Elementwise ops whose arithmetic sets their time: operations per element at the elementwise rate
+# (peak x EFFICIENCY["elementwise"]); host micro-benchmarks on a cache-resident tensor
+# (calibrate.measure()["element_ops"]). Others count 1 per element and are priced by bytes moved.
+# Where is measured with its mask broadcast (as attention masks are); LayerNormalization over 384-wide
+# rows; SkipLayerNormalization is the kernel the extended level fuses Add + LayerNormalization into
+# (on the host, onnxruntime 1.32's is ~10x slower per element than the unfused pair).
+ELEMENT_OPS: dict[str, float] = {
+    "HardSigmoid": 8.4, "HardSwish": 8.4, "Div": 12.0, "Reciprocal": 12.0, "Sqrt": 12.0,
+    "Exp": 10.4, "Log": 10.4, "Softplus": 10.4, "Sigmoid": 17.0, "Tanh": 16.0, "Erf": 26.0, "Gelu": 26.0,
+    "Where": 61.0, "LayerNormalization": 26.0, "SkipLayerNormalization": 282.0,
+    "Resize-nearest": 33.0, "Resize-linear": 92.0, "Resize-cubic": 92.0,  # per output element (2x upsampling)
+}
+# Gather-like ops read only the rows they gather, not their whole table.
+GATHER_OPS = {"Gather", "GatherElements", "GatherND"}
 RUN_DISPATCHES = 15.0  # once per inference (session run, input/output binding)
 # ORT's extended level fuses these activations into a preceding Conv/Gemm (ConvActivationFusion);
 # with a fused level they cost nothing.
@@ -151,31 +172,50 @@ def _peak(unit: ComputeUnit, precision: str) -> tuple[float, str]:
     raise ValueError(msg)
 
 
+def memory_time(moved: float, bandwidth_gbps: float, cache_bytes: float = CACHE_BYTES,
+                cache_gbps: float | None = None) -> float:
+    """Microseconds to stream ``moved`` bytes: the first ``cache_bytes`` at the cache rate, the rest at DRAM's."""
+    bw = bandwidth_gbps * 1e3  # bytes per microsecond
+    cbw = (cache_gbps * 1e3) if cache_gbps else bw * CACHE_SPEEDUP
+    return min(moved, cache_bytes) / cbw + max(moved - cache_bytes, 0.0) / bw
+
+
 def node_time(work: NodeWork, cls: str, unit: ComputeUnit, precision: str, bandwidth_gbps: float,
-              dispatch_us: float, *, flops: float | None = None, columns: int | None = None) -> NodeCost:
+              dispatch_us: float, *, flops: float | None = None, columns: int | None = None,
+              moved: float | None = None, cache_bytes: float = CACHE_BYTES, cache_gbps: float | None = None,
+              rate_class: str | None = None) -> NodeCost:
     """The roofline cost of one node (microseconds); exact arithmetic, used by tests on hand graphs.
 
-    ``flops`` overrides the node's counted FLOPs (depthwise convs are priced at stride 1)."""
+    ``flops`` overrides the node's counted FLOPs (depthwise convs, arithmetic-heavy elementwise ops);
+    ``moved`` its bytes in + out (gathers read only what they gather); ``rate_class`` the class whose
+    efficiency prices the FLOPs, when not ``cls`` (ELEMENT_OPS are per element at the elementwise rate)."""
     peak, used = _peak(unit, precision)
     flops = (work.flops or 0.0) if flops is None else flops
-    eff = efficiency(cls, flops, columns)
+    eff = efficiency(rate_class or cls, flops, columns)
     compute_us = flops / (peak * 1e3 * eff) if flops else 0.0
-    moved = ((work.bytes_in or 0.0) + (work.bytes_out or 0.0)) * PRECISION_BYTES.get(used, 1.0)
-    bw = bandwidth_gbps * 1e3  # bytes per microsecond
-    if moved <= CACHE_BYTES:
-        memory_us = moved / (bw * CACHE_SPEEDUP)
-    else:
-        memory_us = CACHE_BYTES / (bw * CACHE_SPEEDUP) + (moved - CACHE_BYTES) / bw
+    if moved is None:
+        moved = (work.bytes_in or 0.0) + (work.bytes_out or 0.0)
+    moved *= PRECISION_BYTES.get(used, 1.0)
+    memory_us = memory_time(moved, bandwidth_gbps, cache_bytes, cache_gbps)
     return NodeCost(work.name, work.op_type, cls, unit.name, used, compute_us, memory_us, dispatch_us)
 
 
-def _depthwise_work(node: onnx.NodeProto, shapes: dict, weight_dims: dict) -> tuple[float | None, int]:
-    """(FLOPs at stride 1 = 2 x C x H_in x W_in x k_h x k_w, channels) of a depthwise conv."""
+def _depthwise_work(node: onnx.NodeProto, shapes: dict, weight_dims: dict) -> tuple[float | None, float]:
+    """(priced FLOPs, fixed cost in dispatches) of a depthwise conv.
+
+    FLOPs = 2 x C x H_out x W_in x taps: the host kernels skip rows by the height stride but compute
+    every column (a width stride saves nothing); fixed = C x taps x (H_out x DW_ROW_TAP_DISPATCHES +
+    DW_CHANNEL_TAP_DISPATCHES). Fit on a grid of single depthwise convs (calibrate.fit_depthwise)."""
     x = shapes.get(node.input[0])
+    y = shapes.get(node.output[0])
     w = weight_dims.get(node.input[1]) if len(node.input) > 1 else None
-    if not x or w is None or any(d is None for d in x):
-        return None, 0
-    return 2.0 * math.prod(x[1:]) * math.prod(w[2:]), int(x[1])
+    if not x or not y or w is None or len(x) < 3 or any(d is None for d in x) or any(d is None for d in y):
+        return None, 0.0
+    channels, taps = int(x[1]), math.prod(w[2:])
+    rows = int(y[2]) if len(y) > 3 else 1  # 1-D convs: one row
+    width = int(math.prod(x[3:])) if len(x) > 3 else int(x[2])
+    fixed = channels * taps * (rows * DW_ROW_TAP_DISPATCHES + DW_CHANNEL_TAP_DISPATCHES)
+    return 2.0 * channels * rows * width * taps, fixed
 
 
 def _unit(profile: TargetProfile, kind: str) -> ComputeUnit:
@@ -214,6 +254,52 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
     return out
 
 
+def _strided(n: onnx.NodeProto, weight_dims: dict) -> bool:
+    """A Conv with a stride above 1 and a kernel larger than 1 x 1."""
+    w = weight_dims.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 1 else None
+    return bool(w) and math.prod(w[2:]) > 1 and any(int(v) > 1 for v in _attr(n, "strides", []))
+
+
+def _element_op(n: onnx.NodeProto) -> str:
+    """The ELEMENT_OPS key of a node: its op type, with Resize's interpolation mode."""
+    if n.op_type == "Resize":
+        mode = _attr(n, "mode", b"nearest")
+        return "Resize-" + (mode.decode() if isinstance(mode, bytes) else str(mode))
+    return n.op_type
+
+
+def _skip_layernorms(g: onnx.GraphProto, consumers: dict[str, int], shapes: dict) -> dict[tuple, tuple]:
+    """{LayerNormalization key: Add key} for the Add -> LayerNormalization pairs onnxruntime's extended
+    level fuses into SkipLayerNormalization (3-D input, the Add's output used only by the norm)."""
+    producers = {o: n for n in g.node for o in n.output}
+    out = {}
+    for n in g.node:
+        if n.op_type != "LayerNormalization" or not n.input:
+            continue
+        add = producers.get(n.input[0])
+        if add is None or add.op_type != "Add" or consumers.get(n.input[0], 0) != 1:
+            continue
+        dims = shapes.get(n.input[0])
+        if dims is not None and len(dims) == 3 and all(shapes.get(i) == dims for i in add.input):
+            out[_key(n)] = _key(add)
+    return out
+
+
+def _swish_muls(g: onnx.GraphProto, consumers: dict[str, int]) -> set[tuple]:
+    """Keys of the Mul nodes of x * Sigmoid(x) (SiLU/Swish), which onnxruntime's extended level fuses
+    with the Sigmoid into one QuickGelu kernel costing about what the Sigmoid alone does."""
+    producers = {o: n for n in g.node for o in n.output}
+    out = set()
+    for n in g.node:
+        if n.op_type != "Mul" or len(n.input) != 2:
+            continue
+        for a, b in (n.input, n.input[::-1]):
+            sig = producers.get(b)
+            if sig is not None and sig.op_type == "Sigmoid" and sig.input[0] == a and consumers.get(b, 0) == 1:
+                out.add(_key(n))
+    return out
+
+
 def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "fp32", *,
               fused: bool | None = None) -> LatencyBreakdown:
     """Per-node costs of a shape-inferred model on ``profile``'s device.
@@ -241,14 +327,20 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         accel = next(u for u in dev.units if u.kind in ("npu", "gpu"))
     bw = dev.memory_bandwidth_gbps or 10.0
     disp = dev.dispatch_overhead_us if dev.dispatch_overhead_us is not None else 5.0
+    cache = {"cache_bytes": dev.cache_bytes if dev.cache_bytes is not None else CACHE_BYTES,
+             "cache_gbps": dev.cache_bandwidth_gbps}
     costs: list[NodeCost] = []
     unknown = 0
 
     def graph_cost(g: onnx.GraphProto) -> float:
         nonlocal unknown
         consumers = _consumers(g)
+        skip_ln = _skip_layernorms(g, consumers, shapes) if fused else {}
+        swish_muls = _swish_muls(g, consumers) if fused else set()
         total = 0.0
         for n in g.node:
+            if _key(n) in skip_ln.values() or _key(n) in swish_muls:
+                continue  # fused into the SkipLayerNormalization / QuickGelu priced at its norm / Sigmoid
             w = node_work[_key(n)]
             if w.flops is None:
                 unknown += 1
@@ -261,12 +353,23 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
                 prod = producers.get(n.input[0])
                 if prod is not None and prod.op_type in ("Conv", "FusedConv", "Gemm") and consumers.get(n.input[0], 0) == 1:
                     continue
-            priced, extra = None, 0.0
+            priced, extra, moved, rate_class = None, 0.0, None, None
             if cls == "conv-depthwise" and not on_accel:
-                priced, channels = _depthwise_work(n, shapes, weight_dims)
-                extra = channels * DW_CHANNEL_DISPATCHES * disp
+                priced, fixed = _depthwise_work(n, shapes, weight_dims)
+                extra = fixed * disp
+            elif _element_op(n) in ELEMENT_OPS and not on_accel and n.output:
+                elems = _numel(shapes.get(n.output[0]))
+                op = "SkipLayerNormalization" if _key(n) in skip_ln else _element_op(n)
+                priced = None if elems is None else elems * ELEMENT_OPS[op]
+                rate_class = "elementwise"
+            elif n.op_type in GATHER_OPS and w.bytes_out is not None:
+                index = _numel(shapes.get(n.input[1])) if len(n.input) > 1 else None
+                moved = 2.0 * w.bytes_out + 8.0 * (index or 0)
             cols = None if on_accel else gemm_columns(n, cls, shapes, weight_dims)
-            c = node_time(w, cls, unit, precision, bw, (0.0 if on_accel else disp) + extra, flops=priced, columns=cols)
+            if cls == "conv" and not on_accel and _strided(n, weight_dims):
+                priced = (w.flops or 0.0) / STRIDED_CONV
+            c = node_time(w, cls, unit, precision, bw, (0.0 if on_accel else disp) + extra, flops=priced,
+                          columns=cols, moved=moved, rate_class=rate_class, **cache)
             costs.append(c)
             total += c.total_us
             subs = [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
@@ -293,15 +396,21 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         f"per-node roofline: max(FLOPs / (peak_gops x efficiency), bytes / {bw:g} GB/s) + {disp:g} us dispatch per CPU node",
         "op-class efficiencies (model parameters calibrated on host micro-benchmarks): "
         + ", ".join(f"{k} {v:g}" for k, v in EFFICIENCY.items() if v < 1.0),
-        f"depthwise conv priced at stride-1 FLOPs plus {DW_CHANNEL_DISPATCHES:g} dispatches per channel; "
+        f"depthwise conv priced on H_out x W_in positions plus {DW_ROW_TAP_DISPATCHES:g} dispatches per output row "
+        f"and {DW_CHANNEL_TAP_DISPATCHES:g} per channel, each per kernel tap; "
         f"{RUN_DISPATCHES:g} dispatches per inference for the session run",
+        "transcendental/division elementwise ops priced per element: "
+        + ", ".join(f"{k} {v:g}" for k, v in sorted(ELEMENT_OPS.items())) + " operations",
+        f"strided k x k convs at {STRIDED_CONV:g} of the stride-1 rate; "
         f"GEMM/conv efficiency scaled by min(1, FLOPs / {SATURATION_FLOPS:.0e})^{SMALL_EXP:g} for small kernels "
         f"and by min(1, N / {CHANNEL_SAT})^{CHANNEL_EXP:g} for N output channels/columns",
-        f"working sets up to {CACHE_BYTES / 1e6:g} MB move {CACHE_SPEEDUP:g}x faster than DRAM (cache)",
+        (f"working sets up to {cache['cache_bytes'] / 1e6:g} MB move at "
+         + (f"{cache['cache_gbps']:g} GB/s (cache)" if cache["cache_gbps"] else f"{CACHE_SPEEDUP:g}x the DRAM rate (cache)")),
         f"peak_gops of unit '{cpu.name}': " + ", ".join(f"{k} {v:g}" for k, v in cpu.peak_gops.items()),
     ]
     if fused:
-        assumptions.append("activations after Conv/Gemm fused into it (onnxruntime extended optimizations)")
+        assumptions.append("activations after Conv/Gemm fused into it, x * Sigmoid(x) into one QuickGelu and "
+                           "Add + LayerNormalization into one SkipLayerNormalization (onnxruntime extended optimizations)")
     if precision == "int8":
         assumptions.append("QuantizeLinear/DequantizeLinear folded into QLinear kernels (free); tensors priced at 1 byte")
     if accel is not None:
