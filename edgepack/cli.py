@@ -224,14 +224,15 @@ def _cmd_calibrate(args) -> int:
     if args.threads < 1:
         raise UsageError("--threads must be 1 or more")
     load_target(args.base)
-    print(f"measuring this machine (GEMM, conv, int8, memory bandwidth, dispatch overhead; {args.threads} thread)...",
+    print(f"measuring this machine (GEMM, conv, depthwise, int8, elementwise, cache and memory bandwidth, dispatch overhead; {args.threads} thread)...",
           file=sys.stderr, flush=True)
     run_calibration(args.base, out, threads=args.threads, small=args.quick, name=args.name)
     profile = load_target(str(out))
     cpu = next(u for u in profile.device.units if u.kind == "cpu")
     print(f"wrote {out}: extends {args.base}; measured cpu " +
           ", ".join(f"{k} {v:.3g} GOPS" for k, v in sorted(cpu.peak_gops.items())) +
-          f", memory {profile.device.memory_bandwidth_gbps:.3g} GB/s, dispatch {profile.device.dispatch_overhead_us:.3g} us")
+          f", memory {profile.device.memory_bandwidth_gbps:.3g} GB/s, cache {profile.device.cache_bytes / 1e6:.3g} MB at "
+          f"{profile.device.cache_bandwidth_gbps:.3g} GB/s, dispatch {profile.device.dispatch_overhead_us:.3g} us")
     print(f"use it anywhere a target name goes: edgepack inspect MODEL --target {out}")
     return 0
 

@@ -134,8 +134,8 @@ def test_fit_depthwise_recovers_known_coefficients():
     from edgepack.estimate.calibrate import DEPTHWISE_GRID, fit_depthwise
 
     a, b, c = 2e-4, 3e-3, 8e-3
-    samples = [(ch, hw, k, s, ch * k * k * (a * ((hw - 1) // s + 1) * hw + b * ((hw - 1) // s + 1) + c))
-               for ch, hw, k, s in DEPTHWISE_GRID]
+    samples = [(ch, h, w, k, s, ch * k * k * (a * ((h - 1) // s + 1) * w + b * ((h - 1) // s + 1) + c))
+               for ch, h, w, k, s in DEPTHWISE_GRID]
     assert fit_depthwise(samples) == pytest.approx((a, b, c), rel=1e-6)
 
 

@@ -79,29 +79,32 @@ def conv_model(c: int, hw: int, *, depthwise: bool = False, int8: bool = False,
                   [_vi("y", [1, c, out, out])], [numpy_helper.from_array(w, "w")]), flops
 
 
-def depthwise_model(c: int, hw: int, k: int, stride: int = 1) -> onnx.ModelProto:
-    """One depthwise k x k Conv (same padding) on [1, c, hw, hw]."""
+def depthwise_model(c: int, h: int, w: int, k: int, stride: int = 1) -> onnx.ModelProto:
+    """One depthwise k x k Conv (same padding) on [1, c, h, w]."""
     rng = np.random.default_rng(4)
-    w = rng.standard_normal((c, 1, k, k)).astype(np.float32) * 0.1
-    out = (hw - 1) // stride + 1
+    wt = rng.standard_normal((c, 1, k, k)).astype(np.float32) * 0.1
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
     node = helper.make_node("Conv", ["x", "w"], ["y"], group=c, pads=[k // 2] * 4, strides=[stride, stride],
                             kernel_shape=[k, k])
-    return _model([node], [_vi("x", [1, c, hw, hw])], [_vi("y", [1, c, out, out])], [numpy_helper.from_array(w, "w")])
+    return _model([node], [_vi("x", [1, c, h, w])], [_vi("y", [1, c, oh, ow])], [numpy_helper.from_array(wt, "w")])
 
 
-# (channels, spatial, kernel, stride): large maps with few channels, small maps with many, 3x3 and 5x5
-DEPTHWISE_GRID = ((16, 112, 3, 1), (64, 56, 3, 2), (128, 28, 3, 1), (512, 7, 3, 1), (256, 14, 5, 1), (64, 56, 5, 1))
+# (channels, height, width, kernel, stride): square maps from few channels at 112 px to many at 7 px,
+# and wide strips (text-line shapes), with 3x3 and 5x5 kernels
+DEPTHWISE_GRID = ((16, 112, 112, 3, 1), (64, 56, 56, 3, 2), (128, 28, 28, 3, 1), (512, 7, 7, 3, 1),
+                  (256, 14, 14, 5, 1), (64, 56, 56, 5, 1), (64, 4, 128, 5, 1), (128, 8, 64, 3, 1),
+                  (32, 16, 256, 3, 2))
 
 
-def fit_depthwise(samples: list[tuple[int, int, int, int, float]]) -> tuple[float, float, float]:
-    """Fit t = C k^2 (a Ho Win + b Ho + c) to (channels, spatial, kernel, stride, us) samples.
+def fit_depthwise(samples: list[tuple[int, int, int, int, int, float]]) -> tuple[float, float, float]:
+    """Fit t = C k^2 (a Ho Win + b Ho + c) to (channels, height, width, kernel, stride, us) samples.
 
     Returns (a, b, c) in microseconds: per multiply-accumulate (width stride is not skipped by the
     kernels, height stride is), per output row and per channel, each per kernel tap. Least squares
     on relative error, so small and large kernels weigh the same; negative terms are dropped.
     """
-    x = np.array([[c * k * k * ((hw - 1) // s + 1) * hw, c * k * k * ((hw - 1) // s + 1), c * k * k]
-                  for c, hw, k, s, _ in samples], float)
+    x = np.array([[c * k * k * ((h - 1) // s + 1) * w, c * k * k * ((h - 1) // s + 1), c * k * k]
+                  for c, h, w, k, s, _ in samples], float)
     y = np.array([max(us, 1e-3) for *_, us in samples])
     keep = [0, 1, 2]
     while True:
@@ -304,9 +307,9 @@ def _measure_once(threads: int, sizes: Sizes) -> dict:
         out["conv_narrow_s2_fp32_gops"] = rate(conv_model(sizes.conv_c // 4, sizes.conv_hw * 2, stride=2), "conv_narrow_s2")
         out["dwconv_fp32_gops"] = rate(conv_model(sizes.dw_c, sizes.conv_hw, depthwise=True), "dwconv")
         dw_samples = []
-        for c, hw, k, st in DEPTHWISE_GRID:
-            us = (_time_ms(depthwise_model(c, hw, k, st), threads, sizes.runs, folder, f"dw{c}_{hw}_{k}_{st}") - disp_ms) * 1e3
-            dw_samples.append((c, hw, k, st, us))
+        for c, h, w, k, st in DEPTHWISE_GRID:
+            us = (_time_ms(depthwise_model(c, h, w, k, st), threads, sizes.runs, folder, f"dw{c}_{h}_{w}_{k}_{st}") - disp_ms) * 1e3
+            dw_samples.append((c, h, w, k, st, us))
         a, b, c = fit_depthwise(dw_samples)
         out["dw_mac_gops"] = 2e-3 / a if a > 0 else out["dwconv_fp32_gops"]  # as FLOPs (2 per MAC)
         out["dw_row_tap_us"], out["dw_channel_tap_us"] = b, c
