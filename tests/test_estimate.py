@@ -120,6 +120,19 @@ def test_swish_mul_is_fused_into_its_sigmoid():
     assert [n.op_type for n in latency.breakdown(m, _profile(), "fp32", fused=False).nodes] == ["Sigmoid", "Mul"]
 
 
+def test_activation_fused_into_conv_costs_its_arithmetic_only():
+    w = numpy_helper.from_array(np.zeros((4, 4, 1, 1), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("HardSigmoid", ["c"], ["y"])]
+    m = infer_shapes(make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w]))
+    conv, act = latency.breakdown(m, _profile(), "fp32", fused=True).nodes
+    assert act.op_type == "HardSigmoid" and act.memory_us == 0.0 and act.dispatch_us == 0.0
+    assert act.compute_us == pytest.approx(
+        256 * latency.ELEMENT_OPS["HardSigmoid"] / (100.0 * 1e3 * latency.EFFICIENCY["elementwise"]), rel=1e-12)
+    unfused = latency.breakdown(m, _profile(), "fp32", fused=False).nodes[1]
+    assert unfused.total_us > act.total_us
+
+
 def test_gather_reads_only_the_rows_it_gathers():
     table = numpy_helper.from_array(np.zeros((50000, 64), np.float32), "table")
     m = make_model([helper.make_node("Gather", ["table", "ids"], ["y"])],

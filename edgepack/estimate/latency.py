@@ -254,6 +254,15 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
     return out
 
 
+def fused_activation_cost(n: onnx.NodeProto, unit: ComputeUnit, precision: str, elements: int | None) -> NodeCost:
+    """An activation fused into the Conv/Gemm before it: no dispatch, no memory pass, but its arithmetic
+    (ELEMENT_OPS per element, 1 for the cheap ones) at the elementwise rate."""
+    peak, used = _peak(unit, precision)
+    ops = (elements or 0) * ELEMENT_OPS.get(n.op_type, 1.0)
+    compute_us = ops / (peak * 1e3 * EFFICIENCY["elementwise"]) if ops else 0.0
+    return NodeCost(n.name or n.op_type, n.op_type, "elementwise", unit.name, used, compute_us, 0.0, 0.0)
+
+
 def _strided(n: onnx.NodeProto, weight_dims: dict) -> bool:
     """A Conv with a stride above 1 and a kernel larger than 1 x 1."""
     w = weight_dims.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 1 else None
@@ -352,6 +361,10 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
             if fused and n.op_type in FUSABLE_ACTIVATIONS and n.input:
                 prod = producers.get(n.input[0])
                 if prod is not None and prod.op_type in ("Conv", "FusedConv", "Gemm") and consumers.get(n.input[0], 0) == 1:
+                    # applied by the conv kernel to its output while in cache: arithmetic only
+                    c = fused_activation_cost(n, unit, precision, _numel(shapes.get(n.output[0])) if n.output else None)
+                    costs.append(c)
+                    total += c.total_us
                     continue
             priced, extra, moved, rate_class = None, 0.0, None, None
             if cls == "conv-depthwise" and not on_accel:
@@ -409,7 +422,7 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         f"peak_gops of unit '{cpu.name}': " + ", ".join(f"{k} {v:g}" for k, v in cpu.peak_gops.items()),
     ]
     if fused:
-        assumptions.append("activations after Conv/Gemm fused into it, x * Sigmoid(x) into one QuickGelu and "
+        assumptions.append("activations after Conv/Gemm fused into it (their arithmetic only), x * Sigmoid(x) into one QuickGelu and "
                            "Add + LayerNormalization into one SkipLayerNormalization (onnxruntime extended optimizations)")
     if precision == "int8":
         assumptions.append("QuantizeLinear/DequantizeLinear folded into QLinear kernels (free); tensors priced at 1 byte")
