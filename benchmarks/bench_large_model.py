@@ -1,8 +1,9 @@
 """Peak memory of `edgepack inspect` and `edgepack build` on a model with more than 2 GB of external weights.
 
 The model is generated here (never committed): a chain of MatMul layers whose fp32 weights live in
-one external-data file next to it. Each command runs in a fresh process; its peak RSS
-(getrusage, at exit) is compared with the weights' bytes. Prints JSON.
+one external-data file next to it. Each command runs in a fresh process; the peak RSS of its whole
+process tree (sampled from /proc every 20 ms, and never below the process's own getrusage peak) is
+compared with the weights' bytes, in total and per build stage. Prints JSON.
 
     python benchmarks/bench_large_model.py [--gb 2.2] [--targets rpi5-cpu,ios-coreml] [--keep DIR]
 """
@@ -22,8 +23,6 @@ from _measured import run_edgepack  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 4096
-
-
 
 def make_model(folder: Path, gigabytes: float) -> tuple[Path, int]:
     """A MatMul chain [1, 4096] -> ... with ``gigabytes`` of fp32 weights in external data; returns (path, weight bytes)."""
@@ -59,11 +58,19 @@ def make_model(folder: Path, gigabytes: float) -> tuple[Path, int]:
     return path, layers * layer_bytes
 
 
-def run(args: list[str]) -> dict:
+def run(args: list[str], weight_bytes: int) -> dict:
     r = run_edgepack(args)
-    return {"command": "edgepack " + " ".join(a if "/" not in a else Path(a).name for a in args),
-            "returncode": r["returncode"], "seconds": round(r["seconds"], 1),
-            "peak_rss_bytes": r["peak_rss_bytes"], "error": r["errors"]}
+    out = {"command": "edgepack " + " ".join(a if "/" not in a else Path(a).name for a in args),
+           "returncode": r["returncode"], "seconds": round(r["seconds"], 1),
+           "peak_rss_bytes": r["peak_rss_bytes"], "error": r["errors"]}
+    if r["peak_rss_bytes"]:
+        out["peak_over_weights"] = round(r["peak_rss_bytes"] / weight_bytes, 3)
+    out["measured"] = {k: r[k] for k in ("sampled_tree_peak_bytes", "self_maxrss_bytes", "children_maxrss_bytes",
+                                         "samples")}
+    if r["stages"]:
+        out["stages"] = [{**s, "peak_over_weights": round(s["peak_tree_rss_bytes"] / weight_bytes, 3)
+                          if s["peak_tree_rss_bytes"] else None} for s in r["stages"]]
+    return out
 
 
 def main(argv=None) -> int:
@@ -76,17 +83,15 @@ def main(argv=None) -> int:
         work = Path(args.keep) if args.keep else Path(tmp)
         (work / "model").mkdir(parents=True, exist_ok=True)
         model, weight_bytes = make_model(work / "model", args.gb)
-        results = [run(["inspect", str(model), "--target", "android-nnapi", "--json"])]
+        results = [run(["inspect", str(model), "--target", "android-nnapi", "--json"], weight_bytes)]
         for t in args.targets.split(","):
-            results.append(run(["build", str(model), "--target", t, "-o", str(work / "out"), "--force", "--json"]))
+            results.append(run(["build", str(model), "--target", t, "-o", str(work / "out"), "--force", "--json"],
+                               weight_bytes))
             bundle = work / "out" / t
             if bundle.is_dir():
                 manifest = json.loads((bundle / "manifest.json").read_text())
                 results[-1]["recipe"] = manifest["recipe"]["quantization"]["recipe"]
                 results[-1]["artifact_bytes"] = sum(a["bytes"] for a in manifest["artifacts"] if a["path"].endswith(".ort"))
-        for r in results:
-            if r["peak_rss_bytes"]:
-                r["peak_over_weights"] = round(r["peak_rss_bytes"] / weight_bytes, 3)
         print(json.dumps({"weight_bytes": weight_bytes, "results": results}, indent=2))
     return 0
 

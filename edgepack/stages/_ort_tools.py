@@ -40,3 +40,36 @@ def fbs() -> ModuleType:
 def parse_config():
     """``onnxruntime.tools.reduced_build_config_parser.parse_config``."""
     return import_quietly("onnxruntime.tools.reduced_build_config_parser").parse_config
+
+
+def required_ops_and_types(ort_files, type_reduction: bool) -> list[str]:
+    """The body lines ``create_config_from_models`` writes for ``ort_files``, with each file read
+    through a read-only memory map: onnxruntime's ``OrtFormatModelProcessor`` reads the whole file
+    and copies it into a bytearray (twice the .ort's bytes, weights included), while the graph it
+    parses is a small part of the file. Same processor, same usage manager, same line format."""
+    import mmap
+
+    ort_format_model()
+    processor = import_quietly("onnxruntime.tools.ort_format_model.ort_model_processor").OrtFormatModelProcessor
+    usage = import_quietly("onnxruntime.tools.ort_format_model.operator_type_usage_processors")
+    schema = fbs().InferenceSession.InferenceSession
+    required: dict = {}
+    manager = usage.OperatorTypeUsageManager() if type_reduction else None
+    for path in ort_files:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            if not schema.InferenceSessionBufferHasIdentifier(buf, 0):
+                msg = f"File does not appear to be a valid ORT format model: '{path}'"
+                raise RuntimeError(msg)
+            reader = processor.__new__(processor)  # its __init__ is the part that copies the file
+            reader._required_ops, reader._op_type_processors, reader._buffer = required, manager, buf
+            reader._model = schema.GetRootAsInferenceSession(buf, 0).Model()
+            reader.process()
+            del reader
+    lines = []
+    for domain in sorted(required):
+        for opset in sorted(required[domain]):
+            ops = sorted(required[domain][opset])
+            if ops:
+                entries = [op + (manager.get_config_entry(domain, op) or "") for op in ops] if manager else ops
+                lines.append(f"{domain};{opset};{','.join(entries)}")
+    return lines

@@ -28,6 +28,7 @@ from ..transforms import LARGE_MODEL_BYTES, infer_shapes
 HEAVY_SHARE = 0.5  # a class of ops doing at least this share of the FLOPs names the model
 DYNAMIC_OP_TYPES = ("MatMul", "Gemm")  # never Conv: ConvInteger runs slower than fp32 Conv (onnxruntime#9694)
 _QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
+STREAM_ABOVE_BYTES = 256 * 2**20  # dynamic int8 of larger models goes one weight at a time
 
 
 # ------------------------------------------------------------------------------ classification
@@ -214,26 +215,54 @@ def _at_least_opset(path: Path, opset: int, notes: list[str]) -> Path:
     return out
 
 
+def _streams(src: Path, notes: list[str]) -> bool:
+    """Whether ``src`` is quantized one weight at a time (see :mod:`.quantize_streamed`): only when its
+    weights exceed STREAM_ABOVE_BYTES, where whole-model quantization needs several times their bytes."""
+    from .quantize_streamed import can_stream
+
+    size = _model_bytes(src)
+    if size <= STREAM_ABOVE_BYTES:
+        return False
+    if not can_stream(onnx.load_model(str(src), load_external_data=False)):
+        notes.append(f"model of {size / 2**20:.0f} MiB quantized whole: some MatMul/Gemm types are unknown "
+                     "or weights sit in subgraphs, so it cannot be quantized one weight at a time")
+        return False
+    notes.append(f"model of {size / 2**20:.0f} MiB (above {STREAM_ABOVE_BYTES // 2**20} MiB): quant_pre_process "
+                 "skipped (it loads the whole model several times; the prepare stage already ran onnxruntime's "
+                 "basic optimizations); each MatMul/Gemm quantized on its own by quantize_dynamic with the same "
+                 "settings, one weight in memory at a time")
+    return True
+
+
 def _dynamic_int8(src: Path, dst: Path, recipe: Recipe, notes: list[str]) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     notes.append("op types limited to MatMul/Gemm so Convs never become ConvInteger (slower than fp32 Conv on CPU)")
     notes.append("onnxruntime rewrites each Gemm as MatMul + Add before quantizing (MatMulInteger has no Gemm form)")
-    pre = _quantizer_input(src, dst, recipe.per_channel, notes)
     settings = {
         "weight_type": "int8",
         "per_channel": recipe.per_channel,
         "op_types_to_quantize": list(DYNAMIC_OP_TYPES),
     }
-    try:
+
+    def run(pre: Path, out: Path, large: bool) -> None:
         quantize_dynamic(
             str(pre),
-            str(dst),
+            str(out),
             op_types_to_quantize=list(DYNAMIC_OP_TYPES),
             per_channel=recipe.per_channel,
             weight_type=QuantType.QInt8,
-            use_external_data_format=_model_bytes(pre) > LARGE_MODEL_BYTES,
+            use_external_data_format=large,
         )
+
+    try:
+        if _streams(src, notes):
+            from .quantize_streamed import quantize_dynamic_streamed
+
+            quantize_dynamic_streamed(src, dst, list(DYNAMIC_OP_TYPES), lambda a, b: run(a, b, False))
+        else:
+            pre = _quantizer_input(src, dst, recipe.per_channel, notes)
+            run(pre, dst, _model_bytes(pre) > LARGE_MODEL_BYTES)
     except Exception as exc:  # noqa: BLE001
         raise _fail("dynamic int8 quantization (onnxruntime quantize_dynamic)", exc) from exc
     return settings

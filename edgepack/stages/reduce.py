@@ -54,15 +54,17 @@ def operator_config(ort_files: list[Path], dst: Path, *, type_reduction: bool = 
         if not f.is_file():
             msg = f"reduce: .ort file not found: {f.name}"
             raise StageError(msg)
-    create_config_from_models = _ort_tools.ort_format_model().create_config_from_models
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        create_config_from_models(files, dst, type_reduction)
+    try:  # create_config_from_models' lines, without its copies of every .ort in memory
+        try:
+            body = _ort_tools.required_ops_and_types(files, type_reduction)
+        except (AttributeError, ImportError):  # onnxruntime's tool internals moved: its public entry point
+            _ort_tools.ort_format_model().create_config_from_models(files, dst, type_reduction)
+            body = [line for line in dst.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
     except Exception as exc:  # RuntimeError for non-ORT files, flatbuffers errors for damaged ones
         msg = f"reduce: onnxruntime could not read the ops of {', '.join(f.name for f in files)}: {exc}"
         raise StageError(msg) from exc
-    body = [line for line in dst.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
     sources = sorted(_label(f, dst.parent) for f in files)
     header = ["# Generated from ORT format model(s):", *[f"# - {name}" for name in sources]]
     dst.write_text("\n".join([*header, *body]) + "\n", encoding="utf-8", newline="\n")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StageError, first_line
+from ..pipeline import return_freed_memory
 from ..target import Tolerance
 from .calibration import generate_inputs, load_calibration, split_calibration
 
@@ -189,6 +190,22 @@ def host_settings(profile) -> dict:
     return {"level": level, "disabled_optimizers": disabled}
 
 
+def _lean(ort, so) -> None:
+    """Session options that keep a large model's memory near its weights' bytes (same outputs).
+
+    MLAS pre-packs MatMul/Conv weights into a second copy: off. On a CPU without fp16 kernels,
+    onnxruntime runs an fp16 model through inserted Casts whose float32 outputs are as large as the
+    weights: with the arena and memory patterns they all stay allocated (twice over, the planned
+    block beside the arena's), and in the default order every weight's Cast runs before the first
+    MatMul. Without the arena each Cast output is freed after its consumer; in priority order a Cast
+    runs just before the node that needs it, so about one weight's float32 copy is alive at a time.
+    """
+    so.add_session_config_entry("session.disable_prepacking", "1")
+    so.enable_cpu_mem_arena = False
+    so.enable_mem_pattern = False
+    so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+
+
 def _session(path: Path, threads: int, level: str | None = None, disabled_optimizers: list[str] | tuple = ()):
     import onnxruntime as ort
 
@@ -200,8 +217,8 @@ def _session(path: Path, threads: int, level: str | None = None, disabled_optimi
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
     if _model_bytes_on_disk(path) > SEQUENTIAL_ABOVE_BYTES:
-        # MLAS pre-packs MatMul/Conv weights into a second copy; a large model keeps one copy only
-        so.add_session_config_entry("session.disable_prepacking", "1")
+        _lean(ort, so)
+        return_freed_memory()  # what earlier steps freed goes back before the weights come in
     try:
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=list(disabled_optimizers) or None)
@@ -228,7 +245,13 @@ def run_model(path: Path, inputs: list[dict], threads: int = 1, level: str | Non
     """
     sess = _session(Path(path), threads, level)
     names = [o.name for o in sess.get_outputs()]
-    return [dict(zip(names, _run(sess, feed))) for feed in inputs]
+    return [dict(zip(names, map(_own, _run(sess, feed)))) for feed in inputs]
+
+
+def _own(value):
+    """An output copied out of onnxruntime's buffers: an array that still pointed into the session's
+    arena would keep the whole arena (all of its intermediate tensors) alive after the session."""
+    return np.array(value, copy=True) if isinstance(value, np.ndarray) else value
 
 
 def host_cpu() -> str:
