@@ -133,6 +133,26 @@ def test_activation_fused_into_conv_costs_its_arithmetic_only():
     assert unfused.total_us > act.total_us
 
 
+def test_int8_models_price_per_element_ops_in_fp32():
+    m = infer_shapes(make_model([helper.make_node("Sigmoid", ["x"], ["y"])],
+                                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1000])],
+                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1000])]))
+    (fp32,) = latency.breakdown(m, _profile(), "fp32").nodes
+    (int8,) = latency.breakdown(m, _profile(), "int8").nodes  # the profile's int8 peak is 4x its fp32
+    assert int8.precision == "fp32" and int8.compute_us == pytest.approx(fp32.compute_us, rel=1e-12)
+
+
+def test_depthwise_recognised_through_qdq_weights():
+    w = numpy_helper.from_array(np.zeros((8, 1, 3, 3), np.int8), "wq")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "s"], ["w"]),
+             helper.make_node("Conv", ["x", "w"], ["y"], group=8, pads=[1, 1, 1, 1])]
+    m = infer_shapes(make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], [w, scale]))
+    conv = next(n for n in latency.breakdown(m, _profile(), "int8").nodes if n.op_type == "Conv")
+    assert conv.cost_class == "conv-depthwise"
+
+
 def test_gather_reads_only_the_rows_it_gathers():
     table = numpy_helper.from_array(np.zeros((50000, 64), np.float32), "table")
     m = make_model([helper.make_node("Gather", ["table", "ids"], ["y"])],

@@ -47,8 +47,9 @@ def _quantize_one(src: Path, dst: Path) -> None:
                      weight_type=QuantType.QInt8)
 
 
-def test_streamed_dynamic_int8_matches_whole_model_quantization(tmp_path):
-    src = _mlp(tmp_path)
+@pytest.mark.parametrize("external", [True, False])
+def test_streamed_dynamic_int8_matches_whole_model_quantization(tmp_path, external):
+    src = _mlp(tmp_path, external=external)
     assert can_stream(onnx.load_model(str(src), load_external_data=False))
     (tmp_path / "whole").mkdir()
     (tmp_path / "streamed").mkdir()
@@ -58,6 +59,7 @@ def test_streamed_dynamic_int8_matches_whole_model_quantization(tmp_path):
     assert count == 4
     onnx.checker.check_model(str(streamed))
     stored = onnx.load_model(str(streamed), load_external_data=False)
+    assert streamed.with_name("q.onnx.data").is_file()
     assert all(t.data_location == TensorProto.EXTERNAL for t in stored.graph.initializer)
     assert "w1" not in {t.name for t in stored.graph.initializer}  # the float weights are gone
     # the shared input h2 is quantized once, as onnxruntime's quantizer does it
@@ -136,3 +138,24 @@ def test_large_models_take_the_streamed_path_and_say_so(tmp_path, monkeypatch):
     quantize._dynamic_int8(src, tmp_path / "q" / "q.onnx", Recipe("dynamic-int8", per_channel=False), notes)
     assert any("quantized on its own" in n and "quant_pre_process skipped" in n for n in notes)
     onnx.checker.check_model(str(tmp_path / "q" / "q.onnx"))
+
+
+def test_types_sets_weights_aside_and_puts_them_back(tmp_path, monkeypatch):
+    from edgepack.stages import quantize_streamed
+
+    model = onnx.load_model(str(_mlp(tmp_path, external=False)))
+    before = [t.raw_data for t in model.graph.initializer]
+    monkeypatch.setattr(quantize_streamed, "STASH_ABOVE_BYTES", 100)  # the 64 x 64 weights count as large
+    types = quantize_streamed._types(model)
+    assert [t.raw_data for t in model.graph.initializer] == before
+    assert types["h1"].type.tensor_type.elem_type == TensorProto.FLOAT
+
+
+def test_large_pairs_are_timed_with_the_same_lean_sessions(tmp_path, monkeypatch):
+    src = _mlp(tmp_path)
+    monkeypatch.setattr(verify, "SEQUENTIAL_ABOVE_BYTES", 0)
+    seen = []
+    real = verify._lean
+    monkeypatch.setattr(verify, "_lean", lambda ort, so: (seen.append(True), real(ort, so)))
+    lat = verify.compare_latency(src, src, {"x": np.zeros((2, 64), np.float32)}, runs=3)
+    assert lat["lean"] is True and len(seen) == 2 and lat["ref"]["order"].startswith("sequential")

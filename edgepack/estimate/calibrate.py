@@ -133,7 +133,8 @@ def unary_model(op: str, n: int, **attrs) -> onnx.ModelProto:
 
 
 # elementwise ops whose arithmetic, not memory traffic, sets their time (priced per element)
-ELEMENT_OPS = ("Relu", "HardSigmoid", "Div", "Sigmoid", "Tanh", "Exp", "Erf", "Sqrt", "Where")
+ELEMENT_OPS = ("Relu", "HardSigmoid", "HardSwish", "Div", "Reciprocal", "Sigmoid", "Tanh", "Exp", "Log",
+               "Softplus", "Erf", "Sqrt", "Where")
 
 
 def resize_model(n: int, mode: str) -> onnx.ModelProto:
@@ -317,7 +318,7 @@ def _measure_once(threads: int, sizes: Sizes) -> dict:
         n = sizes.add_cache_elems
         out["element_ns"] = {op: max(_time_ms(unary_model(op, n), threads, sizes.runs, folder, f"u{op}") - disp_ms, 0.0) * 1e6 / n
                              for op in ELEMENT_OPS}
-        for mode in ("nearest", "linear"):  # 2x upsampling, priced per output element
+        for mode in ("nearest", "linear", "cubic"):  # 2x upsampling, priced per output element
             ms = _time_ms(resize_model(n // 4, mode), threads, sizes.runs, folder, f"resize_{mode}") - disp_ms
             out["element_ns"][f"Resize-{mode}"] = max(ms, 0.0) * 1e6 / (4 * (n // 4))
         ln_rows, ln_hidden = max(n // 384, 1), 384

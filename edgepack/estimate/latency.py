@@ -60,8 +60,9 @@ STRIDED_CONV = 0.77
 CHANNEL_SAT = 256
 CHANNEL_EXP = 0.25
 # Bytes moved are priced at DRAM bandwidth only beyond the device's cache_bytes; below it at its
-# cache_bandwidth_gbps. Profiles without them get these (the host's measured knee, 1.7 MB, rounded down;
-# its cache-resident Add ran 4.5x its DRAM Add):
+# cache_bandwidth_gbps. Profiles without them get these: 1 MB, the per-core or shared L2 of the small
+# ARM cores edgepack targets (Pi 4: 1 MB shared; Pi 5: 512 KB per core plus 2 MB L3) rather than the
+# development host's 1.7 MB knee (its 2 MB L2 per core); and the host's cache-resident Add at 4.5x its DRAM Add:
 CACHE_BYTES = 1.0e6
 CACHE_SPEEDUP = 4.5
 # Fixed costs in units of the profile's dispatch_overhead_us (so they scale with the device):
@@ -74,16 +75,18 @@ DW_CHANNEL_TAP_DISPATCHES = 0.022  # depthwise conv: per channel and kernel tap
 # rows; SkipLayerNormalization is the kernel the extended level fuses Add + LayerNormalization into
 # (on the host, onnxruntime 1.32's is ~10x slower per element than the unfused pair).
 ELEMENT_OPS: dict[str, float] = {
-    "HardSigmoid": 8.4, "HardSwish": 8.4, "Div": 12.0, "Reciprocal": 12.0, "Sqrt": 12.0,
-    "Exp": 10.4, "Log": 10.4, "Softplus": 10.4, "Sigmoid": 17.0, "Tanh": 16.0, "Erf": 26.0, "Gelu": 26.0,
-    "Where": 61.0, "LayerNormalization": 26.0, "SkipLayerNormalization": 282.0,
-    "Resize-nearest": 33.0, "Resize-linear": 92.0, "Resize-cubic": 92.0,  # per output element (2x upsampling)
+    "HardSigmoid": 8.7, "HardSwish": 17.0, "Div": 12.4, "Reciprocal": 12.3, "Sqrt": 12.2,
+    "Exp": 10.3, "Log": 94.0, "Softplus": 585.0, "Sigmoid": 17.2, "Tanh": 16.1, "Erf": 25.0,
+    "Where": 62.0, "LayerNormalization": 26.5, "SkipLayerNormalization": 285.0,
+    "Resize-nearest": 35.0, "Resize-linear": 95.0, "Resize-cubic": 4170.0,  # per output element (2x upsampling)
+    "Gelu": 25.0,  # not measured (opset 20; onnxruntime's own Gelu is a contrib op): assumed equal to Erf
 }
+UNMEASURED_ELEMENT_OPS = ("Gelu",)
 # Gather-like ops read only the rows they gather, not their whole table.
 GATHER_OPS = {"Gather", "GatherElements", "GatherND"}
 RUN_DISPATCHES = 15.0  # once per inference (session run, input/output binding)
 # ORT's extended level fuses these activations into a preceding Conv/Gemm (ConvActivationFusion);
-# with a fused level they cost nothing.
+# with a fused level they cost no dispatch and no memory pass, only their arithmetic.
 FUSABLE_ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid"}
 # Quantize/Dequantize around int8 ops are folded into QLinear kernels by ORT's QDQ transformers.
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
@@ -125,13 +128,32 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
+def _weight_dims(graphs: list[onnx.GraphProto], shapes: dict) -> dict[str, list[int]]:
+    """Dims of every tensor a kernel can take as its weights: initializers, the outputs of the
+    DequantizeLinear nodes of QDQ weights, and any other tensor whose inferred shape is fully known
+    (weights fed as graph inputs)."""
+    dims = {name: list(d) for name, d in shapes.items() if d and all(isinstance(v, int) for v in d)}
+    dims.update({t.name: list(t.dims) for g in graphs for t in g.initializer})
+    for g in graphs:
+        for n in g.node:
+            if n.op_type == "DequantizeLinear" and n.input and n.input[0] in dims and n.output:
+                dims.setdefault(n.output[0], dims[n.input[0]])
+    return dims
+
+
+def _weight_input(node: onnx.NodeProto) -> str | None:
+    """The name of a conv's weight input (QLinearConv keeps it at index 3)."""
+    i = 3 if node.op_type == "QLinearConv" else 1
+    return node.input[i] if len(node.input) > i else None
+
+
 def cost_class(node: onnx.NodeProto, work: NodeWork, weight_dims: dict[str, list[int]]) -> str:
     """The op class of flops.op_class, with depthwise and transposed convolutions apart."""
     if work.op_class == "conv":
         if node.op_type == "ConvTranspose":
             return "conv-transpose"
         group = int(_attr(node, "group", 1))
-        w = weight_dims.get(node.input[3 if node.op_type == "QLinearConv" else 1]) if len(node.input) > 1 else None
+        w = weight_dims.get(_weight_input(node)) if _weight_input(node) else None
         if group > 1 and w is not None and len(w) > 1 and w[1] == 1:
             return "conv-depthwise"
     return work.op_class
@@ -150,7 +172,7 @@ def efficiency(cls: str, flops: float, columns: int | None = None) -> float:
 def gemm_columns(node: onnx.NodeProto, cls: str, shapes: dict, weight_dims: dict) -> int | None:
     """N of the GEMM a conv/matmul node runs: output channels per group, or the output's last dim."""
     if cls == "conv" and node.op_type != "ConvTranspose":
-        w = weight_dims.get(node.input[3 if node.op_type == "QLinearConv" else 1]) if len(node.input) > 1 else None
+        w = weight_dims.get(_weight_input(node)) if _weight_input(node) else None
         if w:
             return max(1, int(w[0]) // int(_attr(node, "group", 1)))
         return None
@@ -208,7 +230,7 @@ def _depthwise_work(node: onnx.NodeProto, shapes: dict, weight_dims: dict) -> tu
     DW_CHANNEL_TAP_DISPATCHES). Fit on a grid of single depthwise convs (calibrate.fit_depthwise)."""
     x = shapes.get(node.input[0])
     y = shapes.get(node.output[0])
-    w = weight_dims.get(node.input[1]) if len(node.input) > 1 else None
+    w = weight_dims.get(_weight_input(node)) if _weight_input(node) else None
     if not x or not y or w is None or len(x) < 3 or any(d is None for d in x) or any(d is None for d in y):
         return None, 0.0
     channels, taps = int(x[1]), math.prod(w[2:])
@@ -326,9 +348,9 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
     for g in graphs:
         for n in g.node:
             node_work[_key(n)] = next(it)
-    weight_dims = {t.name: list(t.dims) for g in graphs for t in g.initializer}
     shapes = {k: v[0] for k, v in _shape_map(model).items()}
     producers = {o: n for g in graphs for n in g.node for o in n.output}
+    weight_dims = _weight_dims(graphs, shapes)
     cpu = _unit(profile, "cpu")
     accel_ids, _ = accelerator_nodes(model, profile)
     accel = None
@@ -362,7 +384,8 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
                 prod = producers.get(n.input[0])
                 if prod is not None and prod.op_type in ("Conv", "FusedConv", "Gemm") and consumers.get(n.input[0], 0) == 1:
                     # applied by the conv kernel to its output while in cache: arithmetic only
-                    c = fused_activation_cost(n, unit, precision, _numel(shapes.get(n.output[0])) if n.output else None)
+                    c = fused_activation_cost(n, unit, "fp32" if precision == "int8" else precision,
+                                              _numel(shapes.get(n.output[0])) if n.output else None)
                     costs.append(c)
                     total += c.total_us
                     continue
@@ -381,7 +404,9 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
             cols = None if on_accel else gemm_columns(n, cls, shapes, weight_dims)
             if cls == "conv" and not on_accel and _strided(n, weight_dims):
                 priced = (w.flops or 0.0) / STRIDED_CONV
-            c = node_time(w, cls, unit, precision, bw, (0.0 if on_accel else disp) + extra, flops=priced,
+            # in int8 models (QDQ, dynamic) the per-element ops between the quantized kernels run in fp32
+            node_precision = "fp32" if rate_class == "elementwise" and precision == "int8" else precision
+            c = node_time(w, cls, unit, node_precision, bw, (0.0 if on_accel else disp) + extra, flops=priced,
                           columns=cols, moved=moved, rate_class=rate_class, **cache)
             costs.append(c)
             total += c.total_us
@@ -413,7 +438,8 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         f"and {DW_CHANNEL_TAP_DISPATCHES:g} per channel, each per kernel tap; "
         f"{RUN_DISPATCHES:g} dispatches per inference for the session run",
         "transcendental/division elementwise ops priced per element: "
-        + ", ".join(f"{k} {v:g}" for k, v in sorted(ELEMENT_OPS.items())) + " operations",
+        + ", ".join(f"{k} {v:g}" for k, v in sorted(ELEMENT_OPS.items())) + " operations (host micro-benchmarks; "
+        + ", ".join(UNMEASURED_ELEMENT_OPS) + " assumed equal to Erf)",
         f"strided k x k convs at {STRIDED_CONV:g} of the stride-1 rate; "
         f"GEMM/conv efficiency scaled by min(1, FLOPs / {SATURATION_FLOPS:.0e})^{SMALL_EXP:g} for small kernels "
         f"and by min(1, N / {CHANNEL_SAT})^{CHANNEL_EXP:g} for N output channels/columns",

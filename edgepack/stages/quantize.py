@@ -215,23 +215,25 @@ def _at_least_opset(path: Path, opset: int, notes: list[str]) -> Path:
     return out
 
 
-def _streams(src: Path, notes: list[str]) -> bool:
-    """Whether ``src`` is quantized one weight at a time (see :mod:`.quantize_streamed`): only when its
-    weights exceed STREAM_ABOVE_BYTES, where whole-model quantization needs several times their bytes."""
+def _streams(src: Path, notes: list[str]) -> onnx.ModelProto | None:
+    """``src`` loaded without its external data when it is quantized one weight at a time (see
+    :mod:`.quantize_streamed`), else None: only when its weights exceed STREAM_ABOVE_BYTES, where
+    whole-model quantization needs several times their bytes."""
     from .quantize_streamed import can_stream
 
     size = _model_bytes(src)
     if size <= STREAM_ABOVE_BYTES:
-        return False
-    if not can_stream(onnx.load_model(str(src), load_external_data=False)):
+        return None
+    model = onnx.load_model(str(src), load_external_data=False)
+    if not can_stream(model):
         notes.append(f"model of {size / 2**20:.0f} MiB quantized whole: some MatMul/Gemm types are unknown "
                      "or weights sit in subgraphs, so it cannot be quantized one weight at a time")
-        return False
+        return None
     notes.append(f"model of {size / 2**20:.0f} MiB (above {STREAM_ABOVE_BYTES // 2**20} MiB): quant_pre_process "
                  "skipped (it loads the whole model several times; the prepare stage already ran onnxruntime's "
                  "basic optimizations); each MatMul/Gemm quantized on its own by quantize_dynamic with the same "
                  "settings, one weight in memory at a time")
-    return True
+    return model
 
 
 def _dynamic_int8(src: Path, dst: Path, recipe: Recipe, notes: list[str]) -> dict:
@@ -256,10 +258,12 @@ def _dynamic_int8(src: Path, dst: Path, recipe: Recipe, notes: list[str]) -> dic
         )
 
     try:
-        if _streams(src, notes):
+        model = _streams(src, notes)
+        if model is not None:
             from .quantize_streamed import quantize_dynamic_streamed
 
-            quantize_dynamic_streamed(src, dst, list(DYNAMIC_OP_TYPES), lambda a, b: run(a, b, False))
+            quantize_dynamic_streamed(src, dst, list(DYNAMIC_OP_TYPES), lambda a, b: run(a, b, False), model)
+            del model
         else:
             pre = _quantizer_input(src, dst, recipe.per_channel, notes)
             run(pre, dst, _model_bytes(pre) > LARGE_MODEL_BYTES)

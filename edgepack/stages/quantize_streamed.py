@@ -118,10 +118,23 @@ def can_stream(model: onnx.ModelProto) -> bool:
     return True
 
 
+STASH_ABOVE_BYTES = 1 << 16  # weights stored inside the model larger than this are set aside for inference
+
+
 def _types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
-    """Value types from ONNX shape inference; it reads dims only, never the weights' bytes."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    g = inferred.graph
+    """Value types from ONNX shape inference, with the bytes of large in-file weights set aside while it
+    runs (it serializes and re-parses the whole model; dims are all it needs from a weight, while
+    small tensors such as Reshape shapes keep their values)."""
+    stash: dict[int, bytes] = {}
+    for i, t in enumerate(model.graph.initializer):
+        if len(t.raw_data) > STASH_ABOVE_BYTES:
+            stash[i] = t.raw_data
+            t.ClearField("raw_data")
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+    finally:
+        for i, raw in stash.items():
+            model.graph.initializer[i].raw_data = raw
     return {vi.name: vi for vi in (*g.input, *g.value_info, *g.output)}
 
 
@@ -134,11 +147,14 @@ def _used_names(graph: onnx.GraphProto) -> set[str]:
     return used
 
 
-def quantize_dynamic_streamed(src: Path, dst: Path, op_types: list[str], quantize_one) -> int:
+def quantize_dynamic_streamed(src: Path, dst: Path, op_types: list[str], quantize_one,
+                              model: onnx.ModelProto | None = None) -> int:
     """Quantize the MatMul/Gemm nodes of ``src`` one at a time with ``quantize_one(in_path, out_path)``
     (``quantize_dynamic`` with the recipe's settings) and write the model to ``dst`` with every
-    initializer in ``dst``.data; returns how many nodes went through the quantizer."""
-    model = onnx.load_model(str(src), load_external_data=False)
+    initializer in ``dst``.data; returns how many nodes went through the quantizer. ``model``: ``src``
+    already loaded without its external data (it is modified)."""
+    if model is None:
+        model = onnx.load_model(str(src), load_external_data=False)
     model_dir = src.parent
     inits = {t.name: t for t in model.graph.initializer}
     types = _types(model)

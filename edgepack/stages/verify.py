@@ -206,7 +206,10 @@ def _lean(ort, so) -> None:
     so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
 
 
-def _session(path: Path, threads: int, level: str | None = None, disabled_optimizers: list[str] | tuple = ()):
+def _session(path: Path, threads: int, level: str | None = None, disabled_optimizers: list[str] | tuple = (),
+             lean: bool | None = None):
+    """An onnxruntime CPU session; ``lean`` (default: the model is above SEQUENTIAL_ABOVE_BYTES) uses
+    the memory-lean options of :func:`_lean`."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -216,7 +219,7 @@ def _session(path: Path, threads: int, level: str | None = None, disabled_optimi
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
-    if _model_bytes_on_disk(path) > SEQUENTIAL_ABOVE_BYTES:
+    if lean if lean is not None else _model_bytes_on_disk(path) > SEQUENTIAL_ABOVE_BYTES:
         _lean(ort, so)
         return_freed_memory()  # what earlier steps freed goes back before the weights come in
     try:
@@ -305,9 +308,10 @@ def interleaved(run_a, run_b, *, warmup: int = 3, runs: int = 20, budget_s: floa
 
 
 def measure_latency(path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20,
-                    level: str | None = None, disabled_optimizers: list[str] | tuple = ()) -> dict:
+                    level: str | None = None, disabled_optimizers: list[str] | tuple = (),
+                    lean: bool | None = None) -> dict:
     """Median/p10/p90 milliseconds of ``runs`` runs of one sample after ``warmup`` runs."""
-    sess = _session(Path(path), threads, level, disabled_optimizers)
+    sess = _session(Path(path), threads, level, disabled_optimizers, lean)
     for _ in range(warmup):
         _run(sess, sample)
     return _summary([_ms(lambda: _run(sess, sample)) for _ in range(max(runs, 1))], threads)
@@ -324,15 +328,17 @@ def compare_latency(
     Both sessions use the same ``level`` and ``disabled_optimizers`` (onnxruntime's defaults if None).
     """
     if _model_bytes_on_disk(ref_path) + _model_bytes_on_disk(cand_path) > SEQUENTIAL_ABOVE_BYTES:
-        # too large to hold both sessions at once: one after the other (less robust to noise, says so)
+        # too large to hold both sessions at once: one after the other (less robust to noise, says so),
+        # both with the same memory-lean options so their ratio compares like with like
         r = measure_latency(ref_path, sample, threads=threads, warmup=warmup, runs=runs, level=level,
-                            disabled_optimizers=disabled_optimizers)
+                            disabled_optimizers=disabled_optimizers, lean=True)
         c = measure_latency(cand_path, sample, threads=threads, warmup=warmup, runs=runs, level=level,
-                            disabled_optimizers=disabled_optimizers)
+                            disabled_optimizers=disabled_optimizers, lean=True)
         r["order"] = c["order"] = "sequential (large models: one session at a time)"
-        return {"ref": r, "cand": c, "ratio": c["median_ms"] / r["median_ms"] if r["median_ms"] > 0 else None}
-    ref = _session(Path(ref_path), threads, level, disabled_optimizers)
-    cand = _session(Path(cand_path), threads, level, disabled_optimizers)
+        return {"ref": r, "cand": c, "ratio": c["median_ms"] / r["median_ms"] if r["median_ms"] > 0 else None,
+                "lean": True}
+    ref = _session(Path(ref_path), threads, level, disabled_optimizers, lean=False)
+    cand = _session(Path(cand_path), threads, level, disabled_optimizers, lean=False)
     ref_ms, cand_ms = interleaved(lambda: _run(ref, sample), lambda: _run(cand, sample), warmup=warmup, runs=runs,
                                   budget_s=budget_s)
     r, c = _summary(ref_ms, threads), _summary(cand_ms, threads)
@@ -369,6 +375,7 @@ def verify_stage(ctx, decisions: list[str]):
         lat = compare_latency(m.source.path, m.artifact, m.verify_inputs[0], **settings)
         measured[m.name] = {"where": "this build host, onnxruntime CPUExecutionProvider (a measurement of the host, "
                                      "not of the target device)",
-                            "session": settings, "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"]}
+                            "session": {**settings, "lean": lat.get("lean", False)},
+                            "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"]}
         models.append(_replace(m, verification=verification))
     return ctx.with_models(models).measure("host_latency", measured)
