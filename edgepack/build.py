@@ -61,8 +61,36 @@ def _check_output(out: Path, models: list[Path], targets: list[TargetProfile], f
     if not os.access(probe, os.W_OK):
         msg = f"output folder {out} is not writable"
         raise OutputError(msg)
+    _check_creatable(out, out_abs)
     for t in targets:
         check_destination(out, t.name, force)
+
+
+def _check_creatable(out: Path, out_abs: Path) -> None:
+    """Create the missing folders of ``out`` and remove them again, before any work: permission bits
+    do not tell (root passes them) whether a read-only or virtual file system (/proc) takes a folder.
+    Only folders inside the output path are touched, and only empty ones are removed."""
+    missing = []
+    p = out_abs
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    created: list[Path] = []
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+            created.append(d)
+    except FileExistsError:
+        pass  # another build created it meanwhile: it can be created
+    except OSError as exc:
+        msg = f"output folder {out} cannot be created: {exc.strerror or exc}"
+        raise OutputError(msg) from None
+    finally:
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # no longer empty: another build is writing there
 
 
 def _names(loaded: list[LoadedModel]) -> list[str]:

@@ -140,7 +140,11 @@ def clean_leftovers(out: Path, target: str) -> None:
 def write_bundle(ctx: Context, out: Path, readme: str, force: bool) -> tuple[Path, dict[str, Any]]:
     """Stage every file, write the manifest last, then move the bundle into place atomically."""
     dest = check_destination(out, ctx.target.name, force)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"output folder {out} cannot be created: {exc.strerror or exc}"
+        raise OutputError(msg) from None
     clean_leftovers(out, ctx.target.name)
     staging = out / f".{ctx.target.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:

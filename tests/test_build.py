@@ -135,6 +135,8 @@ def test_without_calibration_static_int8_is_not_guessed(tmp_path):
         (["--target", "nope", "-o", "{out}"], "unknown target 'nope'"),
         (["-o", "{out}"], "the following arguments are required: --target"),
         (["--target", "android-nnapi", "-o", "{existing}"], "already exists and is not empty; pass --force"),
+        # a file system no folder can be made on (root passes permission checks, so those cannot tell)
+        (["--target", "android-nnapi", "-o", "/proc/edgepack-out/x"], "/proc/edgepack-out/x cannot be created"),
     ],
 )
 def test_bad_build_input(tmp_path, cli, args, expected):
