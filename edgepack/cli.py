@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Sequence
 
-from .errors import EdgepackError, UsageError
+from .errors import EdgepackError, OutputError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -223,10 +223,23 @@ def _cmd_calibrate(args) -> int:
         raise UsageError(f"-o {args.output}: the profile file must end in .toml")
     if args.threads < 1:
         raise UsageError("--threads must be 1 or more")
+    if not out.parent.resolve().is_dir():
+        raise UsageError(f"-o {args.output}: folder {out.parent} does not exist")
+    if out.exists() and not out.is_file():
+        raise UsageError(f"-o {args.output}: exists and is not a file")
+    if not out.exists():  # can a file be made there at all (root passes permission checks on /proc too)?
+        try:
+            out.open("x").close()
+            out.unlink()
+        except OSError as exc:
+            raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     load_target(args.base)
     print(f"measuring this machine (GEMM, conv, depthwise, int8, elementwise, cache and memory bandwidth, dispatch overhead; {args.threads} thread)...",
           file=sys.stderr, flush=True)
-    run_calibration(args.base, out, threads=args.threads, small=args.quick, name=args.name)
+    try:
+        run_calibration(args.base, out, threads=args.threads, small=args.quick, name=args.name)
+    except OSError as exc:
+        raise OutputError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     profile = load_target(str(out))
     cpu = next(u for u in profile.device.units if u.kind == "cpu")
     print(f"wrote {out}: extends {args.base}; measured cpu " +

@@ -261,3 +261,12 @@ def test_calibrate_writes_a_profile_that_extends_its_base(cli, tmp_path):
     assert code == 0 and "estimated (fp32" in stdout
     code, _, err = cli("calibrate", "-o", tmp_path / "x.txt")
     assert code == 2 and "must end in .toml" in err
+
+
+@pytest.mark.parametrize(("where", "expected"), [("{tmp}/nodir/p.toml", "does not exist"),
+                                                  ("/proc/edgepack-p.toml", "cannot write /proc/edgepack-p.toml"),
+                                                  ("{tmp}", "must end in .toml")])
+def test_calibrate_bad_output_is_one_line_before_measuring(tmp_path, cli, where, expected):
+    code, out, err = cli("calibrate", "-o", where.format(tmp=tmp_path), "--quick")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert list(tmp_path.iterdir()) == []
