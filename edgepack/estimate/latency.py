@@ -276,15 +276,6 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
     return out
 
 
-def fused_activation_cost(n: onnx.NodeProto, unit: ComputeUnit, precision: str, elements: int | None) -> NodeCost:
-    """An activation fused into the Conv/Gemm before it: no dispatch, no memory pass, but its arithmetic
-    (ELEMENT_OPS per element, 1 for the cheap ones) at the elementwise rate."""
-    peak, used = _peak(unit, precision)
-    ops = (elements or 0) * ELEMENT_OPS.get(n.op_type, 1.0)
-    compute_us = ops / (peak * 1e3 * EFFICIENCY["elementwise"]) if ops else 0.0
-    return NodeCost(n.name or n.op_type, n.op_type, "elementwise", unit.name, used, compute_us, 0.0, 0.0)
-
-
 def _strided(n: onnx.NodeProto, weight_dims: dict) -> bool:
     """A Conv with a stride above 1 and a kernel larger than 1 x 1."""
     w = weight_dims.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 1 else None
@@ -299,10 +290,11 @@ def _element_op(n: onnx.NodeProto) -> str:
     return n.op_type
 
 
-def _skip_layernorms(g: onnx.GraphProto, consumers: dict[str, int], shapes: dict) -> dict[tuple, tuple]:
+def _skip_layernorms(g: onnx.GraphProto, producers: dict[str, onnx.NodeProto], consumers: dict[str, int],
+                     shapes: dict) -> dict[tuple, tuple]:
     """{LayerNormalization key: Add key} for the Add -> LayerNormalization pairs onnxruntime's extended
-    level fuses into SkipLayerNormalization (3-D input, the Add's output used only by the norm)."""
-    producers = {o: n for n in g.node for o in n.output}
+    level fuses into SkipLayerNormalization (3-D input, the Add's output used only by the norm);
+    ``producers`` and ``consumers`` are the graph's own."""
     out = {}
     for n in g.node:
         if n.op_type != "LayerNormalization" or not n.input:
@@ -316,10 +308,9 @@ def _skip_layernorms(g: onnx.GraphProto, consumers: dict[str, int], shapes: dict
     return out
 
 
-def _swish_muls(g: onnx.GraphProto, consumers: dict[str, int]) -> set[tuple]:
+def _swish_muls(g: onnx.GraphProto, producers: dict[str, onnx.NodeProto], consumers: dict[str, int]) -> set[tuple]:
     """Keys of the Mul nodes of x * Sigmoid(x) (SiLU/Swish), which onnxruntime's extended level fuses
     with the Sigmoid into one QuickGelu kernel costing about what the Sigmoid alone does."""
-    producers = {o: n for n in g.node for o in n.output}
     out = set()
     for n in g.node:
         if n.op_type != "Mul" or len(n.input) != 2:
@@ -366,11 +357,12 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
     def graph_cost(g: onnx.GraphProto) -> float:
         nonlocal unknown
         consumers = _consumers(g)
-        skip_ln = _skip_layernorms(g, consumers, shapes) if fused else {}
-        swish_muls = _swish_muls(g, consumers) if fused else set()
+        local = {o: n for n in g.node for o in n.output}
+        skip_ln = _skip_layernorms(g, local, consumers, shapes) if fused else {}
+        absorbed = {*skip_ln.values(), *(_swish_muls(g, local, consumers) if fused else ())}
         total = 0.0
         for n in g.node:
-            if _key(n) in skip_ln.values() or _key(n) in swish_muls:
+            if _key(n) in absorbed:
                 continue  # fused into the SkipLayerNormalization / QuickGelu priced at its norm / Sigmoid
             w = node_work[_key(n)]
             if w.flops is None:
@@ -380,17 +372,16 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
             cls = cost_class(n, w, weight_dims)
             if precision == "int8" and n.op_type in QDQ_OPS:
                 continue  # folded into QLinear kernels
-            if fused and n.op_type in FUSABLE_ACTIVATIONS and n.input:
-                prod = producers.get(n.input[0])
-                if prod is not None and prod.op_type in ("Conv", "FusedConv", "Gemm") and consumers.get(n.input[0], 0) == 1:
-                    # applied by the conv kernel to its output while in cache: arithmetic only
-                    c = fused_activation_cost(n, unit, "fp32" if precision == "int8" else precision,
-                                              _numel(shapes.get(n.output[0])) if n.output else None)
-                    costs.append(c)
-                    total += c.total_us
-                    continue
+            prod = producers.get(n.input[0]) if n.input else None
+            into_conv = (fused and n.op_type in FUSABLE_ACTIVATIONS and prod is not None
+                         and prod.op_type in ("Conv", "FusedConv", "Gemm") and consumers.get(n.input[0], 0) == 1)
             priced, extra, moved, rate_class = None, 0.0, None, None
-            if cls == "conv-depthwise" and not on_accel:
+            if into_conv:
+                # applied by the conv kernel to its output while in cache: its arithmetic only (no
+                # dispatch, no memory pass), ELEMENT_OPS per element, 1 for the cheap ones
+                elems = _numel(shapes.get(n.output[0])) if n.output else None
+                priced, moved, rate_class = (elems or 0) * ELEMENT_OPS.get(n.op_type, 1.0), 0.0, "elementwise"
+            elif cls == "conv-depthwise" and not on_accel:
                 priced, fixed = _depthwise_work(n, shapes, weight_dims)
                 extra = fixed * disp
             elif _element_op(n) in ELEMENT_OPS and not on_accel and n.output:
@@ -406,7 +397,7 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
                 priced = (w.flops or 0.0) / STRIDED_CONV
             # in int8 models (QDQ, dynamic) the per-element ops between the quantized kernels run in fp32
             node_precision = "fp32" if rate_class == "elementwise" and precision == "int8" else precision
-            c = node_time(w, cls, unit, node_precision, bw, (0.0 if on_accel else disp) + extra, flops=priced,
+            c = node_time(w, cls, unit, node_precision, bw, (0.0 if on_accel or into_conv else disp) + extra, flops=priced,
                           columns=cols, moved=moved, rate_class=rate_class, **cache)
             costs.append(c)
             total += c.total_us
