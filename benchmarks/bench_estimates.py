@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from edgepack.estimate._prepare import analysis_model  # noqa: E402
-from edgepack.estimate.calibrate import run_calibration  # noqa: E402
+from edgepack.estimate.calibrate import gemm_rate, run_calibration  # noqa: E402
 from edgepack.estimate.latency import breakdown  # noqa: E402
 from edgepack.shapes import fix_input_shapes  # noqa: E402
 from edgepack.stages.verify import measure_latency  # noqa: E402
@@ -65,16 +65,6 @@ def model_path(key: str) -> Path | None:
 
 ATTEMPTS = 3
 STABLE_WITHIN = 0.10
-
-
-def gemm_rate(folder: Path) -> float:
-    """The fp32 GEMM rate (GOPS) now, timed as calibrate times it (its first micro-benchmark)."""
-    from edgepack.estimate.calibrate import Sizes, _time_ms, chain_model, gemm_model
-
-    sizes = Sizes()
-    model, flops = gemm_model(sizes.gemm)
-    one = _time_ms(chain_model(1), 1, sizes.runs * 10, folder, "drift_one")
-    return flops / (max(_time_ms(model, 1, sizes.runs, folder, "drift_gemm") - one, 1e-6) * 1e6)
 
 
 def sample_for(model: onnx.ModelProto, special: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -174,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs = int(min(5000, max(args.runs, 1000.0 / max(probe, 1e-3))))
                 stats = measure_latency(fixed_path, feed, threads=1, runs=runs, level="extended")
                 measured, p10 = stats["median_ms"], stats["p10_ms"]
-                drift = gemm_rate(Path(tmp)) / calib["gemm_fp32_gops"] - 1.0 if calib else 0.0
+                drift = gemm_rate() / calib["gemm_fp32_gops"] - 1.0 if calib else 0.0
                 if abs(drift) <= STABLE_WITHIN:
                     break
                 print(f"{key}: GEMM rate moved {100 * drift:+.0f}% during the measurement; redoing", file=sys.stderr)

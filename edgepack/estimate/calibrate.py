@@ -269,6 +269,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def gemm_rate(threads: int = 1, sizes: Sizes = Sizes()) -> float:
+    """The fp32 GEMM rate (GOPS) now, timed as :func:`measure` times it (a check that the machine's
+    speed has not moved since a calibration)."""
+    with tempfile.TemporaryDirectory(prefix="edgepack-calibrate-") as tmp:
+        one_ms = _time_ms(chain_model(1), threads, sizes.runs * 10, Path(tmp), "one")
+        model, flops = gemm_model(sizes.gemm)
+        return flops / (max(_time_ms(model, threads, sizes.runs, Path(tmp), "gemm") - one_ms, 1e-6) * 1e6)
+
+
 def measure(threads: int = 1, sizes: Sizes = Sizes(), rounds: int = 3) -> dict:
     """Run the micro-benchmarks ``rounds`` times; the median of each figure (a shared or throttling
     machine varies by tens of percent between rounds). Rates in GOPS, bandwidth GB/s, overhead us."""
@@ -297,10 +306,12 @@ def _measure_once(threads: int, sizes: Sizes) -> dict:
         if_ms = _time_ms(if_chain_model(sizes.chain // 4), threads, sizes.runs, folder, "ifs")
         out["if_us"] = max(if_ms - one_ms, 0.0) * 1e3 / (sizes.chain // 4)
 
+        def net_ms(model, name):  # beyond a one-node session run
+            return _time_ms(model, threads, sizes.runs, folder, name) - disp_ms
+
         def rate(model_flops, name):
             model, flops = model_flops
-            ms = max(_time_ms(model, threads, sizes.runs, folder, name) - disp_ms, 1e-6)
-            return flops / (ms * 1e6)  # GOPS
+            return flops / (max(net_ms(model, name), 1e-6) * 1e6)  # GOPS
 
         out["gemm_fp32_gops"] = rate(gemm_model(sizes.gemm), "gemm")
         out["conv_fp32_gops"] = rate(conv_model(sizes.conv_c, sizes.conv_hw), "conv")
@@ -309,22 +320,21 @@ def _measure_once(threads: int, sizes: Sizes) -> dict:
         out["dwconv_fp32_gops"] = rate(conv_model(sizes.dw_c, sizes.conv_hw, depthwise=True), "dwconv")
         dw_samples = []
         for c, h, w, k, st in DEPTHWISE_GRID:
-            us = (_time_ms(depthwise_model(c, h, w, k, st), threads, sizes.runs, folder, f"dw{c}_{h}_{w}_{k}_{st}") - disp_ms) * 1e3
-            dw_samples.append((c, h, w, k, st, us))
+            dw_samples.append((c, h, w, k, st, net_ms(depthwise_model(c, h, w, k, st), f"dw{c}_{h}_{w}_{k}_{st}") * 1e3))
         a, b, c = fit_depthwise(dw_samples)
         out["dw_mac_gops"] = 2e-3 / a if a > 0 else out["dwconv_fp32_gops"]  # as FLOPs (2 per MAC)
         out["dw_row_tap_us"], out["dw_channel_tap_us"] = b, c
-        # per-element cost of arithmetic-heavy elementwise ops on a cache-resident tensor
+        # per-element cost of arithmetic-heavy elementwise ops on a cache-resident tensor:
+        # (key, model, output elements); Resize is 2x upsampling, LayerNormalization over 384-wide rows
         n = sizes.add_cache_elems
-        out["element_ns"] = {op: max(_time_ms(unary_model(op, n), threads, sizes.runs, folder, f"u{op}") - disp_ms, 0.0) * 1e6 / n
-                             for op in ELEMENT_OPS}
-        for mode in ("nearest", "linear", "cubic"):  # 2x upsampling, priced per output element
-            ms = _time_ms(resize_model(n // 4, mode), threads, sizes.runs, folder, f"resize_{mode}") - disp_ms
-            out["element_ns"][f"Resize-{mode}"] = max(ms, 0.0) * 1e6 / (4 * (n // 4))
-        ln_rows, ln_hidden = max(n // 384, 1), 384
-        for name, skip in (("LayerNormalization", False), ("SkipLayerNormalization", True)):
-            ms = _time_ms(layernorm_model(ln_rows, ln_hidden, skip=skip), threads, sizes.runs, folder, name) - disp_ms
-            out["element_ns"][name] = max(ms, 0.0) * 1e6 / (ln_rows * ln_hidden)
+        rows = max(n // 384, 1)
+        element_models = [
+            *((op, unary_model(op, n), n) for op in ELEMENT_OPS),
+            *((f"Resize-{mode}", resize_model(n // 4, mode), 4 * (n // 4)) for mode in ("nearest", "linear", "cubic")),
+            *((name, layernorm_model(rows, 384, skip=skip), rows * 384)
+              for name, skip in (("LayerNormalization", False), ("SkipLayerNormalization", True))),
+        ]
+        out["element_ns"] = {key: max(net_ms(model, key), 0.0) * 1e6 / elements for key, model, elements in element_models}
         # the per-core cache: streaming Add rate over growing working sets; the knee is the largest
         # working set still moving faster than halfway between the cache-resident and DRAM rates
         ladder = []
