@@ -159,3 +159,20 @@ def test_large_pairs_are_timed_with_the_same_lean_sessions(tmp_path, monkeypatch
     monkeypatch.setattr(verify, "_lean", lambda ort, so: (seen.append(True), real(ort, so)))
     lat = verify.compare_latency(src, src, {"x": np.zeros((2, 64), np.float32)}, runs=3)
     assert lat["lean"] is True and len(seen) == 2 and lat["ref"]["order"].startswith("sequential")
+
+
+def test_fp16_of_an_external_data_model_streams_its_weights(tmp_path):
+    from edgepack.stages import quantize
+
+    src = _mlp(tmp_path)
+    (tmp_path / "h").mkdir()
+    dst = tmp_path / "h" / "half.onnx"
+    quantize._fp16(src, dst, [])
+    stored = onnx.load_model(str(dst), load_external_data=False)
+    external = [t for t in stored.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    assert external and all(t.data_type == TensorProto.FLOAT16 for t in external)
+    offsets = [int({e.key: e.value for e in t.external_data}["offset"]) for t in external]
+    assert all(o % 64 == 0 for o in offsets)
+    assert dst.with_name("half.onnx.data").stat().st_size <= (tmp_path / "mlp.data").stat().st_size // 2 + 64 * len(external)
+    feed = [{"x": np.random.default_rng(3).standard_normal((2, 64)).astype(np.float32)}]
+    np.testing.assert_allclose(verify.run_model(dst, feed)[0]["y"], verify.run_model(src, feed)[0]["y"], rtol=0, atol=1e-2)

@@ -306,25 +306,20 @@ def _stream_external_weights(model: onnx.ModelProto, src_dir: Path, dst: Path) -
     tensors whose type the fp16 converter flipped to FLOAT16 (their bytes are still float32)."""
     from onnxruntime.transformers.float16 import convert_np_to_float16
 
-    data_name = dst.name + ".data"
-    with (dst.parent / data_name).open("wb") as out:
+    from .quantize_streamed import ExternalWeights, read_external
+
+    weights = ExternalWeights(dst, align=64)  # aligned as onnx's own writer does for mmap
+    try:
         for t in model.graph.initializer:
             if t.data_location != onnx.TensorProto.EXTERNAL:
                 continue
-            info = {e.key: e.value for e in t.external_data}
-            offset, length = int(info.get("offset", 0)), int(info["length"])
-            raw = np.fromfile(src_dir / info["location"], dtype=np.uint8, count=length, offset=offset)
-            if t.data_type == onnx.TensorProto.FLOAT16 and length == 4 * int(np.prod(t.dims, dtype=np.int64)):
+            raw = read_external(t, src_dir)
+            if t.data_type == onnx.TensorProto.FLOAT16 and raw.nbytes == 4 * int(np.prod(t.dims, dtype=np.int64)):
                 raw = convert_np_to_float16(raw.view(np.float32)).astype(np.float16).view(np.uint8)
-            pad = (-out.tell()) % 64  # keep every tensor aligned, as onnx's own writer does for mmap
-            out.write(b"\0" * pad)
-            start = out.tell()
-            out.write(raw.tobytes())
-            del t.external_data[:]
-            for key, value in (("location", data_name), ("offset", str(start)), ("length", str(raw.nbytes))):
-                entry = t.external_data.add()
-                entry.key, entry.value = key, value
+            weights.put(t, raw.tobytes())
             del raw
+    finally:
+        weights.close()
     dst.write_bytes(model.SerializeToString())
 
 

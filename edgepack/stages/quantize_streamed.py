@@ -26,14 +26,19 @@ from ..model import iter_graphs
 ALIGN = 4096  # offsets a page apart let onnxruntime map weights instead of copying them
 
 
+def read_external(t: onnx.TensorProto, model_dir: Path) -> np.ndarray:
+    """The bytes (uint8) of external initializer ``t``, read from its file in ``model_dir``."""
+    info = {e.key: e.value for e in t.external_data}
+    return np.fromfile(model_dir / info["location"], dtype=np.uint8, count=int(info["length"]),
+                       offset=int(info.get("offset", 0)))
+
+
 def _loaded(t: onnx.TensorProto, model_dir: Path) -> onnx.TensorProto:
     """A copy of initializer ``t`` with its data inside (external data read from ``model_dir``)."""
     out = onnx.TensorProto()
     out.CopyFrom(t)
     if t.data_location == onnx.TensorProto.EXTERNAL:
-        info = {e.key: e.value for e in t.external_data}
-        out.raw_data = np.fromfile(model_dir / info["location"], dtype=np.uint8, count=int(info["length"]),
-                                   offset=int(info.get("offset", 0))).tobytes()
+        out.raw_data = read_external(t, model_dir).tobytes()
         del out.external_data[:]
         out.data_location = onnx.TensorProto.DEFAULT
     return out
@@ -67,15 +72,18 @@ def _one_node_model(model: onnx.ModelProto, node: onnx.NodeProto, inits: dict[st
     return one
 
 
-class _Weights:
-    """The output model's external-data file: tensors appended one at a time, page-aligned."""
+class ExternalWeights:
+    """A model's external-data file ``<dst>.data``: tensors appended one at a time, each at an offset
+    that is a multiple of ``align``."""
 
-    def __init__(self, dst: Path):
+    def __init__(self, dst: Path, align: int = ALIGN):
         self.name = dst.name + ".data"
+        self._align = align
         self._file = (dst.parent / self.name).open("wb")
 
     def put(self, t: onnx.TensorProto, raw: bytes) -> None:
-        self._file.write(b"\0" * ((-self._file.tell()) % ALIGN))
+        """Append ``raw`` and point ``t`` at it."""
+        self._file.write(b"\0" * ((-self._file.tell()) % self._align))
         start = self._file.tell()
         self._file.write(raw)
         t.ClearField("raw_data")
@@ -89,7 +97,7 @@ class _Weights:
         self._file.close()
 
 
-def _external(t: onnx.TensorProto, weights: _Weights, model_dir: Path) -> onnx.TensorProto:
+def _external(t: onnx.TensorProto, weights: ExternalWeights, model_dir: Path) -> onnx.TensorProto:
     """``t`` stored in ``weights`` (its bytes copied from wherever they are now)."""
     out = _loaded(t, model_dir)
     if out.HasField("raw_data"):
@@ -158,7 +166,7 @@ def quantize_dynamic_streamed(src: Path, dst: Path, op_types: list[str], quantiz
     model_dir = src.parent
     inits = {t.name: t for t in model.graph.initializer}
     types = _types(model)
-    weights = _Weights(dst)
+    weights = ExternalWeights(dst)
     nodes: list[onnx.NodeProto] = []
     produced: set[str] = set()
     kept: dict[str, onnx.TensorProto] = {}
