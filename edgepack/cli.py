@@ -171,13 +171,28 @@ def _cmd_compare(args) -> int:
         from .report_files import markdown
 
         print(markdown(report))
-        print(f"reports: {Path(args.output) / 'report.json'}, report.md, report.html")
+        _print_compare_summary(report, Path(args.output))
     failed = [b for b in report["budgets"] if b["passed"] is False]
     for b in failed:
         print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
     for target, why in report["failed_targets"].items():
         print(f"target not built: {why}", file=sys.stderr)
     return 1 if failed or report["failed_targets"] else 0
+
+
+def _print_compare_summary(report: dict, out) -> None:
+    """The last lines of ``compare``: one line per target, then where the report is."""
+    print()
+    for name, t in report["targets"].items():
+        recipes = ", ".join(sorted(set(t.get("recipes", {}).values()))) or "-"
+        acc = t.get("accuracy") or {}
+        checked = f"cos {acc['cosine_min']:.4f}" if acc.get("cosine_min") is not None else "not verified"
+        lat = (t.get("estimates") or {}).get("latency_ms") or {}
+        est = f", ~{lat['value']:.3g} ms on the device (estimated)" if lat.get("value") is not None else ""
+        print(f"  {name}: {recipes}, {t['bundle_bytes'] / 1e6:.2f} MB bundle, {checked}{est}")
+    for name, why in report.get("failed_targets", {}).items():
+        print(f"  {name}: NOT BUILT - {why}")
+    print(f"report: {out / 'report.html'} (also report.md, report.json)")
 
 
 def _cmd_verify(args) -> int:
