@@ -184,8 +184,24 @@ def page_crops() -> tuple[np.ndarray, ...]:
         a0, b0 = max(0, int(x0 / ratio) - pad), max(0, int(y0 / ratio) - pad)
         a1, b1 = min(img.shape[1], int(x1 / ratio) + pad), min(img.shape[0], int(y1 / ratio) + pad)
         if b1 - b0 >= 8 and a1 - a0 >= 16:
-            crops.append(np.ascontiguousarray(img[b0:b1, a0:a1]))
+            crops += _split_at_gaps(np.ascontiguousarray(img[b0:b1, a0:a1]))
     return tuple(crops)
+
+
+def _split_at_gaps(line: np.ndarray, max_ratio: float = 6.0) -> list[np.ndarray]:
+    """A long line cut at blank columns (between words) into pieces no wider than ``max_ratio`` x height,
+    so it fits the recognizers' fixed 320-wide input at height 48 without being squeezed."""
+    h, w = line.shape[:2]
+    grey = line.mean(axis=2)
+    ink = np.convolve((grey.max() - grey).sum(axis=0), np.ones(5), mode="same")  # darkness, 5-column window
+    pieces, start, limit = [], 0, int(max_ratio * h)
+    while w - start > limit:
+        lo = start + limit // 2
+        cut = lo + int(np.argmin(ink[lo:start + limit]))  # the lightest gap in the second half
+        pieces.append(np.ascontiguousarray(line[:, start:cut]))
+        start = cut
+    pieces.append(np.ascontiguousarray(line[:, start:]))
+    return [p for p in pieces if p.shape[1] >= h]
 
 
 # ------------------------------------------------------------------------------ public API
