@@ -76,6 +76,7 @@ def test_install_only_when_something_changed(tmp_path, stamp, want, installs):
     assert r.stdout.strip().endswith("ready")
     calls = log.read_text() if log.exists() else ""
     assert (f'install --quiet -e .[{want}]' in calls) is installs
+    assert ("--no-deps -r tests/requirements-nodeps.txt" in calls) is (installs and want == "dev")
     stamp_lines = (venv / ".edgepack-install").read_text().splitlines()
     assert stamp_lines[0] == _digest()
     if installs:
