@@ -103,6 +103,13 @@ def host_onnxruntime() -> str:
     return onnxruntime.__version__
 
 
+def emulation_for(profile) -> dict | None:
+    """``{arch, cpu}`` for :func:`run` if the PyPI wheel is the profile's runtime (glibc Linux, CPU EP), else None."""
+    if profile.engine != "onnxruntime" or profile.execution_provider != "CPU" or profile.abi != "aarch64-linux-gnu":
+        return None
+    return {"arch": "aarch64", "cpu": profile.cpu}
+
+
 def qemu_binary(arch: str = "aarch64") -> str:
     name = _arch(arch)["qemu"]
     found = shutil.which(f"{name}-static") or shutil.which(name)
@@ -120,8 +127,7 @@ def _qemu_facts(binary: str) -> tuple[str, tuple[str, ...]]:
     except (OSError, subprocess.SubprocessError) as exc:
         msg = f"{binary} does not run: {exc}"
         raise EmulatorError(msg) from None
-    m = re.search(r"version (\S+)", ver)
-    return (m.group(1) if m else "unknown"), tuple(cpus.split()[2:])  # after "Available CPUs:"
+    return next(iter(re.findall(r"version (\S+)", ver)), "unknown"), tuple(cpus.split()[2:])  # after "Available CPUs:"
 
 
 def qemu_cpu(name: str | None, arch: str = "aarch64") -> str:
@@ -152,10 +158,9 @@ def plan(stamp: dict | None, host_ort: str, arch: str) -> str:
 def available(arch: str = "aarch64", root: str | Path | None = None) -> tuple[bool, str]:
     """(True, where) when models can run under emulation now, else (False, what is missing). Fast: no run."""
     try:
-        qemu = qemu_binary(arch)
+        qemu, root = qemu_binary(arch), default_root(arch, root)
     except EmulatorError as exc:
         return False, str(exc)
-    root = default_root(arch, root)
     stamp, host = read_stamp(root), host_onnxruntime()
     if plan(stamp, host, arch) == "create":
         return False, f"no {arch} emulator root at {root}: run `edgepack emulator setup {arch}`"
@@ -239,9 +244,8 @@ def _create(root: Path, arch: str, qemu: str, host_ort: str, log) -> dict:
         (partial / "proc" / "cpuinfo").mkdir(parents=True, exist_ok=True)  # see the module docstring
         out = _sh([qemu, "-L", str(partial), str(partial / "usr/bin/python3"), "-I", "-S", "-c",
                    "import platform; print(platform.python_version())"], "the arm64 python3 under qemu", 300)
-        python = out.split()[-1]
-        stamp = {"format": STAMP_FORMAT, "arch": arch, "suite": SUITE, "packages": list(PACKAGES), "python": python,
-                 **_install_wheels(partial, arch, host_ort, python, log)}
+        stamp = {"format": STAMP_FORMAT, "arch": arch, "suite": SUITE, "packages": list(PACKAGES), "python": out.split()[-1]}
+        stamp.update(_install_wheels(partial, arch, host_ort, stamp["python"], log))
         _write_stamp(partial, stamp)
         if root.exists():
             root.rmdir()  # only ever an empty folder here: setup refuses a non-empty one without a stamp
@@ -256,9 +260,8 @@ def _create(root: Path, arch: str, qemu: str, host_ort: str, log) -> dict:
 
 
 def _write_stamp(root: Path, stamp: dict) -> None:
-    tmp = root / (STAMP + ".tmp")
-    tmp.write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(root / STAMP)
+    (root / f"{STAMP}.tmp").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (root / f"{STAMP}.tmp").replace(root / STAMP)
 
 
 def setup(arch: str = "aarch64", root: str | Path | None = None, log=lambda msg: None) -> dict:
