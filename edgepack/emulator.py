@@ -42,8 +42,8 @@ STAMP, STAMP_FORMAT = "edgepack-emulator.json", 1
 SITE, WHEELS = "opt/edgepack/site-packages", "opt/edgepack/wheels"
 RUNNER = Path(__file__).with_name("_emulated_runner.py")
 TIMING_NOTE = "wall-clock seconds under instruction emulation on the build host: not a latency of the device"
-_NET = re.compile(r"NewConnectionError|Name or service not known|Temporary failure in name resolution|Network is "
-                  r"unreachable|Connection refused|Failed to establish|Could not resolve|Failed to fetch", re.I)
+_NET = re.compile(r"\[Errno -?\d+\] [^'\")]+|Temporary failure [^'\")]+|Name or service not known|Network is unreachable|"
+                  r"Connection refused|Could not resolve [^'\")]+|Failed to fetch \S+", re.I)
 
 
 class EmulatorError(EdgepackError):
@@ -182,7 +182,7 @@ def _sh(cmd: list[str], what: str, timeout: float = 1800) -> str:
         return proc.stdout
     lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith(("E:", "ERROR:", "error:"))] or lines or [f"exit code {proc.returncode}"]
-    net = next((ln for ln in lines if _NET.search(ln)), None)
+    net = next((m.group(0).strip() for m in map(_NET.search, lines) if m), None)
     msg = f"{what}: no network ({net[:200]})" if net else f"{what} failed: {errors[-1][:300]}"
     raise EmulatorError(msg)
 
@@ -200,7 +200,8 @@ def _remove(path: Path) -> None:
 
 
 def _install_wheels(root: Path, arch: str, host_ort: str, python: str, log) -> dict:
-    """pip download the arch's onnxruntime==host_ort + numpy wheels and unpack them into ROOT/SITE."""
+    """pip download the arch's onnxruntime==host_ort + numpy wheels and unpack them into ROOT/SITE (download is
+    not --quiet: pip would hide the connection warnings that tell 'no network' from 'no such wheel')."""
     import hashlib
 
     major_minor = ".".join(python.split(".")[:2])
@@ -212,7 +213,7 @@ def _install_wheels(root: Path, arch: str, host_ort: str, python: str, log) -> d
     _remove(site)
     log(f"pip download {' '.join(reqs)} for {plat[2]}, CPython {major_minor}")
     try:
-        _sh([*pip, "download", "--quiet", "-d", str(wheels), *plat, *reqs], "pip download from the package index")
+        _sh([*pip, "download", "-d", str(wheels), *plat, *reqs], "pip download from the package index")
     except EmulatorError as exc:
         if "No matching distribution found for onnxruntime" not in str(exc):
             raise

@@ -136,8 +136,11 @@ def test_root_from_env_and_xdg(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(("lines", "expected"), [
-    (["WARNING: Retrying after NewConnectionError('<conn>: Failed to establish a new connection')",
-      "ERROR: No matching distribution found for onnxruntime==1.32.0"], "pip: no network (WARNING: Retrying"),
+    (["WARNING: Retrying (Retry(total=4)) after connection broken by 'NewConnectionError('<conn>: Failed to establish "
+      "a new connection: [Errno 111] Connection refused')': /simple/onnxruntime/",
+      "ERROR: No matching distribution found for onnxruntime==1.32.0"], "pip: no network ([Errno 111] Connection refused)"),
+    (["W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  Temporary failure resolving "
+      "'deb.debian.org'", "E: apt-get update failed"], "pip: no network (Failed to fetch http://deb.debian.org/"),
     (["I: running apt-get update...", "E: apt-get update failed"], "pip failed: E: apt-get update failed"),
     ([], "pip failed: exit code 1"),
 ])
