@@ -55,9 +55,7 @@ class EmulatedRunError(EmulatorError):
 
 
 @dataclass(frozen=True)
-class Environment:
-    """Where an emulated check ran: what a manifest records next to its metrics."""
-
+class Environment:  # where an emulated check ran: what a manifest records next to its metrics
     arch: str
     cpu_model: str  # the qemu -cpu model
     onnxruntime: str
