@@ -80,6 +80,16 @@ def _build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="re-check a bundle's checksums and files, and run its models")
     v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
     v.add_argument("--json", action="store_true", help="print JSON")
+
+    e = sub.add_parser("emulator", help="the target-CPU emulator that runs Pi bundles on their own onnxruntime (aarch64)")
+    esub = e.add_subparsers(dest="emulator_command", parser_class=_Parser, required=True)
+    for name, text in (("setup", "prepare (once, cached) an arm64 root with the host's onnxruntime version"),
+                       ("status", "show what is there and whether runs work")):
+        x = esub.add_parser(name, help=text)
+        x.add_argument("arch", nargs=None if name == "setup" else "?", default="aarch64", choices=["aarch64"])
+        x.add_argument("--root", metavar="DIR", help="the root's folder (default: $EDGEPACK_EMULATOR_ROOT or "
+                       "$XDG_CACHE_HOME/edgepack/emulator/<arch>)")
+        x.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -210,6 +220,31 @@ def _cmd_verify(args) -> int:
     return 0 if findings.ok else 1
 
 
+def _cmd_emulator(args) -> int:
+    import time
+
+    from . import emulator
+
+    if args.emulator_command == "setup":
+        start = time.perf_counter()
+        done = emulator.setup(args.arch, args.root, log=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+        print(f"{done['action']}: {args.arch} root at {done['root']} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    report = emulator.status(args.arch, args.root)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if report["runs"] else 1
+    stamp = report["stamp"] or {}
+    print(f"arch:        {report['arch']}")
+    print(f"root:        {report['root']}" + (f" (Debian {stamp['suite']}, python {stamp['python']})" if stamp else " (not set up)"))
+    print(f"onnxruntime: {stamp.get('onnxruntime', '-')} emulated, {report['host_onnxruntime']} on the host"
+          + (f"; numpy {stamp['numpy']}" if stamp else ""))
+    print(f"qemu-user:   {report['qemu']} on {report['host_machine']}")
+    print(f"runs:        {'yes: ' + report['where'] if report['runs'] else 'no: ' + report['reason']}")
+    if args.emulator_command == "setup" and not report["runs"]:
+        raise emulator.EmulatorError(report["reason"])
+    return 0 if report["runs"] else 1
+
+
 def _per_hour(args) -> float:
     if getattr(args, "rate", None):
         text = args.rate.strip().lower()
@@ -301,7 +336,7 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "compare": _cmd_compare, "calibrate": _cmd_calibrate,
-             "verify": _cmd_verify}
+             "verify": _cmd_verify, "emulator": _cmd_emulator}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
