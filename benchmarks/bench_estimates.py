@@ -36,7 +36,7 @@ from edgepack.estimate._prepare import analysis_model  # noqa: E402
 from edgepack.estimate.calibrate import gemm_rate, run_calibration  # noqa: E402
 from edgepack.estimate.latency import breakdown  # noqa: E402
 from edgepack.shapes import fix_input_shapes  # noqa: E402
-from edgepack.stages.verify import measure_latency  # noqa: E402
+from edgepack.runtime.timing import measure_latency  # noqa: E402
 from edgepack.target import load_target  # noqa: E402
 
 # key -> (shapes, special input values)

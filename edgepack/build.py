@@ -11,19 +11,18 @@ from pathlib import Path
 from typing import Callable
 
 from .bundle import check_destination, write_bundle
+from .data.inputs import SampleSets
 from .device_readme import render as render_readme
 from .errors import EdgepackError, OutputError, ShapeError, StageError
 from .model import LoadedModel, TensorSpec, load_model
 from .pipeline import Context, Memo, ModelState, run_stages
 from .shapes import plan_shapes, require_fixed
-from .stages.calibration import generate_inputs, load_calibration, split_calibration
 from .stages.convert import convert_stage
 from .stages.estimate_stage import estimate_stage
-from .stages.input_ranges import apply_int_ranges, int_input_ranges
 from .stages.prepare import prepare_stage
 from .stages.recipes import quantize_stage
 from .stages.reduce import reduce_stage
-from .stages.verify import run_model, verify_stage
+from .stages.verify import verify_stage
 from .target import TargetProfile
 
 ORT_STAGES = (
@@ -34,8 +33,6 @@ ORT_STAGES = (
     ("reduce", reduce_stage),
     ("estimate", estimate_stage),
 )
-GENERATED_SAMPLES = 8
-SEED = 0
 
 
 @dataclass(frozen=True)
@@ -107,46 +104,7 @@ def _fixed_specs(specs: tuple[TensorSpec, ...], shapes: dict) -> list[TensorSpec
     return [TensorSpec(s.name, s.dtype, tuple(shapes[s.name])) if s.name in shapes else s for s in specs]
 
 
-class _Inputs:
-    """Verification inputs, calibration samples and fp32 reference outputs, made once per model and shapes."""
-
-    def __init__(self, calibration: Path | None):
-        self.calibration = calibration
-        self._cache: dict = {}
-
-    def get(self, lm: LoadedModel, specs: list[TensorSpec], need_fixed_why: str | None, plan) -> tuple:
-        key = (lm.info.sha256, tuple((s.name, s.shape) for s in specs))
-        if key not in self._cache:
-            notes: list[str] = []
-            if self.calibration is not None:
-                folder = self.calibration / lm.path.stem if (self.calibration / lm.path.stem).is_dir() else self.calibration
-                samples = load_calibration(folder, specs, notes=notes)
-                calib, hold, note = split_calibration(samples)
-                notes.append(note)
-            else:
-                if need_fixed_why:
-                    require_fixed(plan, lm.info, need_fixed_why)
-                if any(not s.is_fixed for s in specs):
-                    msg = "no calibration data and undecided input dimensions: pass --shape NAME=DIMS or --calibration DIR"
-                    raise ShapeError(msg)
-                ranges = int_input_ranges(lm.proto)
-                hold = apply_int_ranges(generate_inputs(specs, GENERATED_SAMPLES, SEED), ranges, SEED)
-                calib = []
-                bounded = ", ".join(f"{k} in [{lo},{hi})" for k, (lo, hi) in sorted(ranges.items()))
-                notes.append(f"{GENERATED_SAMPLES} generated inputs (seed {SEED}: floats ~ N(0,1), ints in [0,10)"
-                             + (f"; from the graph: {bounded}" if bounded else "") + ")")
-            try:
-                refs = run_model(lm.path, hold)
-            except StageError as exc:
-                source = "the calibration data" if self.calibration is not None else "generated inputs"
-                msg = (f"the fp32 model {lm.path.name} does not run on {source}: {exc}; "
-                       "pass --calibration DIR with real inputs")
-                raise StageError(msg) from exc
-            self._cache[key] = (tuple(calib), tuple(hold), tuple(refs), tuple(notes))
-        return self._cache[key]
-
-
-def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dict, inputs: _Inputs) -> ModelState:
+def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dict, inputs: SampleSets) -> ModelState:
     mine = {k: v for k, v in given.items() if k in {t.name for t in lm.info.inputs}}
     plan = plan_shapes(lm.info, mine, target.default_batch)
     if target.requires_fixed_shapes:
@@ -158,9 +116,10 @@ def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dic
         shapes, is_fixed = dict(plan.shapes), False
     verify_specs = _fixed_specs(lm.info.inputs, plan.fixed if plan.all_fixed else shapes)
     why = None if inputs.calibration is not None else f"verification inputs for {lm.path.name}"
-    calib, hold, refs, notes = inputs.get(lm, verify_specs, why, plan)
-    return ModelState(name=name, source=lm, current=lm.path, reference_outputs=refs, verify_inputs=hold,
-                      calibration=calib, input_notes=notes, shapes=shapes, fixed_shapes=is_fixed)
+    samples = inputs.get(lm, verify_specs, why, plan)
+    return ModelState(name=name, source=lm, current=lm.path, reference_outputs=samples.reference_outputs,
+                      verify_inputs=samples.verify_inputs, calibration=samples.calibration, input_notes=samples.notes,
+                      shapes=shapes, fixed_shapes=is_fixed)
 
 
 def build(
@@ -207,7 +166,7 @@ def build(
         stages_for(t)  # refuse a target we cannot package before any work
         if t.engine == "openvino" and not keep_going:
             _check_openvino_domains(loaded, t)
-    inputs = _Inputs(calib)
+    inputs = SampleSets(calib)
     names = _names(loaded)
     # shared work first, once for every target: intake, shape plans, calibration, fp32 reference outputs
     initial = {t.name: [_initial_state(lm, n, t, given, inputs) for lm, n in zip(loaded, names)] for t in targets}

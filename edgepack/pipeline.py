@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import EdgepackError, StageError, first_line
 from .model import LoadedModel, TensorSpec
+from .runtime.host import peak_rss_mb, return_freed_memory
 from .target import TargetProfile
 
 log = logging.getLogger("edgepack")
@@ -33,32 +34,6 @@ class StageRecord:
     def to_json(self) -> dict:
         return {"stage": self.stage, "seconds": round(self.seconds, 3), "peak_rss_mb": self.peak_rss_mb,
                 "decisions": list(self.decisions)}
-
-
-def _peak_rss_mb() -> float | None:
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def return_freed_memory() -> None:
-    """Give memory freed by a stage back to the system before the next one starts.
-
-    glibc keeps freed heap blocks below its mmap threshold (which grows to 32 MiB as large blocks
-    come and go: quantized weights, protobuf copies) for reuse, so RSS after a stage that handled a
-    large model stays high, and the next stage's peak sits on top of it. ``malloc_trim`` releases it.
-    """
-    import gc
-
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to trim
-        pass
 
 
 @dataclass(frozen=True)
@@ -167,5 +142,5 @@ def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Ca
         seconds = time.perf_counter() - start
         return_freed_memory()
         log.info("%s: %s done in %.2fs", ctx.target.name, name, seconds)
-        ctx = replace(ctx, records=(*ctx.records, StageRecord(name, seconds, tuple(decisions), _peak_rss_mb())))
+        ctx = replace(ctx, records=(*ctx.records, StageRecord(name, seconds, tuple(decisions), peak_rss_mb())))
     return ctx

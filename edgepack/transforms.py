@@ -28,26 +28,16 @@ def ort_optimize(
     ``external_data_dir`` is where the model's external data lives (its original folder): the
     runtime reads the weights from there directly, so they are loaded once.
     """
-    import onnxruntime as ort
+    from .runtime import ort as ort_runtime
 
-    levels = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    so = ort.SessionOptions()
-    so.graph_optimization_level = levels[level]
-    so.optimized_model_filepath = str(dst)
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 1
-    so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(external_data_dir))
+    config = [("session.model_external_initializers_file_folder_path", str(external_data_dir))]
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     if weight_bytes > LARGE_MODEL_BYTES or external:
         # write the weights next to dst: references to the source's data file would break in the work folder
-        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
+        config.append(("session.optimized_model_external_initializers_file_name", dst.name + ".data"))
+    so = ort_runtime.session_options(level_name=level, optimized_path=dst, threads=1, config=config)
     try:
-        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        ort_runtime.inference_session(model.SerializeToString(), so)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidGraph/RuntimeException...
         first = first_line(exc)
         msg = f"onnxruntime cannot load the model for {level} optimization: {first}"

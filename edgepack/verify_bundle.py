@@ -137,12 +137,10 @@ def _run_models(bundle: Path, doc: dict, engine: str, f: Findings) -> None:
                 compiled = ov.Core().compile_model(str(p), "CPU")
                 compiled(feed)
             else:
-                import onnxruntime as ort
+                from .runtime import ort as ort_runtime
 
-                so = ort.SessionOptions()
-                for k, v in doc.get("runtime", {}).get("session_config", {}).items():
-                    so.add_session_config_entry(k, str(v))
-                sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+                config = [(k, str(v)) for k, v in doc.get("runtime", {}).get("session_config", {}).items()]
+                sess = ort_runtime.inference_session(p, ort_runtime.session_options(log_severity=None, config=config))
                 sess.run(None, feed)
         except Exception as exc:  # noqa: BLE001 - any runtime failure is a finding
             f.problems.append(f"{rel} does not run: {first_line(exc)[:300]}")

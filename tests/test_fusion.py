@@ -16,7 +16,7 @@ from edgepack.shapes import fix_input_shapes
 from edgepack.stages.convert import to_ort
 from edgepack.stages.fusion import MEASURED_KEYS, detect_transformer, fuse_transformer
 from edgepack.stages.reduce import operator_config
-from edgepack.stages.verify import run_model
+from edgepack.runtime.ort import run_model
 
 from conftest import make_model, tiny_cnn
 from real_models import find_real_model

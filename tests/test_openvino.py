@@ -15,7 +15,8 @@ from real_models import find_real_model
 
 ov = pytest.importorskip("openvino")
 
-from edgepack.build import _initial_state, _Inputs  # noqa: E402
+from edgepack.build import _initial_state  # noqa: E402
+from edgepack.data.inputs import SampleSets  # noqa: E402
 from edgepack.errors import StageError  # noqa: E402
 from edgepack.model import load_model  # noqa: E402
 from edgepack.pipeline import Context, run_stages  # noqa: E402
@@ -48,7 +49,7 @@ def wider_cnn() -> onnx.ModelProto:
 
 def _build(model: Path, work: Path, calibration: Path | None = None, shapes: dict | None = None) -> Context:
     target = load_target("intel-openvino")
-    state = _initial_state(load_model(model), "model", target, shapes or {}, _Inputs(calibration))
+    state = _initial_state(load_model(model), "model", target, shapes or {}, SampleSets(calibration))
     work.mkdir(parents=True, exist_ok=True)
     return run_stages(Context(target=target, work=work, models=(state,)), OPENVINO_STAGES)
 
@@ -149,7 +150,7 @@ def test_int8_outside_tolerance_falls_back_to_fp16(tmp_path):
     profile = tmp_path / "strict.toml"
     profile.write_text(strict)
     target = load_target(str(profile))
-    state = _initial_state(load_model(SAMPLE_MODEL), "model", target, {}, _Inputs(CALIBRATION))
+    state = _initial_state(load_model(SAMPLE_MODEL), "model", target, {}, SampleSets(CALIBRATION))
     ctx = run_stages(Context(target=target, work=tmp_path, models=(state,)), OPENVINO_STAGES)
     assert ctx.models[0].recipe["recipe"] == "fp16"
     assert any("static-int8 dropped: outside tolerance" in d for d in _decisions(ctx))

@@ -30,29 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StageError, first_line
+from ..runtime import ort as ort_runtime
 from . import _ort_tools
 
 STYLES = ("fixed", "runtime")
 LEVELS = ("basic", "extended", "layout", "all")
 PLATFORMS = ("arm", "amd64")
 RUNTIME_STYLE_SESSION_LEVEL = "all"  # what convert_onnx_models_to_ort uses (its default level)
-
-
-def _ort():
-    import onnxruntime
-
-    return onnxruntime
-
-
-def _level(name: str):
-    ort = _ort()
-    table = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "layout": getattr(ort.GraphOptimizationLevel, "ORT_ENABLE_LAYOUT", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    return table[name]
 
 
 def _check_choice(what: str, value: str | None, choices: tuple[str, ...], *, optional: bool = False) -> None:
@@ -78,23 +62,16 @@ def disabled_optimizers(level: str, target_platform: str | None) -> list[str]:
 
 
 def _write(src: Path, dst: Path, level: str, config: dict[str, str], disabled: list[str]) -> None:
-    ort = _ort()
     if not Path(src).is_file():
         msg = f"convert: model file not found: {Path(src).name}"
         raise StageError(msg)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    so = ort.SessionOptions()
-    so.optimized_model_filepath = str(dst)
-    so.graph_optimization_level = _level(level)
-    so.log_severity_level = 3  # errors only: a conversion is not a place for optimizer chatter
-    for key, value in config.items():
-        so.add_session_config_entry(key, value)
+    # log level 3, errors only: a conversion is not a place for optimizer chatter
+    so = ort_runtime.session_options(level_name=level, optimized_path=dst, config=config.items())
     try:
-        ort.InferenceSession(
-            str(src), sess_options=so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled or None
-        )
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        ort_runtime.inference_session(src, so, disabled)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
         first = first_line(exc)
         msg = f"convert: onnxruntime could not convert {Path(src).name} to ORT format: {first}"
         raise StageError(msg) from exc
@@ -141,7 +118,7 @@ def to_ort(
     _write(Path(src), Path(dst), session_level, config, disabled)
     summary = ort_summary(Path(dst))
     return {
-        "onnxruntime_version": _ort().__version__,
+        "onnxruntime_version": ort_runtime.onnxruntime().__version__,
         "optimization_style": optimization_style,
         "optimization_level": optimization_level,
         "session_optimization_level": session_level,
@@ -199,17 +176,14 @@ def ort_summary(path: Path) -> dict[str, Any]:
 
 def check_ort_loads(path: Path) -> None:
     """Open the .ort with the CPU execution provider (saved runtime optimizations replayed); StageError if not."""
-    ort = _ort()
     path = Path(path)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.load_model_format", "ORT")
-    so.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
+    so = ort_runtime.session_options(config=(("session.load_model_format", "ORT"),
+                                             ("session.enable_saved_runtime_optimizations", "1")))
     try:
-        ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as exc:
+        ort_runtime.inference_session(path, so)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
         first = first_line(exc)
-        msg = f"convert: {path.name} does not load in onnxruntime {ort.__version__}: {first}"
+        msg = f"convert: {path.name} does not load in onnxruntime {ort_runtime.onnxruntime().__version__}: {first}"
         raise StageError(msg) from exc
 
 

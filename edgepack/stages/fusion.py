@@ -36,7 +36,9 @@ import onnx
 from ..errors import StageError, first_line
 from ..model import iter_tensors
 from ..transforms import LARGE_MODEL_BYTES
-from .verify import compare_latency, compare_outputs, run_model
+from ..gates import compare_outputs, round_metrics
+from ..runtime.ort import run_model
+from ..runtime.timing import compare_latency
 
 __all__ = ["FUSION_COSINE_MIN", "FUSION_MAX_REL_ERR", "MEASURED_KEYS", "detect_transformer", "fuse_transformer"]
 
@@ -224,11 +226,6 @@ def _within_tolerance(metrics: dict) -> bool:
     )
 
 
-def _round(metrics: dict) -> dict:
-    return {k: {kk: (float(f"{vv:.6g}") if isinstance(vv, float) else vv) for kk, vv in v.items()}
-            for k, v in metrics.items()}
-
-
 def _percent(x: float) -> str:
     return f"{x * 100:.2f}".rstrip("0").rstrip(".") + "%"
 
@@ -254,7 +251,7 @@ def fuse_transformer(
     """Apply onnxruntime.transformers BERT fusions to ``src``, write ``dst`` if they pay off, return the record.
 
     ``reference_outputs`` are ``src``'s outputs on ``reference_inputs``; ``host`` is the session
-    settings of :func:`edgepack.stages.verify.host_settings` (e.g. ``{"level": "extended",
+    settings of :func:`edgepack.runtime.ort.host_settings` (e.g. ``{"level": "extended",
     "disabled_optimizers": []}``). The fused model is kept when its outputs are within
     ``FUSION_COSINE_MIN`` / ``FUSION_MAX_REL_ERR`` and its host latency is at most ``1 / min_speedup``
     times the original's; otherwise ``dst`` does not exist afterwards.
@@ -302,7 +299,7 @@ def fuse_transformer(
         return record
     names = ", ".join(f"{n} {op}" for op, n in fused_ops.items())
 
-    metrics = _round(compare_outputs(list(reference_outputs), run_model(dst, list(reference_inputs))))
+    metrics = round_metrics(compare_outputs(list(reference_outputs), run_model(dst, list(reference_inputs))))
     record["metrics"] = metrics
     if not _within_tolerance(metrics):
         _remove(dst)

@@ -35,8 +35,7 @@ from ..target import Tolerance
 from . import openvino_run as ovr
 from .prepare import prepare_stage
 from .quantize import classify_model
-from .recipes import _round_metrics
-from .verify import accept, compare_outputs
+from ..gates import MAX_SLOWDOWN, accept, compare_outputs, round_metrics
 
 __all__ = [
     "OPENVINO_STAGES",
@@ -47,7 +46,6 @@ __all__ = [
     "prepare_stage",
 ]
 
-MAX_SLOWDOWN = 1.10  # the ORT CPU targets' bar: a candidate at most 10% slower than the fp32 IR on the host
 NNCF_PRESET = "mixed"  # asymmetric activations: SiLU/HardSwish outputs go negative (YOLO, MobileNetV3)
 STORAGE_NOTE = ("weights are stored in fp16 and decompressed to f32 at load time; this is storage only: the compute "
                 "precision is the runtime's INFERENCE_PRECISION_HINT (runtime_config.json, openvino#15439)")
@@ -134,7 +132,7 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
         if recipe.name != "none" and size >= fp32_bytes:
             decisions.append(f"{m.name}: {recipe.name} dropped: it does not make the IR smaller")
             continue
-        metrics = _round_metrics(compare_outputs(list(m.reference_outputs), outputs))
+        metrics = round_metrics(compare_outputs(list(m.reference_outputs), outputs))
         ok, why = accept(metrics, recipe.tolerance)
         if not ok:
             decisions.append(f"{m.name}: {recipe.name} dropped: outside tolerance ({why})")
@@ -240,7 +238,7 @@ def ov_verify_stage(ctx: Context, decisions: list[str], *, threads: int = 1) -> 
     models, measured = [], {}
     for m in ctx.models:
         outs = ovr.run_ir(m.artifact, list(m.verify_inputs), device=device)
-        metrics = _round_metrics(compare_outputs(list(m.reference_outputs), outs))
+        metrics = round_metrics(compare_outputs(list(m.reference_outputs), outs))
         tol = m.recipe["tolerance"]
         ok, why = accept(metrics, Tolerance(**tol))
         if not ok:

@@ -17,7 +17,9 @@ import onnx
 
 from ..errors import StageError
 from ..partition import openvino_error_summary
-from .verify import _ms, _run, _session, _summary, host_cpu, interleaved
+from ..runtime import ort as ort_runtime
+from ..runtime.host import host_cpu
+from ..runtime.timing import elapsed_ms, interleaved, ratio, summary
 
 DEVICE_DEFAULT = "CPU"
 # Compute precision of floating-point layers. f32 everywhere: an fp16 IR stores fp16 weights
@@ -71,7 +73,7 @@ def convert(onnx_path: Path):
     try:
         return ov.convert_model(str(onnx_path))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises OpConversionFailure/RuntimeError with long texts
-        msg = f"OpenVINO cannot convert {onnx_path.name}: {openvino_error_summary(exc)}"
+        msg = f"OpenVINO cannot convert {onnx_path.name}: {openvino_errorsummary(exc)}"
         raise StageError(msg) from exc
 
 
@@ -142,7 +144,7 @@ def compile_ir(xml: Path, threads: int = 1, device: str = DEVICE_DEFAULT, core=N
     try:
         return core.compile_model(str(xml), device, properties(threads))
     except Exception as exc:  # noqa: BLE001
-        msg = f"OpenVINO cannot compile {xml.name} for {device}: {openvino_error_summary(exc)}"
+        msg = f"OpenVINO cannot compile {xml.name} for {device}: {openvino_errorsummary(exc)}"
         raise StageError(msg) from exc
 
 
@@ -150,7 +152,7 @@ def _infer(request, compiled, feed: dict) -> dict[str, np.ndarray]:
     try:
         result = request.infer(feed)
     except Exception as exc:  # noqa: BLE001
-        msg = f"OpenVINO failed running the model: {openvino_error_summary(exc)}"
+        msg = f"OpenVINO failed running the model: {openvino_errorsummary(exc)}"
         raise StageError(msg) from exc
     outs: dict[str, np.ndarray] = {}
     for port in compiled.outputs:
@@ -167,10 +169,8 @@ def run_ir(xml: Path, inputs: list[dict], threads: int = 1, device: str = DEVICE
     return [_infer(request, compiled, feed) for feed in inputs]
 
 
-def _ov_summary(times_ms: list[float], threads: int, device: str) -> dict:
-    s = _summary(times_ms, threads)
-    s["provider"] = f"OpenVINO {device}"
-    return s
+def _ovsummary(times_ms: list[float], threads: int, device: str) -> dict:
+    return summary(times_ms, threads, provider=f"OpenVINO {device}")
 
 
 def first_load(xml: Path, sample: dict, threads: int = 1, device: str = DEVICE_DEFAULT) -> dict:
@@ -186,9 +186,9 @@ def first_load(xml: Path, sample: dict, threads: int = 1, device: str = DEVICE_D
         nonlocal compiled
         compiled = compile_ir(Path(xml), threads, device, core)
 
-    compile_ms = _ms(do_compile)
+    compile_ms = elapsed_ms(do_compile)
     request = compiled.create_infer_request()
-    first_ms = _ms(lambda: _infer(request, compiled, sample))
+    first_ms = elapsed_ms(lambda: _infer(request, compiled, sample))
     return {"compile_ms": compile_ms, "first_inference_ms": first_ms, "device": device, "threads": threads,
             "host_cpu": host_cpu()}
 
@@ -198,19 +198,19 @@ def compare_with_onnxruntime(onnx_ref: Path, xml: Path, sample: dict, *, threads
                              max_runs: int = 400, ort_level: str | None = None) -> dict:
     """Interleaved timing (ABAB...) of the fp32 ONNX in onnxruntime and the IR in OpenVINO, same
     threads, same sample; ``ratio`` = IR median / onnxruntime median (below 1: the IR is faster)."""
-    ref = _session(Path(onnx_ref), threads, ort_level)
+    ref = ort_runtime.session(Path(onnx_ref), threads, ort_level)
     compiled = compile_ir(Path(xml), threads, device)
     request = compiled.create_infer_request()
 
     def run_ref():
-        _run(ref, sample)
+        ort_runtime.run(ref, sample)
 
     def run_ir_once():
         _infer(request, compiled, sample)
 
     ref_ms, ir_ms = interleaved(run_ref, run_ir_once, warmup=warmup, runs=runs, budget_s=budget_s, max_runs=max_runs)
-    r, c = _summary(ref_ms, threads), _ov_summary(ir_ms, threads, device)
-    return {"ref": r, "cand": c, "ratio": c["median_ms"] / r["median_ms"] if r["median_ms"] > 0 else None}
+    r, c = summary(ref_ms, threads), _ovsummary(ir_ms, threads, device)
+    return {"ref": r, "cand": c, "ratio": ratio(r, c)}
 
 
 def compare_irs(ref_xml: Path, cand_xml: Path, sample: dict, *, threads: int = 1, runs: int = 15, budget_s: float = 0.5,
@@ -227,5 +227,5 @@ def compare_irs(ref_xml: Path, cand_xml: Path, sample: dict, *, threads: int = 1
         _infer(rb, b, sample)
 
     ta, tb = interleaved(run_a, run_b, warmup=3, runs=runs, budget_s=budget_s, max_runs=max_runs)
-    r, c = _ov_summary(ta, threads, device), _ov_summary(tb, threads, device)
-    return {"ref": r, "cand": c, "ratio": c["median_ms"] / r["median_ms"] if r["median_ms"] > 0 else None}
+    r, c = _ovsummary(ta, threads, device), _ovsummary(tb, threads, device)
+    return {"ref": r, "cand": c, "ratio": ratio(r, c)}

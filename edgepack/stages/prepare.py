@@ -18,10 +18,10 @@ from ..model import iter_graphs
 from ..pipeline import Context, ModelState
 from ..shapes import fix_input_shapes
 from ..transforms import DECOMPOSITIONS, decompose, ort_optimize, protect_weight_only_int8
-from .verify import compare_latency, compare_outputs, host_settings, run_model, scaled_error
+from ..gates import MAX_SLOWDOWN, REWRITE_RTOL, compare_outputs, scaled_error
+from ..runtime.ort import host_settings, run_model
+from ..runtime.timing import compare_latency
 
-REWRITE_RTOL = 1e-5
-MAX_SLOWDOWN = 1.10  # the same bar as a quantization recipe's host speed gate
 
 
 def _optimize_checked(ctx: Context, m: ModelState, proto: onnx.ModelProto, ops: frozenset[str], stem: str,

@@ -19,17 +19,11 @@ from ..partition import coverage_summary
 from ..pipeline import Context, ModelState
 from .fusion import fuse_transformer
 from .quantize import classify_model, quantize
-from .verify import accept, compare_latency, compare_outputs, host_settings, run_model
+from ..gates import MAX_SLOWDOWN, accept, compare_outputs, round_metrics
+from ..runtime.ort import host_settings, run_model
+from ..runtime.timing import compare_latency
 
-MAX_SLOWDOWN = 1.10  # CPU targets: a candidate may be at most 10% slower than fp32 on the host
 LATENCY_RUNS = 15
-
-
-def _round_metrics(metrics: dict) -> dict:
-    def r(v):
-        return float(f"{v:.6g}") if isinstance(v, float) else v
-
-    return {name: {k: r(v) for k, v in m.items()} for name, m in metrics.items()}
 
 
 _QUANT_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul")
@@ -111,7 +105,7 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
         if recipe.name != "none" and record["bytes_after"] >= record["bytes_before"]:
             decisions.append(f"{m.name}: {recipe.name} dropped: it does not make the model smaller")
             continue
-        metrics = _round_metrics(compare_outputs(list(m.reference_outputs), outputs))
+        metrics = round_metrics(compare_outputs(list(m.reference_outputs), outputs))
         ok, why = accept(metrics, recipe.tolerance)
         attempt = {"recipe": recipe.name, "passed_accuracy": ok, "accuracy": why}
         if not ok:
