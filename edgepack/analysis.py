@@ -8,12 +8,12 @@ from pathlib import Path
 
 import onnx
 
-from . import partition
+from .backends import backend_for
 from .flops import model_work
 from .model import LoadedModel, load_model
 from .shapes import ShapePlan, fix_input_shapes, plan_shapes
 from .target import TargetProfile
-from .transforms import DECOMPOSITIONS, decompose, infer_shapes, ort_optimize
+from .transforms import decompose, infer_shapes, ort_optimize
 
 
 @dataclass
@@ -40,32 +40,7 @@ class _Workspace:
 
 
 def _target_report(ws: _Workspace, profile: TargetProfile, plan: ShapePlan) -> dict:
-    info = ws.loaded.info
-    ops_present = set(info.op_histogram)
-    scenarios: list[partition.Coverage] = []
-    prepare_notes: list[str] = list(plan.decisions)
-    if profile.execution_provider == "OpenVINO":
-        scenarios.append(partition.analyze_openvino(ws.loaded.path, profile, plan.fixed or None, "as-is"))
-        return {"coverage": [c.to_json() for c in scenarios], "prepare": prepare_notes}
-    as_is, _, _ = ws.variant(None, frozenset())
-    if not profile.is_accelerator:
-        scenarios.append(partition.analyze_cpu(as_is, profile, "as-is"))
-        return {"coverage": [c.to_json() for c in scenarios], "prepare": prepare_notes}
-    first = partition.analyze_ort_ep(as_is, profile, True, "as-is")
-    scenarios.append(first)
-    dynamic = any(not t.is_fixed for t in info.inputs)
-    if dynamic and first.nodes_supported < first.nodes_total:
-        scenarios.append(partition.analyze_ort_ep(as_is, profile, False, "fixed-shapes upper bound"))
-    if plan.all_fixed:
-        ops = partition.decomposable_ops(profile, ops_present)
-        prepared, _, counts = ws.variant(plan.fixed, ops)
-        scenarios.append(partition.analyze_ort_ep(prepared, profile, True, "after prepare", ort_checker_quirks=False))
-        prepare_notes += [f"decompose {n} {op} node(s) into {'/'.join(DECOMPOSITIONS[op])}" for op, n in counts.items()]
-        prepare_notes.append("constant-fold and fold BatchNormalization (onnxruntime basic optimizations)")
-    else:
-        prepare_notes.append(
-            "cannot compute 'after prepare': " + ", ".join(plan.undecided) + " undecided; pass --shape NAME=DIMS"
-        )
+    scenarios, prepare_notes = backend_for(profile).inspect_coverage(ws.loaded, profile, plan, ws.variant)
     return {"coverage": [c.to_json() for c in scenarios], "prepare": prepare_notes}
 
 
@@ -81,7 +56,7 @@ def _estimates(loaded: LoadedModel, profile: TargetProfile, plan: ShapePlan, per
         from .errors import first_line
 
         return {"available": False, "why": f"{type(exc).__name__}: {first_line(exc)}"}
-    return {"available": True, "precision": "fp32 (before quantization)", **est}
+    return {"available": True, "precision": "fp32 (before quantization)", **est.to_json()}
 
 
 def inspect_model(path: str | Path, profiles: list[TargetProfile], shapes: dict[str, tuple[int, ...]],

@@ -112,7 +112,7 @@ def _cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        from .report import print_inspect
+        from .render.text import print_inspect
 
         print_inspect(report)
     return 0
@@ -134,7 +134,7 @@ def _cmd_build(args) -> int:
         print(json.dumps([{"target": r.target, "bundle": str(r.bundle), "build_record": str(r.record),
                            "manifest": r.manifest} for r in results], indent=2))
         return 0
-    from .report import print_build
+    from .render.text import print_build
 
     print_build(results)
     return 0
@@ -168,7 +168,7 @@ def _cmd_compare(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:
-        from .report_files import markdown
+        from .render.report import markdown
 
         print(markdown(report))
         print(f"reports: {Path(args.output) / 'report.json'}, report.md, report.html")
@@ -181,9 +181,9 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from .verify_bundle import verify_bundle
+    from .bundle_check import check_bundle
 
-    findings = verify_bundle(args.bundle)
+    findings = check_bundle(args.bundle)
     if args.json:
         print(json.dumps(findings.to_json(), indent=2))
     else:

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -20,6 +20,11 @@ from .errors import EdgepackError, StageError, first_line
 from .model import LoadedModel, TensorSpec
 from .runtime.host import peak_rss_mb, return_freed_memory
 from .target import TargetProfile
+
+if TYPE_CHECKING:
+    from .backends import Packaging
+    from .estimate import BundleEstimates
+    from .records import RecipeChoice, ShippedCoverage, Verification
 
 log = logging.getLogger("edgepack")
 
@@ -51,15 +56,15 @@ class ModelState:
     fixed_shapes: bool = False
     prepared: Path | None = None  # fp32 model after prepare (the speed reference)
     model_class: str | None = None
-    recipe: dict[str, Any] | None = None
-    coverage: dict[str, Any] | None = None
+    recipe: RecipeChoice | None = None  # the quantization recipe chosen, and why
+    coverage: ShippedCoverage | None = None  # None: a CPU target, the whole graph on the CPU
     artifact: Path | None = None  # the shipped file (.ort or .xml)
-    artifact_extra: tuple[Path, ...] = ()  # files that go with it (.bin), and config-only companions
-    conversion: dict[str, Any] | None = None
-    verification: dict[str, Any] | None = None
-    measured: dict[str, Any] | None = None
+    companions: tuple[Path, ...] = ()  # files shipped beside it (.bin)
+    analysis_only: tuple[Path, ...] = ()  # files made from it that do not ship (the applied .ort for the op config)
+    conversion: Any = None  # the backend's conversion record (to_json())
+    verification: Verification | None = None
     weight_only_int8: bool = False  # prepare kept weight-only int8 as DequantizeLinear
-    estimates: dict[str, Any] | None = None  # size, latency, energy on the target device (estimated)
+    estimates: BundleEstimates | None = None  # size, latency, energy on the target device (estimated)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -73,7 +78,7 @@ class Context:
     models: tuple[ModelState, ...]
     records: tuple[StageRecord, ...] = ()
     files: dict[str, Path] = field(default_factory=dict)  # bundle-relative name -> file in work
-    reduce: dict[str, Any] | None = None
+    package: Packaging | None = None  # what the backend's packaging stage decided
     # timings and host latencies: they vary run to run, so they go to the build record beside the
     # bundle, never into it (bundles are byte-identical from build to build)
     measurements: dict[str, Any] = field(default_factory=dict)

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import _toml_check as tc
 from ._toml_check import Field, ListOf, TableOf
+from .backends import BACKENDS, backend_named
 from .errors import ProfileError
 
 try:  # Python 3.11+
@@ -22,11 +23,14 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-ENGINES = ("onnxruntime", "openvino")
-EXECUTION_PROVIDERS = ("CPU", "NNAPI", "CoreML", "OpenVINO")
+# what the backends serve (edgepack.backends.BACKENDS is the one list of engines)
+ENGINES = tuple(BACKENDS)
+EXECUTION_PROVIDERS = tuple(ep for b in BACKENDS.values() for ep in b.execution_providers)
+OP_TABLES = tuple(t for b in BACKENDS.values() for t in b.op_tables)
+FORMATS = tuple(f for b in BACKENDS.values() for f in b.formats)
 ACCELERATOR_EPS = ("NNAPI", "CoreML")
-OP_TABLES = ("cpu", "nnapi", "coreml-mlprogram", "coreml-neuralnetwork", "openvino")
 RECIPES = ("static-int8", "fp16", "dynamic-int8", "none")
+PRECISION_OF = {"static-int8": "int8", "dynamic-int8": "int8", "fp16": "fp16", "none": "fp32"}  # what each recipe computes in
 RECIPES_NEEDING_CALIBRATION = ("static-int8",)
 APPLIES_TO = ("any", "matmul-heavy", "conv-heavy")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -76,7 +80,7 @@ SCHEMA: dict[str, Any] = {
     },
     "quantization": ListOf(_RECIPE),
     "conversion": {
-        "format": Field(str, required=True, choices=("ort", "openvino-ir")),
+        "format": Field(str, required=True, choices=FORMATS),
         "optimization_style": Field(str, choices=("runtime", "fixed")),
         "optimization_level": Field(str, choices=("basic", "extended", "all")),
         "target_platform": Field(str, choices=("arm", "amd64")),
@@ -135,6 +139,15 @@ class Recipe:
     def needs_calibration(self) -> bool:
         return self.name in RECIPES_NEEDING_CALIBRATION
 
+    @property
+    def precision(self) -> str:
+        return PRECISION_OF[self.name]
+
+    @property
+    def is_fp32(self) -> bool:
+        """The fp32 model as it is ("none"): nothing to shrink."""
+        return self.precision == "fp32"
+
 
 @dataclass(frozen=True)
 class ComputeUnit:
@@ -191,7 +204,6 @@ class TargetProfile:
     stock_package: str | None
     device: Device
     source: str  # where it came from: "builtin:<name>" or the user's file name (never an absolute path)
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def is_accelerator(self) -> bool:
@@ -421,36 +433,32 @@ def _build(raw: dict[str, Any], label: str) -> TargetProfile:
         stock_package=mb.get("stock_package"),
         device=device,
         source=label,
-        raw=raw,
     )
 
 
-def _check_consistency(p: TargetProfile, label: str) -> None:  # noqa: C901 - a flat list of rules reads best
+def _check_pairing(p: TargetProfile, fail) -> None:
+    """The execution provider and format must be ones the profile's engine serves. The message names
+    the engine a value belongs to when it belongs to that engine alone, else the engine's own."""
+    backend = backend_named(p.engine)
+    for key, value, attr, what in (("runtime.execution_provider", p.execution_provider, "execution_providers",
+                                    "the {} provider"), ("conversion.format", p.format, "formats", "format '{}'")):
+        own = getattr(backend, attr)
+        if value in own:
+            continue
+        owner = next((b for b in BACKENDS.values() if value in getattr(b, attr)), None)
+        if owner is not None and len(getattr(owner, attr)) == 1:
+            fail(key, f"{what.format(value)} goes with engine '{owner.name}' and only with it")
+        fail(key, f"{what.format(own[0])} goes with engine '{backend.name}'" +
+             (" and only with it" if len(own) == 1 else f" (with {', '.join(own[1:])})"))
+
+
+def _check_consistency(p: TargetProfile, label: str) -> None:
     def fail(key: str, why: str) -> None:
         msg = f"{label}: '{key}' contradicts the profile: {why}"
         raise ProfileError(msg)
 
-    ov = p.engine == "openvino"
-    if ov != (p.execution_provider == "OpenVINO"):
-        fail("runtime.execution_provider", "the OpenVINO provider goes with engine 'openvino' and only with it")
-    if ov != (p.format == "openvino-ir"):
-        fail("conversion.format", "format 'openvino-ir' goes with engine 'openvino' and only with it")
-    if ov and p.minimal_build_level != "none":
-        fail("minimal_build.level", "an ONNX Runtime minimal build does not apply to the OpenVINO runtime")
-    if not ov and p.minimal_build_level == "none":
-        fail("minimal_build.level", "ONNX Runtime targets need a 'minimal' or 'extended' minimal build")
-    if p.is_accelerator:
-        if p.shape_policy != "fixed":
-            fail("shapes.policy", f"the {p.execution_provider} execution provider needs fixed shapes")
-        if p.optimization_style != "runtime":
-            fail(
-                "conversion.optimization_style",
-                f"{p.execution_provider} must see unfused nodes: use 'runtime' so fused CPU kernels are not baked in",
-            )
-        if p.optimization_level != "basic":
-            fail("conversion.optimization_level", "extended/all levels add fused ops (FusedConv, NCHWc) accelerators cannot run")
-        if p.minimal_build_level != "extended":
-            fail("minimal_build.level", "compiling execution providers need '--minimal_build extended'")
+    _check_pairing(p, fail)
+    backend_named(p.engine).check_profile(p, fail)
     names = [r.name for r in p.recipes]
     if not names:
         fail("quantization", "at least one recipe is needed (use name = \"none\" to ship fp32)")
@@ -462,21 +470,10 @@ def _check_consistency(p: TargetProfile, label: str) -> None:  # noqa: C901 - a 
         if (r.name, r.applies_to) in seen:
             fail(key, f"recipe '{r.name}' for '{r.applies_to}' models is listed twice")
         seen.add((r.name, r.applies_to))
-        if r.name == "static-int8":
-            if r.activation_type is None and p.engine == "onnxruntime":
-                fail(f"{key}.activation_type", "static int8 needs an activation type ('uint8' or 'int8')")
-            if p.execution_provider == "NNAPI" and r.activation_type != "uint8":
-                fail(f"{key}.activation_type", "NNAPI rejects int8 QLinearConv; QDQ activations must be uint8")
-            if p.execution_provider == "CoreML":
-                fail(f"{key}.name", "the CoreML EP does not take int8 QuantizeLinear/DequantizeLinear")
-        elif r.activation_type is not None or r.weight_type is not None:
+        if r.name != "static-int8" and (r.activation_type is not None or r.weight_type is not None):
             fail(f"{key}.activation_type", f"recipe '{r.name}' takes no activation/weight type")
-        if r.name == "fp16" and p.execution_provider == "CPU" and "fp16" not in p.isa_features:
-            fail(f"{key}.name", f"{p.cpu or p.arch} has no fp16 arithmetic: fp16 would insert Casts and run slower than fp32")
         if r.tolerance.cosine_min <= 0.0 or math.isnan(r.tolerance.cosine_min):
             fail(f"{key}.tolerance.cosine_min", "must be above 0")
-    if p.format == "ort" and p.target_platform is None and p.optimization_style == "fixed":
-        fail("conversion.target_platform", "fixed optimizations need a target platform ('arm' or 'amd64')")
     units = {u.kind for u in p.device.units}
     if p.is_accelerator and "npu" not in units and "gpu" not in units:
         fail("device.units", f"an {p.execution_provider} target needs an 'npu' or 'gpu' compute unit")

@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgepack.runtime import ort as ort_runtime
 from edgepack.runtime import timing
-from edgepack.stages import _ort_tools
-from edgepack.stages.quantize_streamed import can_stream, quantize_dynamic_streamed
+from edgepack.backends.onnxruntime import tools as _ort_tools
+from edgepack.backends.onnxruntime.streamed import can_stream, quantize_dynamic_streamed
 
 
 def _mlp(tmp_path: Path, external: bool = True) -> Path:
@@ -112,7 +112,7 @@ def test_operator_config_falls_back_to_onnxruntimes_tool(tmp_path, tiny_cnn_path
     import subprocess
     import sys
 
-    from edgepack.stages import reduce
+    from edgepack.backends.onnxruntime import minimal_build as reduce
 
     out = tmp_path / "ort"
     subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(tiny_cnn_path),
@@ -130,7 +130,7 @@ def test_operator_config_falls_back_to_onnxruntimes_tool(tmp_path, tiny_cnn_path
 
 
 def test_large_models_take_the_streamed_path_and_say_so(tmp_path, monkeypatch):
-    from edgepack.stages import quantize
+    from edgepack.backends.onnxruntime import quantize
     from edgepack.target import Recipe
 
     src = _mlp(tmp_path)
@@ -143,7 +143,7 @@ def test_large_models_take_the_streamed_path_and_say_so(tmp_path, monkeypatch):
 
 
 def test_types_sets_weights_aside_and_puts_them_back(tmp_path, monkeypatch):
-    from edgepack.stages import quantize_streamed
+    from edgepack.backends.onnxruntime import streamed as quantize_streamed
 
     model = onnx.load_model(str(_mlp(tmp_path, external=False)))
     before = [t.raw_data for t in model.graph.initializer]
@@ -164,7 +164,7 @@ def test_large_pairs_are_timed_with_the_same_lean_sessions(tmp_path, monkeypatch
 
 
 def test_fp16_of_an_external_data_model_streams_its_weights(tmp_path):
-    from edgepack.stages import quantize
+    from edgepack.backends.onnxruntime import quantize
 
     src = _mlp(tmp_path)
     (tmp_path / "h").mkdir()

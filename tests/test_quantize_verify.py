@@ -10,7 +10,8 @@ from pathlib import Path
 
 from edgepack.errors import CalibrationError, ShapeError, StageError
 from edgepack.model import TensorSpec, load_model
-from edgepack.stages.quantize import classify_model, quantize
+from edgepack.backends.onnxruntime.quantize import quantize
+from edgepack.flops import classify_model
 from edgepack.data.calibration import load_calibration, split_calibration
 from edgepack.data.generated import generate_inputs
 from edgepack.gates import accept, compare_outputs, passes, scaled_error

@@ -161,7 +161,8 @@ def model_ops(model: onnx.ModelProto) -> set[tuple[str, str]]:
 
 
 def minimal_runtime(profile: TargetProfile, n_ops: int, reduced_types: bool, source: str) -> Estimate | None:
-    if profile.engine != "onnxruntime":
+    """The minimal ONNX Runtime build's size; None for a target without one (minimal_build.level 'none')."""
+    if profile.minimal_build_level == "none":
         return None
     v = minimal_runtime_bytes(n_ops, reduced_types=reduced_types)
     base, per_op = _BASE, PER_OP_BYTES

@@ -13,6 +13,7 @@ from pathlib import Path
 import onnx
 
 from .. import partition
+from ..backends import backend_for
 from ..errors import StageError
 from ..model import iter_graphs
 from ..pipeline import Context, ModelState
@@ -109,11 +110,10 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
         f"{m.name}: onnxruntime basic optimizations (constant folding, BatchNormalization folding): "
         f"{before} -> {after} nodes (all graphs); outputs equal within {worst:.1e} of max(|output|, 1)"
     )
-    coverage = None
-    if profile.is_accelerator:
-        coverage = partition.coverage_summary(dst, profile)
-        decisions.append(f"{m.name}: after prepare {coverage['nodes_on_accelerator']}/{coverage['nodes_total']} nodes "
-                         f"on {profile.execution_provider} in {coverage['partitions']} partition(s)")
+    coverage = backend_for(profile).prepared_coverage(dst, profile)
+    if coverage is not None:
+        decisions.append(f"{m.name}: after prepare {coverage.nodes_on_accelerator}/{coverage.nodes_total} nodes "
+                         f"on {profile.execution_provider} in {coverage.partitions} partition(s)")
     return replace(m, current=dst, prepared=dst, coverage=coverage, weight_only_int8=dq_kept)
 
 

@@ -1,36 +1,32 @@
-"""verify: the shipped artifact against the fp32 original on the held-out inputs, and both timed on this host."""
+"""verify: the shipped artifact against the fp32 original on the held-out inputs, run as the device's
+runtime will run it (the backend's runner), and both timed on this host (build record only)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from ..backends import backend_for
 from ..errors import StageError
 from ..gates import accept, compare_outputs, round_metrics
-from ..runtime.ort import host_settings, run_model
-from ..runtime.timing import compare_latency
-from ..target import Tolerance
+from ..pipeline import Context
+from ..records import Verification
 
 
-def verify_stage(ctx, decisions: list[str]):
+def verify_stage(ctx: Context, decisions: list[str]) -> Context:
     """Check every shipped artifact against the fp32 original; measure both on this host."""
+    backend = backend_for(ctx.target)
     models = []
     measured = {}
     for m in ctx.models:
-        # exactly the stored graph: a minimal build applies no further optimizations to a .ort
-        outs = run_model(m.artifact, list(m.verify_inputs), level="disable")
+        outs = backend.run_shipped(ctx, m)
         metrics = round_metrics(compare_outputs(list(m.reference_outputs), outs))
-        tol = m.recipe["tolerance"]
-        ok, why = accept(metrics, Tolerance(**tol))
+        ok, why = accept(metrics, m.recipe.tolerance)
         if not ok:
             msg = f"{m.name}: the shipped {m.artifact.name} fails verification against the fp32 original: {why}"
             raise StageError(msg)
-        decisions.append(f"{m.name}: shipped {m.artifact.name} verified against the fp32 original: {why}")
-        verification = {"passed": True, "inputs": list(m.input_notes), "tolerance": tol, "outputs": metrics}
-        settings = host_settings(ctx.target)
-        lat = compare_latency(m.source.path, m.artifact, m.verify_inputs[0], **settings)
-        measured[m.name] = {"where": "this build host, onnxruntime CPUExecutionProvider (a measurement of the host, "
-                                     "not of the target device)",
-                            "session": {**settings, "lean": lat.get("lean", False)},
-                            "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"]}
+        decisions.append(f"{m.name}: shipped {m.artifact.name} verified against the fp32 original"
+                         f"{backend.verified_on(ctx.target)}: {why}")
+        verification = Verification(True, tuple(m.input_notes), m.recipe.tolerance, metrics)
+        measured[m.name] = backend.measure_shipped(ctx, m)
         models.append(replace(m, verification=verification))
     return ctx.with_models(models).measure("host_latency", measured)

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StageError
-from . import _ort_tools
+from ...errors import StageError
+from ..base import Packaging
+from . import tools as _ort_tools
 
 if TYPE_CHECKING:
-    from ..target import TargetProfile
+    from ...target import TargetProfile
 
 CONFIG_NAME = "required_operators_and_types.config"
 ML_DOMAIN = "ai.onnx.ml"
@@ -343,17 +345,40 @@ def ci_workflow(profile: TargetProfile, ort_version: str, *, config_name: str = 
     return text
 
 
-# ------------------------------------------------------------------------------------- the stage
+# ------------------------------------------------------------------------------------- packaging
 
 
-def reduce_stage(ctx, decisions: list[str]):
+@dataclass(frozen=True)
+class MinimalBuild(Packaging):
+    """The bundle's operator config and the pinned minimal-runtime build (manifest ``reduced_build``)."""
+
+    config: str
+    ops: dict[str, list[str]]
+    op_count: int
+    uses_ml_ops: bool
+    onnxruntime_version: str
+    build_command: tuple[str, ...]
+    build_script: str = "build_runtime.sh"
+    ci_workflow: str = "ci/build-runtime.yml"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": self.config, "ops": self.ops, "op_count": self.op_count, "uses_ml_ops": self.uses_ml_ops,
+                "onnxruntime_version": self.onnxruntime_version, "build_command": list(self.build_command),
+                "build_script": self.build_script, "ci_workflow": self.ci_workflow}
+
+    def summary(self) -> str:
+        return (f"operator config: {self.op_count} ops; runtime recipe: {self.build_script} "
+                f"(onnxruntime {self.onnxruntime_version})")
+
+
+def package(ctx, decisions: list[str]) -> tuple[dict[str, Path], MinimalBuild]:
     """The operator config from the final .ort of every model, the build script and its CI workflow."""
     import onnxruntime
 
     profile = ctx.target
     bundle = ctx.work / "bundle"
     ort_files = [m.artifact for m in ctx.models]
-    config_inputs = ort_files + [e for m in ctx.models for e in m.artifact_extra if e.suffix == ".ort"]
+    config_inputs = ort_files + [e for m in ctx.models for e in m.analysis_only if e.suffix == ".ort"]
     config = bundle / CONFIG_NAME
     described = operator_config(config_inputs, config, type_reduction=True)
     version = onnxruntime.__version__
@@ -374,9 +399,4 @@ def reduce_stage(ctx, decisions: list[str]):
     decisions.append(f"operator config: {described['op_count']} ops from {len(ort_files)} model(s)"
                      + (" (keeps ai.onnx.ml ops: no --disable_ml_ops)" if uses_ml else ""))
     decisions.append(f"minimal build pinned to onnxruntime {version}, the version that wrote the .ort files")
-    info = {"config": CONFIG_NAME, "ops": described["ops"], "op_count": described["op_count"],
-            "uses_ml_ops": uses_ml, "onnxruntime_version": version, "build_command": command,
-            "build_script": "build_runtime.sh", "ci_workflow": "ci/build-runtime.yml"}
-    from dataclasses import replace as _replace
-
-    return _replace(ctx.add_files(files), reduce=info)
+    return files, MinimalBuild(CONFIG_NAME, described["ops"], described["op_count"], uses_ml, version, tuple(command))
