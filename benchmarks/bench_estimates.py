@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from edgepack.estimate._prepare import analysis_model  # noqa: E402
+from edgepack.transforms import analysis_graph as analysis_model  # noqa: E402
 from edgepack.estimate.calibrate import gemm_rate, run_calibration  # noqa: E402
 from edgepack.estimate.latency import breakdown  # noqa: E402
 from edgepack.shapes import fix_input_shapes  # noqa: E402

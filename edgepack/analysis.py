@@ -11,9 +11,9 @@ import onnx
 from .backends import backend_for
 from .flops import model_work
 from .model import LoadedModel, load_model
-from .shapes import ShapePlan, fix_input_shapes, plan_shapes
+from .shapes import ShapePlan, plan_shapes
 from .target import TargetProfile
-from .transforms import decompose, infer_shapes, ort_optimize
+from .transforms import load_for_analysis, prepare_graph
 
 
 @dataclass
@@ -28,14 +28,10 @@ class _Workspace:
         """Basic-optimized, shape-inferred model: shapes fixed if given, ops decomposed if asked."""
         key = (tuple(sorted((shapes or {}).items())), decompose_ops)
         if key not in self._cache:
-            proto = self.loaded.proto
-            if shapes:
-                proto = fix_input_shapes(proto, shapes)
-            proto, counts = decompose(proto, set(decompose_ops)) if decompose_ops else (proto, {})
             dst = self.folder / f"variant{len(self._cache)}.onnx"
-            ort_optimize(proto, self.loaded.path.parent.resolve(), dst, "basic", self.loaded.info.weight_bytes)
-            optimized = onnx.load_model(str(dst), load_external_data=False)
-            self._cache[key] = (infer_shapes(optimized), dst, counts)
+            counts = prepare_graph(self.loaded.proto, self.loaded.path.parent.resolve(), dst, shapes=shapes,
+                                   decompose_ops=decompose_ops, weight_bytes=self.loaded.info.weight_bytes)
+            self._cache[key] = (load_for_analysis(dst), dst, counts)
         return self._cache[key]
 
 

@@ -140,6 +140,31 @@ def _without_omitted_input_quirk(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def _partitioning(model: onnx.ModelProto, profile: TargetProfile, require_fixed: bool, ort_checker_quirks: bool):
+    """(the model analysed, the op-table checker, onnxruntime's partitioning info): the one partitioner."""
+    from onnxruntime.tools.mobile_helpers import usability_checker as uc
+
+    if not ort_checker_quirks:
+        model = _without_omitted_input_quirk(model)
+    checker = _checker(profile)
+    return model, checker, uc.check_partitioning(model.graph, checker, require_fixed, profile.max_rank)
+
+
+def node_key(n: onnx.NodeProto) -> tuple:
+    """A node's identity (protobuf wrappers are not stable objects): its op and output names."""
+    return (n.op_type, n.name, tuple(n.output))
+
+
+def placement(model: onnx.ModelProto, profile: TargetProfile, *,
+              ort_checker_quirks: bool = True) -> tuple[set[tuple], int]:
+    """(keys of the nodes in accelerator partitions, number of partitions) of a shape-inferred model:
+    the same partitioning :func:`analyze_ort_ep` reports; empty for a target without an accelerator."""
+    if not profile.is_accelerator:
+        return set(), 0
+    _, _, info = _partitioning(model, profile, True, ort_checker_quirks)
+    return {node_key(n) for grp in info.supported_groups for n in grp}, info.num_partitions
+
+
 def analyze_ort_ep(model: onnx.ModelProto, profile: TargetProfile, require_fixed: bool, scenario: str,
                    *, ort_checker_quirks: bool = True) -> Coverage:
     """Partition analysis of a shape-inferred model for the NNAPI or CoreML EP.
@@ -147,14 +172,9 @@ def analyze_ort_ep(model: onnx.ModelProto, profile: TargetProfile, require_fixed
     With ``ort_checker_quirks`` (the default) counts match onnxruntime's usability checker exactly;
     without, omitted optional inputs are not mistaken for dynamic shapes (closer to the real EPs).
     """
-    from onnxruntime.tools.mobile_helpers import usability_checker as uc
     from onnxruntime.tools.onnx_model_utils import is_fixed_size_tensor
 
-    if not ort_checker_quirks:
-        model = _without_omitted_input_quirk(model)
-    checker = _checker(profile)
-    max_rank = profile.max_rank
-    info = uc.check_partitioning(model.graph, checker, require_fixed, max_rank)
+    model, checker, info = _partitioning(model, profile, require_fixed, ort_checker_quirks)
     supported_ids = {id(n) for grp in info.supported_groups for n in grp}
     vi = _value_info(model)
     inits = {t.name for g in iter_graphs(model.graph) for t in g.initializer}

@@ -8,14 +8,13 @@ and the hardware figures (each with its public source) that estimates use.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import _toml_check as tc
 from ._toml_check import Field, ListOf, TableOf
-from .backends import BACKENDS, backend_named
+from .backends import BACKENDS
 from .errors import ProfileError
 
 try:  # Python 3.11+
@@ -34,6 +33,8 @@ PRECISION_OF = {"static-int8": "int8", "dynamic-int8": "int8", "fp16": "fp16", "
 RECIPES_NEEDING_CALIBRATION = ("static-int8",)
 APPLIES_TO = ("any", "matmul-heavy", "conv-heavy")
 PRECISIONS = ("fp32", "fp16", "int8")
+STOCK_INDEXES = ("pypi", "maven", "cocoapods")  # where the stock runtime package is published
+STOCK_SIZE_SOURCES = ("published", "measured")  # estimate/size.py's published figures, targets/data/runtime_sizes.json
 
 _TOLERANCE = {
     "cosine_min": Field(float, minimum=0.0, maximum=1.0),
@@ -91,6 +92,10 @@ SCHEMA: dict[str, Any] = {
         "flags": Field(list, item_type=str),
         "package": Field(str),
         "stock_package": Field(str),
+        "stock_index": Field(str, choices=STOCK_INDEXES),
+        "stock_size": Field(str, required=True),
+        "stock_size_note": Field(str),
+        "ci_runner": Field(str),
     },
     "device": {
         "name": Field(str, required=True),
@@ -202,6 +207,10 @@ class TargetProfile:
     minimal_build_flags: tuple[str, ...]
     minimal_build_package: str | None
     stock_package: str | None
+    stock_index: str | None  # where the stock runtime package is published ("pypi": bundles pin it in requirements.txt)
+    stock_size: str  # "<published|measured>:<key>": where the stock runtime library's size comes from
+    stock_size_note: str | None
+    ci_runner: str | None  # the GitHub Actions runner that builds the minimal runtime
     device: Device
     source: str  # where it came from: "builtin:<name>" or the user's file name (never an absolute path)
 
@@ -321,7 +330,9 @@ def load_target(ref: str | Path) -> TargetProfile:
     tc.check(raw, SCHEMA, label)
     _check_sources(raw, label)
     profile = _build(raw, label)
-    _check_consistency(profile, label)
+    from .target_rules import check_consistency
+
+    check_consistency(profile, label)
     return profile
 
 
@@ -431,55 +442,10 @@ def _build(raw: dict[str, Any], label: str) -> TargetProfile:
         minimal_build_flags=tuple(mb.get("flags", [])),
         minimal_build_package=mb.get("package"),
         stock_package=mb.get("stock_package"),
+        stock_index=mb.get("stock_index"),
+        stock_size=mb["stock_size"],
+        stock_size_note=mb.get("stock_size_note"),
+        ci_runner=mb.get("ci_runner"),
         device=device,
         source=label,
     )
-
-
-def _check_pairing(p: TargetProfile, fail) -> None:
-    """The execution provider and format must be ones the profile's engine serves. The message names
-    the engine a value belongs to when it belongs to that engine alone, else the engine's own."""
-    backend = backend_named(p.engine)
-    for key, value, attr, what in (("runtime.execution_provider", p.execution_provider, "execution_providers",
-                                    "the {} provider"), ("conversion.format", p.format, "formats", "format '{}'")):
-        own = getattr(backend, attr)
-        if value in own:
-            continue
-        owner = next((b for b in BACKENDS.values() if value in getattr(b, attr)), None)
-        if owner is not None and len(getattr(owner, attr)) == 1:
-            fail(key, f"{what.format(value)} goes with engine '{owner.name}' and only with it")
-        fail(key, f"{what.format(own[0])} goes with engine '{backend.name}'" +
-             (" and only with it" if len(own) == 1 else f" (with {', '.join(own[1:])})"))
-
-
-def _check_consistency(p: TargetProfile, label: str) -> None:
-    def fail(key: str, why: str) -> None:
-        msg = f"{label}: '{key}' contradicts the profile: {why}"
-        raise ProfileError(msg)
-
-    _check_pairing(p, fail)
-    backend_named(p.engine).check_profile(p, fail)
-    names = [r.name for r in p.recipes]
-    if not names:
-        fail("quantization", "at least one recipe is needed (use name = \"none\" to ship fp32)")
-    if "none" in names and names.index("none") != len(names) - 1:
-        fail("quantization", "recipes after 'none' can never be chosen; put 'none' last")
-    seen: set[tuple[str, str]] = set()
-    for i, r in enumerate(p.recipes):
-        key = f"quantization[{i}]"
-        if (r.name, r.applies_to) in seen:
-            fail(key, f"recipe '{r.name}' for '{r.applies_to}' models is listed twice")
-        seen.add((r.name, r.applies_to))
-        if r.name != "static-int8" and (r.activation_type is not None or r.weight_type is not None):
-            fail(f"{key}.activation_type", f"recipe '{r.name}' takes no activation/weight type")
-        if r.tolerance.cosine_min <= 0.0 or math.isnan(r.tolerance.cosine_min):
-            fail(f"{key}.tolerance.cosine_min", "must be above 0")
-    units = {u.kind for u in p.device.units}
-    if p.is_accelerator and "npu" not in units and "gpu" not in units:
-        fail("device.units", f"an {p.execution_provider} target needs an 'npu' or 'gpu' compute unit")
-    if "cpu" not in units:
-        fail("device.units", "every device needs a 'cpu' compute unit (unsupported nodes fall back to it)")
-    for u in p.device.units:
-        for prec in u.peak_gops:
-            if prec not in PRECISIONS:
-                fail(f"device.units.{u.name}.peak_gops.{prec}", f"precision must be one of {', '.join(PRECISIONS)}")

@@ -44,6 +44,42 @@ def ort_optimize(
         raise StageError(msg) from exc
 
 
+def prepare_graph(model: onnx.ModelProto, external_data_dir: Path, dst: Path, *,
+                  shapes: dict[str, tuple[int, ...]] | None = None, decompose_ops: frozenset[str] = frozenset(),
+                  weight_bytes: int = 0) -> dict[str, int]:
+    """The prepared graph, written to ``dst``: input ``shapes`` fixed, ``decompose_ops`` rewritten into
+    ops the accelerator has (see DECOMPOSITIONS), then onnxruntime's basic optimizations (constant
+    folding, BatchNormalization folding). Returns the decompositions made, per op.
+
+    The one way a graph is prepared: the prepare stage checks what this writes against the original,
+    ``inspect`` analyses it (what-if coverage) and the estimates price it, so all three see the same graph.
+    """
+    from .shapes import fix_input_shapes
+
+    if shapes:
+        model = fix_input_shapes(model, shapes)
+    model, counts = decompose(model, set(decompose_ops)) if decompose_ops else (model, {})
+    ort_optimize(model, external_data_dir, dst, "basic", weight_bytes)
+    return counts
+
+
+def load_for_analysis(path: Path) -> onnx.ModelProto:
+    """A model file, without its weights, with inferred shapes: what analyses and estimates read."""
+    return infer_shapes(onnx.load_model(str(path), load_external_data=False))
+
+
+def analysis_graph(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
+    """:func:`prepare_graph` of a model file (shapes fixed if given), shape-inferred; only a temporary
+    folder is written."""
+    import tempfile
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="edgepack-analysis-") as tmp:
+        dst = Path(tmp) / "basic.onnx"
+        prepare_graph(onnx.load_model(str(path), load_external_data=False), path.parent.resolve(), dst, shapes=shapes)
+        return load_for_analysis(dst)
+
+
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """ONNX shape inference as onnxruntime's usability checker runs it (no data propagation), so
     partition counts agree with it; the input model is returned unchanged if inference fails."""

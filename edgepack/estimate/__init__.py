@@ -11,7 +11,6 @@ from typing import Any
 
 from ..target import TargetProfile
 from . import energy, latency, size
-from ._prepare import analysis_model
 from .base import Estimate
 
 __all__ = ["BundleEstimates", "Estimate", "estimate_bundle", "estimate_model"]
@@ -95,7 +94,9 @@ def estimate_bundle(model_path: str | Path, profile: TargetProfile, precision: s
     the model's op types. ``coverage``: the shipped coverage (a ShippedCoverage); its partition
     count is recorded beside the estimate's own. ``shapes``: input shapes to fix (needed for dynamic models).
     """
-    model = analysis_model(model_path, shapes)
+    from ..transforms import analysis_graph
+
+    model = analysis_graph(model_path, shapes)
     out = estimate_model(model, profile, precision, artifacts=[Path(p) for p in artifacts] if artifacts else None,
                          ort_config=ort_config_ops, per_hour=per_hour, source_bytes=Path(model_path).stat().st_size)
     return replace(out, coverage_partitions=coverage.partitions) if coverage is not None else out

@@ -18,7 +18,7 @@ from ..errors import StageError
 from ..model import iter_graphs
 from ..pipeline import Context, ModelState
 from ..shapes import fix_input_shapes
-from ..transforms import DECOMPOSITIONS, decompose, ort_optimize, protect_weight_only_int8
+from ..transforms import DECOMPOSITIONS, prepare_graph, protect_weight_only_int8
 from ..gates import MAX_SLOWDOWN, REWRITE_RTOL, compare_outputs, scaled_error
 from ..runtime.ort import host_settings, run_model
 from ..runtime.timing import compare_latency
@@ -32,9 +32,8 @@ def _optimize_checked(ctx: Context, m: ModelState, proto: onnx.ModelProto, ops: 
     model_dir = m.source.path.parent.resolve()
     attempts = [ops, frozenset()] if ops else [frozenset()]
     for attempt in attempts:
-        candidate, counts = decompose(proto, set(attempt)) if attempt else (proto, {})
         dst = ctx.work / f"{stem}.onnx"
-        ort_optimize(candidate, model_dir, dst, "basic", m.source.info.weight_bytes)
+        counts = prepare_graph(proto, model_dir, dst, decompose_ops=attempt, weight_bytes=m.source.info.weight_bytes)
         metrics = compare_outputs(list(m.reference_outputs), run_model(dst, list(m.verify_inputs), level="disable"))
         worst = scaled_error(metrics)
         if worst <= REWRITE_RTOL:
