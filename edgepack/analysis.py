@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -23,6 +23,7 @@ class _Workspace:
     loaded: LoadedModel
     folder: Path
     _cache: dict
+    notes: list[str] = field(default_factory=list)  # what limited the analysis (a shape inference that failed)
 
     def variant(self, shapes: dict[str, tuple[int, ...]] | None, decompose_ops: frozenset[str]) -> tuple[onnx.ModelProto, Path, dict]:
         """Basic-optimized, shape-inferred model: shapes fixed if given, ops decomposed if asked."""
@@ -31,7 +32,7 @@ class _Workspace:
             dst = self.folder / f"variant{len(self._cache)}.onnx"
             counts = prepare_graph(self.loaded.proto, self.loaded.path.parent.resolve(), dst, shapes=shapes,
                                    decompose_ops=decompose_ops, weight_bytes=self.loaded.info.weight_bytes)
-            self._cache[key] = (load_for_analysis(dst), dst, counts)
+            self._cache[key] = (load_for_analysis(dst, self.notes), dst, counts)
         return self._cache[key]
 
 
@@ -44,13 +45,12 @@ def _estimates(loaded: LoadedModel, profile: TargetProfile, plan: ShapePlan, per
     """Before building: the fp32 model on the target, estimated (dynamic dims must be decided)."""
     if not plan.all_fixed:
         return {"available": False, "why": "undecided input dimensions: " + ", ".join(plan.undecided) + "; pass --shape"}
+    from .errors import EdgepackError, first_line, foreign_error_types
     from .estimate import estimate_bundle
 
     try:
         est = estimate_bundle(loaded.path, profile, "fp32", shapes=plan.fixed, per_hour=per_hour)
-    except Exception as exc:  # noqa: BLE001 - an estimate that cannot be made is reported, not fatal
-        from .errors import first_line
-
+    except (EdgepackError, *foreign_error_types()) as exc:  # an estimate that cannot be made is reported, not fatal
         return {"available": False, "why": f"{type(exc).__name__}: {first_line(exc)}"}
     return {"available": True, "precision": "fp32 (before quantization)", **est.to_json()}
 
@@ -82,4 +82,6 @@ def inspect_model(path: str | Path, profiles: list[TargetProfile], shapes: dict[
             entry["profile"] = {"source": profile.source, "engine": profile.engine, "provider": profile.execution_provider,
                                 "shape_policy": profile.shape_policy}
             report["targets"][profile.name] = entry
+    if ws.notes:
+        report["shapes"]["notes"] = sorted(set(ws.notes))
     return report

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .errors import EdgepackError, StageError, first_line
+from .errors import EdgepackError, InternalError, StageError, first_line, foreign_error_types
 from .model import LoadedModel, TensorSpec
 from .runtime.host import peak_rss_mb, return_freed_memory
 from .target import TargetProfile
@@ -125,8 +125,18 @@ class Memo:
         return sha256_file(path)
 
 
+def _foreign(ctx: Context) -> tuple[type[BaseException], ...]:
+    from .backends import backend_for
+
+    return foreign_error_types(backend_for(ctx.target).foreign_errors())
+
+
 def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Callable[[str], None] | None = None) -> Context:
-    """Run ``stages`` in order; each gets the context and a list to append its decisions to."""
+    """Run ``stages`` in order; each gets the context and a list to append its decisions to.
+
+    Our own errors get the target and stage in front; the known foreign error types become a
+    StageError; any other exception is a bug (InternalError), never reported as bad input.
+    """
     for name, stage in stages:
         if progress:
             progress(f"{ctx.target.name}: {name}")
@@ -140,8 +150,10 @@ def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Ca
         except MemoryError as exc:
             msg = f"{ctx.target.name}: {name}: out of memory"
             raise StageError(msg) from exc
-        except Exception as exc:  # noqa: BLE001 - a foreign error inside a stage becomes ours, with its stage
+        except Exception as exc:  # noqa: BLE001 - sorted below: a known foreign error, or a bug
             log.debug("stage %s failed", name, exc_info=True)
+            if not isinstance(exc, _foreign(ctx)):
+                raise InternalError(f"{ctx.target.name}: {name}", exc) from exc
             msg = f"{ctx.target.name}: {name}: {type(exc).__name__}: {first_line(exc)}"
             raise StageError(msg) from exc
         seconds = time.perf_counter() - start

@@ -5,6 +5,7 @@ Each transform returns a new model (or writes a new file) and leaves its input u
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import StageError, first_line
+
+log = logging.getLogger("edgepack")
 
 LARGE_MODEL_BYTES = 1_500_000_000  # above this, ORT writes initializers to an external file
 
@@ -63,33 +66,47 @@ def prepare_graph(model: onnx.ModelProto, external_data_dir: Path, dst: Path, *,
     return counts
 
 
-def load_for_analysis(path: Path) -> onnx.ModelProto:
-    """A model file, without its weights, with inferred shapes: what analyses and estimates read."""
-    return infer_shapes(onnx.load_model(str(path), load_external_data=False))
+def load_for_analysis(path: Path, notes: list[str] | None = None) -> onnx.ModelProto:
+    """A model file, without its weights, with inferred shapes: what analyses and estimates read.
+    A shape inference failure is recorded in ``notes``."""
+    return infer_shapes(onnx.load_model(str(path), load_external_data=False), notes)
 
 
-def analysis_graph(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
+def analysis_graph(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None,
+                   notes: list[str] | None = None) -> onnx.ModelProto:
     """:func:`prepare_graph` of a model file (shapes fixed if given), shape-inferred; only a temporary
-    folder is written."""
+    folder is written. A shape inference failure is recorded in ``notes``."""
     import tempfile
 
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="edgepack-analysis-") as tmp:
         dst = Path(tmp) / "basic.onnx"
         prepare_graph(onnx.load_model(str(path), load_external_data=False), path.parent.resolve(), dst, shapes=shapes)
-        return load_for_analysis(dst)
+        return load_for_analysis(dst, notes)
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+def _inference_errors() -> tuple[type[BaseException], ...]:
+    # onnx's own errors; ValueError: a proto beyond protobuf's 2 GB; RuntimeError: other C++ failures
+    return (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError, RuntimeError)
+
+
+def infer_shapes(model: onnx.ModelProto, notes: list[str] | None = None) -> onnx.ModelProto:
     """ONNX shape inference as onnxruntime's usability checker runs it (no data propagation), so
-    partition counts agree with it; the input model is returned unchanged if inference fails."""
+    partition counts agree with it. Strict mode first; where it fails, the lenient mode (partial shape
+    information is still useful). Where that fails too, the model is returned as it is and the
+    failure recorded: a note in ``notes`` (when given) and a warning in edgepack's log."""
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    except Exception:  # noqa: BLE001 - partial shape info is still useful for analysis
-        try:
-            return onnx.shape_inference.infer_shapes(model)
-        except Exception:  # noqa: BLE001
-            return model
+    except _inference_errors() as exc:
+        log.debug("strict shape inference failed (%s); lenient mode", first_line(exc))
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except _inference_errors() as exc:
+        note = f"shape inference failed ({type(exc).__name__}: {first_line(exc)}); analysed without inferred shapes"
+        log.warning(note)
+        if notes is not None:
+            notes.append(note)
+        return model
 
 
 # ----------------------------------------------------------------------------- decompositions

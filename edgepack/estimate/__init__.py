@@ -31,12 +31,15 @@ class BundleEstimates:
     switches: int
     unknown_nodes: int
     coverage_partitions: int | None = None  # the shipped coverage's partitions, beside the estimate's own
+    notes: tuple[str, ...] = ()  # what limited the analysis (a shape inference that failed)
 
     def to_json(self) -> dict[str, Any]:
         details: dict[str, Any] = {"precision": self.precision, "switches": self.switches,
                                    "nodes_with_unknown_shapes": self.unknown_nodes}
         if self.coverage_partitions is not None:
             details["coverage_partitions"] = self.coverage_partitions
+        if self.notes:
+            details["notes"] = list(self.notes)
         # each top-level entry is an Estimate (the app-size delta, the latency, the energy per inference);
         # its parts ride along as nested Estimates
         return {"size": {**self.size.to_json(), **{k: e.to_json() for k, e in self.size_parts}},
@@ -96,7 +99,10 @@ def estimate_bundle(model_path: str | Path, profile: TargetProfile, precision: s
     """
     from ..transforms import analysis_graph
 
-    model = analysis_graph(model_path, shapes)
+    notes: list[str] = []
+    model = analysis_graph(model_path, shapes, notes)
     out = estimate_model(model, profile, precision, artifacts=[Path(p) for p in artifacts] if artifacts else None,
                          ort_config=ort_config_ops, per_hour=per_hour, source_bytes=Path(model_path).stat().st_size)
+    if notes:
+        out = replace(out, notes=tuple(notes))
     return replace(out, coverage_partitions=coverage.partitions) if coverage is not None else out

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import onnx
 
+from ..errors import ProfileError
 from ..flops import NodeWork, _numel, _shape_map, model_work  # noqa: PLC2701
 from ..model import iter_graphs
 from ..partition import node_key
@@ -192,7 +193,7 @@ def _peak(unit: ComputeUnit, precision: str) -> tuple[float, str]:
         if unit.peak_gops.get(p):
             return unit.peak_gops[p], p
     msg = f"compute unit '{unit.name}' has no peak_gops for {precision}"
-    raise ValueError(msg)
+    raise ProfileError(msg)
 
 
 def memory_time(moved: float, bandwidth_gbps: float, cache_bytes: float = CACHE_BYTES,
@@ -246,7 +247,7 @@ def _unit(profile: TargetProfile, kind: str) -> ComputeUnit:
         if u.kind == kind:
             return u
     msg = f"{profile.name}: no '{kind}' compute unit"
-    raise ValueError(msg)
+    raise ProfileError(msg)
 
 
 def accelerator_nodes(model: onnx.ModelProto, profile: TargetProfile) -> tuple[set[tuple], int]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import io
 import logging
 from collections import Counter
 from pathlib import Path
@@ -38,6 +37,7 @@ from ...model import iter_tensors
 from ...transforms import LARGE_MODEL_BYTES
 from ...gates import compare_outputs, round_metrics
 from ...runtime.ort import run_model
+from ...runtime.capture import captured_output, one_at_a_time
 from ...runtime.timing import compare_latency
 
 __all__ = ["FUSION_COSINE_MIN", "FUSION_MAX_REL_ERR", "MEASURED_KEYS", "detect_transformer", "fuse_transformer"]
@@ -167,27 +167,29 @@ def _has_external(model: onnx.ModelProto) -> bool:
 
 @contextlib.contextmanager
 def _quiet(messages: list[str]):
-    """Silence onnxruntime.transformers: its log records and prints are collected into ``messages``."""
+    """Silence onnxruntime.transformers: its log records and prints are collected into ``messages``.
+    One fusion at a time (its logger is process-wide, like the output streams)."""
 
     class _Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             messages.append(f"{record.levelname.lower()}: {record.getMessage()}")
 
-    logger = logging.getLogger(_LOGGER)
-    handler = _Collect(logging.WARNING)
-    saved = (logger.level, logger.propagate)
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
-    logger.propagate = False
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
-        messages.extend(line for line in out.getvalue().splitlines() if line.strip())
+    with one_at_a_time():
+        logger = logging.getLogger(_LOGGER)
+        handler = _Collect(logging.WARNING)
+        saved = (logger.level, logger.propagate)
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+        printed: list[str] = []
+        try:
+            with captured_output() as printed:
+                yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(saved[0])
+            logger.propagate = saved[1]
+            messages.extend(printed)
 
 
 def _remove(dst: Path) -> None:

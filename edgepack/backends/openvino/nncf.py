@@ -3,11 +3,10 @@ QLinear*/QDQ ops: OpenVINO cannot import the com.microsoft ones, openvino#17461)
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 
 from ...errors import StageError
+from ...runtime.capture import captured_output
 
 NNCF_PRESET = "mixed"  # asymmetric activations: SiLU/HardSwish outputs go negative (YOLO, MobileNetV3)
 
@@ -27,7 +26,7 @@ def nncf_quantize(model, samples: list[dict], model_class: str):
     if model_class == "matmul-heavy":
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     # NNCF draws rich progress bars on stdout/stderr; the CLI's output is ours
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with captured_output():
         quantized = nncf.quantize(model, nncf.Dataset(samples), **kwargs)
     settings = {"tool": "nncf.quantize", "nncf_version": nncf.__version__, "preset": NNCF_PRESET,
                 "model_type": "transformer" if model_class == "matmul-heavy" else "default",
