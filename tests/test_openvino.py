@@ -181,6 +181,15 @@ def test_com_microsoft_ops_are_refused_before_openvino_sees_them(tmp_path):
         ovir.convert(path)
 
 
+def test_a_model_openvino_cannot_convert_is_one_clear_stage_error(tmp_path):
+    import onnxruntime
+
+    model = Path(onnxruntime.__file__).parent / "datasets" / "logreg_iris.onnx"  # ai.onnx.ml: no OpenVINO frontend
+    with pytest.raises(StageError, match="^OpenVINO cannot convert logreg_iris.onnx: ") as info:
+        ovir.convert(model)
+    assert "\n" not in str(info.value)
+
+
 # ------------------------------------------------------------------------------ real models
 
 

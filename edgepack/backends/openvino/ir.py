@@ -69,7 +69,7 @@ def convert(onnx_path: Path):
     try:
         return ov.convert_model(str(onnx_path))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises OpConversionFailure/RuntimeError with long texts
-        msg = f"OpenVINO cannot convert {onnx_path.name}: {openvino_errorsummary(exc)}"
+        msg = f"OpenVINO cannot convert {onnx_path.name}: {openvino_error_summary(exc)}"
         raise StageError(msg) from exc
 
 

@@ -23,7 +23,7 @@ def compile_ir(xml: Path, threads: int = 1, device: str = DEVICE_DEFAULT, core=N
     try:
         return core.compile_model(str(xml), device, properties(threads))
     except Exception as exc:  # noqa: BLE001
-        msg = f"OpenVINO cannot compile {xml.name} for {device}: {openvino_errorsummary(exc)}"
+        msg = f"OpenVINO cannot compile {xml.name} for {device}: {openvino_error_summary(exc)}"
         raise StageError(msg) from exc
 
 
@@ -31,7 +31,7 @@ def _infer(request, compiled, feed: dict) -> dict[str, np.ndarray]:
     try:
         result = request.infer(feed)
     except Exception as exc:  # noqa: BLE001
-        msg = f"OpenVINO failed running the model: {openvino_errorsummary(exc)}"
+        msg = f"OpenVINO failed running the model: {openvino_error_summary(exc)}"
         raise StageError(msg) from exc
     outs: dict[str, np.ndarray] = {}
     for port in compiled.outputs:
