@@ -15,14 +15,13 @@ import onnx
 from .. import partition
 from ..backends import backend_for
 from ..errors import StageError
+from ..gates import MAX_SLOWDOWN, REWRITE_RTOL, compare_outputs, scaled_error
 from ..model import iter_graphs
 from ..pipeline import Context, ModelState
-from ..shapes import fix_input_shapes
-from ..transforms import DECOMPOSITIONS, prepare_graph, protect_weight_only_int8
-from ..gates import MAX_SLOWDOWN, REWRITE_RTOL, compare_outputs, scaled_error
 from ..runtime.ort import host_settings, run_model
 from ..runtime.timing import compare_latency
-
+from ..shapes import fix_input_shapes
+from ..transforms import DECOMPOSITIONS, prepare_graph, protect_weight_only_int8
 
 
 def _optimize_checked(ctx: Context, m: ModelState, proto: onnx.ModelProto, ops: frozenset[str], stem: str,

@@ -33,12 +33,12 @@ from typing import Any
 import onnx
 
 from ...errors import StageError, first_line
-from ...model import iter_tensors
-from ...transforms import LARGE_MODEL_BYTES
 from ...gates import compare_outputs, round_metrics
-from ...runtime.ort import run_model
+from ...model import iter_tensors
 from ...runtime.capture import captured_output, one_at_a_time
+from ...runtime.ort import run_model
 from ...runtime.timing import compare_latency
+from ...transforms import LARGE_MODEL_BYTES
 
 __all__ = ["FUSION_COSINE_MIN", "FUSION_MAX_REL_ERR", "MEASURED_KEYS", "detect_transformer", "fuse_transformer"]
 
