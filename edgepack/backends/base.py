@@ -45,6 +45,7 @@ class Backend(ABC):
     name: str  # the profiles' ``runtime.engine``
     label: str  # in messages: "ONNX Runtime", "OpenVINO"
     execution_providers: tuple[str, ...]  # the profiles' ``runtime.execution_provider`` values it serves
+    accelerator_providers: tuple[str, ...] = ()  # those that hand a graph's nodes to an NPU/GPU (CPU fallback)
     op_tables: tuple[str, ...]  # the profiles' ``runtime.op_table`` values it reads
     formats: tuple[str, ...]  # the profiles' ``conversion.format`` values it writes
     recipes: tuple[str, ...]  # the quantization recipes it implements, in the profiles' names

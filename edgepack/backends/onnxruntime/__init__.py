@@ -15,7 +15,6 @@ from typing import Any
 
 from ..base import Backend
 
-ACCELERATOR_EPS = ("NNAPI", "CoreML")
 _QUANT_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul")
 LATENCY_RUNS = 15  # pairs of the host speed gate (at least; more for fast models)
 
@@ -24,6 +23,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     label = "ONNX Runtime"
     execution_providers = ("CPU", "NNAPI", "CoreML")
+    accelerator_providers = ("NNAPI", "CoreML")
     op_tables = ("cpu", "nnapi", "coreml-mlprogram", "coreml-neuralnetwork")
     formats = ("ort",)
     recipes = ("static-int8", "dynamic-int8", "fp16", "none")

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...errors import foreign_error_types
 from ...partition import Coverage, UnsupportedGroup
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def analyze_openvino(model_path: Path, profile: TargetProfile, shapes: dict[str,
             m.reshape({name: list(dims) for name, dims in shapes.items()})
         device = profile.runtime_device or "CPU"
         supported = core.query_model(m, device)
-    except Exception as exc:  # noqa: BLE001 - openvino raises RuntimeError/OVException with long texts
+    except (RuntimeError, *foreign_error_types()) as exc:  # OpenVINO's C++ errors arrive as RuntimeError
         return Coverage(profile.name, profile.execution_provider, scenario, False,
                         notes=(f"OpenVINO could not read the model: {openvino_error_summary(exc)}",))
     skip = {"Parameter", "Result", "Constant"}
