@@ -136,7 +136,7 @@ def main(argv=None) -> int:
                        "python": platform.python_version()},
               "targets": targets, "models": []}
     try:
-        from edgepack.stages.verify import host_cpu
+        from edgepack.runtime.host import host_cpu
 
         report["host"]["cpu"] = host_cpu()
     except ImportError:

@@ -6,7 +6,7 @@
    the micro-benchmarks are single-node graphs, none of the models below.
 2. For each real model: fix its input shapes, basic-optimize and infer shapes, and predict its
    latency (onnxruntime CPU, 1 thread, optimization level extended) with that profile.
-3. Measure the same shape-fixed model with edgepack.stages.verify.measure_latency (level extended).
+3. Measure the same shape-fixed model with edgepack.runtime.timing.measure_latency (level extended).
 On a shared host the machine's speed drifts, so by default the host is re-calibrated right before
 each model is measured (``--once`` calibrates once), and the GEMM rate is timed again right after: a
 model whose machine moved by more than 10% in between is redone (up to 3 times; ``attempts`` and
@@ -32,11 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from edgepack.estimate._prepare import analysis_model  # noqa: E402
+from edgepack.transforms import analysis_graph as analysis_model  # noqa: E402
 from edgepack.estimate.calibrate import gemm_rate, run_calibration  # noqa: E402
 from edgepack.estimate.latency import breakdown  # noqa: E402
 from edgepack.shapes import fix_input_shapes  # noqa: E402
-from edgepack.stages.verify import measure_latency  # noqa: E402
+from edgepack.runtime.timing import measure_latency  # noqa: E402
 from edgepack.target import load_target  # noqa: E402
 
 # key -> (shapes, special input values)

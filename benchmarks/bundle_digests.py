@@ -103,6 +103,9 @@ def main(argv=None) -> int:
     expected = json.loads(Path(args.compare).read_text())
     differ = []
     for case, targets in result.items():
+        if "error" in targets:  # a case that did not build is a difference, never a silent pass
+            differ.append(f"{case}: did not build: {targets['error']}")
+            continue
         for target, files in targets.items():
             want = expected.get(case, {}).get(target)
             if not isinstance(files, dict) or want is None:

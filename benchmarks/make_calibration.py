@@ -156,7 +156,7 @@ def self_check(out: Path, args: argparse.Namespace) -> str | None:
         sys.path.append(repo)
     try:
         from edgepack.model import TensorSpec
-        from edgepack.stages.calibration import load_calibration
+        from edgepack.data.calibration import load_calibration
     except ImportError:
         return None
     h, w = args.size

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
-from . import partition
+from .backends import backend_for
 from .flops import model_work
 from .model import LoadedModel, load_model
-from .shapes import ShapePlan, fix_input_shapes, plan_shapes
+from .shapes import ShapePlan, plan_shapes
 from .target import TargetProfile
-from .transforms import DECOMPOSITIONS, decompose, infer_shapes, ort_optimize
+from .transforms import load_for_analysis, prepare_graph
 
 
 @dataclass
@@ -23,49 +23,21 @@ class _Workspace:
     loaded: LoadedModel
     folder: Path
     _cache: dict
+    notes: list[str] = field(default_factory=list)  # what limited the analysis (a shape inference that failed)
 
     def variant(self, shapes: dict[str, tuple[int, ...]] | None, decompose_ops: frozenset[str]) -> tuple[onnx.ModelProto, Path, dict]:
         """Basic-optimized, shape-inferred model: shapes fixed if given, ops decomposed if asked."""
         key = (tuple(sorted((shapes or {}).items())), decompose_ops)
         if key not in self._cache:
-            proto = self.loaded.proto
-            if shapes:
-                proto = fix_input_shapes(proto, shapes)
-            proto, counts = decompose(proto, set(decompose_ops)) if decompose_ops else (proto, {})
             dst = self.folder / f"variant{len(self._cache)}.onnx"
-            ort_optimize(proto, self.loaded.path.parent.resolve(), dst, "basic", self.loaded.info.weight_bytes)
-            optimized = onnx.load_model(str(dst), load_external_data=False)
-            self._cache[key] = (infer_shapes(optimized), dst, counts)
+            counts = prepare_graph(self.loaded.proto, self.loaded.path.parent.resolve(), dst, shapes=shapes,
+                                   decompose_ops=decompose_ops, weight_bytes=self.loaded.info.weight_bytes)
+            self._cache[key] = (load_for_analysis(dst, self.notes), dst, counts)
         return self._cache[key]
 
 
 def _target_report(ws: _Workspace, profile: TargetProfile, plan: ShapePlan) -> dict:
-    info = ws.loaded.info
-    ops_present = set(info.op_histogram)
-    scenarios: list[partition.Coverage] = []
-    prepare_notes: list[str] = list(plan.decisions)
-    if profile.execution_provider == "OpenVINO":
-        scenarios.append(partition.analyze_openvino(ws.loaded.path, profile, plan.fixed or None, "as-is"))
-        return {"coverage": [c.to_json() for c in scenarios], "prepare": prepare_notes}
-    as_is, _, _ = ws.variant(None, frozenset())
-    if not profile.is_accelerator:
-        scenarios.append(partition.analyze_cpu(as_is, profile, "as-is"))
-        return {"coverage": [c.to_json() for c in scenarios], "prepare": prepare_notes}
-    first = partition.analyze_ort_ep(as_is, profile, True, "as-is")
-    scenarios.append(first)
-    dynamic = any(not t.is_fixed for t in info.inputs)
-    if dynamic and first.nodes_supported < first.nodes_total:
-        scenarios.append(partition.analyze_ort_ep(as_is, profile, False, "fixed-shapes upper bound"))
-    if plan.all_fixed:
-        ops = partition.decomposable_ops(profile, ops_present)
-        prepared, _, counts = ws.variant(plan.fixed, ops)
-        scenarios.append(partition.analyze_ort_ep(prepared, profile, True, "after prepare", ort_checker_quirks=False))
-        prepare_notes += [f"decompose {n} {op} node(s) into {'/'.join(DECOMPOSITIONS[op])}" for op, n in counts.items()]
-        prepare_notes.append("constant-fold and fold BatchNormalization (onnxruntime basic optimizations)")
-    else:
-        prepare_notes.append(
-            "cannot compute 'after prepare': " + ", ".join(plan.undecided) + " undecided; pass --shape NAME=DIMS"
-        )
+    scenarios, prepare_notes = backend_for(profile).inspect_coverage(ws.loaded, profile, plan, ws.variant)
     return {"coverage": [c.to_json() for c in scenarios], "prepare": prepare_notes}
 
 
@@ -73,15 +45,14 @@ def _estimates(loaded: LoadedModel, profile: TargetProfile, plan: ShapePlan, per
     """Before building: the fp32 model on the target, estimated (dynamic dims must be decided)."""
     if not plan.all_fixed:
         return {"available": False, "why": "undecided input dimensions: " + ", ".join(plan.undecided) + "; pass --shape"}
+    from .errors import EdgepackError, first_line, foreign_error_types
     from .estimate import estimate_bundle
 
     try:
         est = estimate_bundle(loaded.path, profile, "fp32", shapes=plan.fixed, per_hour=per_hour)
-    except Exception as exc:  # noqa: BLE001 - an estimate that cannot be made is reported, not fatal
-        from .errors import first_line
-
+    except (EdgepackError, *foreign_error_types()) as exc:  # an estimate that cannot be made is reported, not fatal
         return {"available": False, "why": f"{type(exc).__name__}: {first_line(exc)}"}
-    return {"available": True, "precision": "fp32 (before quantization)", **est}
+    return {"available": True, "precision": "fp32 (before quantization)", **est.to_json()}
 
 
 def inspect_model(path: str | Path, profiles: list[TargetProfile], shapes: dict[str, tuple[int, ...]],
@@ -111,4 +82,6 @@ def inspect_model(path: str | Path, profiles: list[TargetProfile], shapes: dict[
             entry["profile"] = {"source": profile.source, "engine": profile.engine, "provider": profile.execution_provider,
                                 "shape_policy": profile.shape_policy}
             report["targets"][profile.name] = entry
+    if ws.notes:
+        report["shapes"]["notes"] = sorted(set(ws.notes))
     return report

@@ -10,40 +10,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .backends import Packaging, backend_for
 from .bundle import check_destination, write_bundle
-from .device_readme import render as render_readme
-from .errors import EdgepackError, OutputError, ShapeError, StageError
+from .data.inputs import SampleSets
+from .errors import EdgepackError, OutputError, ShapeError
 from .model import LoadedModel, TensorSpec, load_model
-from .pipeline import Context, Memo, ModelState, run_stages
+from .pipeline import Context, Memo, ModelState, StageRecord, run_stages
 from .shapes import plan_shapes, require_fixed
-from .stages.calibration import generate_inputs, load_calibration, split_calibration
 from .stages.convert import convert_stage
-from .stages.estimate_stage import estimate_stage
-from .stages.input_ranges import apply_int_ranges, int_input_ranges
+from .stages.estimate import estimate_stage
+from .stages.package import package_stage
 from .stages.prepare import prepare_stage
-from .stages.recipes import quantize_stage
-from .stages.reduce import reduce_stage
-from .stages.verify import run_model, verify_stage
+from .stages.quantize import quantize_stage
+from .stages.verify import verify_stage
 from .target import TargetProfile
-
-ORT_STAGES = (
-    ("prepare", prepare_stage),
-    ("quantize", quantize_stage),
-    ("convert", convert_stage),
-    ("verify", verify_stage),
-    ("reduce", reduce_stage),
-    ("estimate", estimate_stage),
-)
-GENERATED_SAMPLES = 8
-SEED = 0
 
 
 @dataclass(frozen=True)
 class BuildResult:
+    """One bundle written: where, its manifest, and what the build measured (also in the build record)."""
+
     target: str
     bundle: Path
     manifest: dict
-    record: Path
+    record: Path  # the build record beside the bundle (stage timings, host measurements)
+    stages: tuple[StageRecord, ...]
+    measurements: dict
+    model_files: tuple[str, ...]  # bundle-relative names of the models' artifacts and their companions
+    package: Packaging | None
+    host_runtime: str  # what ran the shipped models on this host
 
 
 def _check_output(out: Path, models: list[Path], targets: list[TargetProfile], force: bool) -> None:
@@ -93,6 +88,12 @@ def _check_creatable(out: Path, out_abs: Path) -> None:
                 pass  # no longer empty: another build is writing there
 
 
+def _check_models(loaded: list[LoadedModel], target: TargetProfile) -> None:
+    backend = backend_for(target)
+    for lm in loaded:
+        backend.check_model(lm, target)
+
+
 def _names(loaded: list[LoadedModel]) -> list[str]:
     if len(loaded) == 1:
         return ["model"]
@@ -107,46 +108,7 @@ def _fixed_specs(specs: tuple[TensorSpec, ...], shapes: dict) -> list[TensorSpec
     return [TensorSpec(s.name, s.dtype, tuple(shapes[s.name])) if s.name in shapes else s for s in specs]
 
 
-class _Inputs:
-    """Verification inputs, calibration samples and fp32 reference outputs, made once per model and shapes."""
-
-    def __init__(self, calibration: Path | None):
-        self.calibration = calibration
-        self._cache: dict = {}
-
-    def get(self, lm: LoadedModel, specs: list[TensorSpec], need_fixed_why: str | None, plan) -> tuple:
-        key = (lm.info.sha256, tuple((s.name, s.shape) for s in specs))
-        if key not in self._cache:
-            notes: list[str] = []
-            if self.calibration is not None:
-                folder = self.calibration / lm.path.stem if (self.calibration / lm.path.stem).is_dir() else self.calibration
-                samples = load_calibration(folder, specs, notes=notes)
-                calib, hold, note = split_calibration(samples)
-                notes.append(note)
-            else:
-                if need_fixed_why:
-                    require_fixed(plan, lm.info, need_fixed_why)
-                if any(not s.is_fixed for s in specs):
-                    msg = "no calibration data and undecided input dimensions: pass --shape NAME=DIMS or --calibration DIR"
-                    raise ShapeError(msg)
-                ranges = int_input_ranges(lm.proto)
-                hold = apply_int_ranges(generate_inputs(specs, GENERATED_SAMPLES, SEED), ranges, SEED)
-                calib = []
-                bounded = ", ".join(f"{k} in [{lo},{hi})" for k, (lo, hi) in sorted(ranges.items()))
-                notes.append(f"{GENERATED_SAMPLES} generated inputs (seed {SEED}: floats ~ N(0,1), ints in [0,10)"
-                             + (f"; from the graph: {bounded}" if bounded else "") + ")")
-            try:
-                refs = run_model(lm.path, hold)
-            except StageError as exc:
-                source = "the calibration data" if self.calibration is not None else "generated inputs"
-                msg = (f"the fp32 model {lm.path.name} does not run on {source}: {exc}; "
-                       "pass --calibration DIR with real inputs")
-                raise StageError(msg) from exc
-            self._cache[key] = (tuple(calib), tuple(hold), tuple(refs), tuple(notes))
-        return self._cache[key]
-
-
-def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dict, inputs: _Inputs) -> ModelState:
+def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dict, inputs: SampleSets) -> ModelState:
     mine = {k: v for k, v in given.items() if k in {t.name for t in lm.info.inputs}}
     plan = plan_shapes(lm.info, mine, target.default_batch)
     if target.requires_fixed_shapes:
@@ -158,9 +120,10 @@ def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dic
         shapes, is_fixed = dict(plan.shapes), False
     verify_specs = _fixed_specs(lm.info.inputs, plan.fixed if plan.all_fixed else shapes)
     why = None if inputs.calibration is not None else f"verification inputs for {lm.path.name}"
-    calib, hold, refs, notes = inputs.get(lm, verify_specs, why, plan)
-    return ModelState(name=name, source=lm, current=lm.path, reference_outputs=refs, verify_inputs=hold,
-                      calibration=calib, input_notes=notes, shapes=shapes, fixed_shapes=is_fixed)
+    samples = inputs.get(lm, verify_specs, why, plan)
+    return ModelState(name=name, source=lm, current=lm.path, reference_outputs=samples.reference_outputs,
+                      verify_inputs=samples.verify_inputs, calibration=samples.calibration, input_notes=samples.notes,
+                      shapes=shapes, fixed_shapes=is_fixed)
 
 
 def build(
@@ -205,9 +168,9 @@ def build(
         raise CalibrationError(msg)
     for t in targets:
         stages_for(t)  # refuse a target we cannot package before any work
-        if t.engine == "openvino" and not keep_going:
-            _check_openvino_domains(loaded, t)
-    inputs = _Inputs(calib)
+        if not keep_going:
+            _check_models(loaded, t)
+    inputs = SampleSets(calib)
     names = _names(loaded)
     # shared work first, once for every target: intake, shape plans, calibration, fp32 reference outputs
     initial = {t.name: [_initial_state(lm, n, t, given, inputs) for lm, n in zip(loaded, names)] for t in targets}
@@ -224,58 +187,44 @@ def build(
         return _one(target)
 
     def _one(target: TargetProfile) -> BuildResult:
-        if target.engine == "openvino":
-            _check_openvino_domains(loaded, target)
+        from .render.manifest import manifest
+
+        backend = backend_for(target)
+        _check_models(loaded, target)
         with tempfile.TemporaryDirectory(prefix=f"edgepack-{target.name}-") as tmp:
             ctx = Context(target=target, work=Path(tmp), models=tuple(initial[target.name]), per_hour=per_hour,
                           memo=memo)
             ctx = run_stages(ctx, stages_for(target), progress)
-            dest, doc = write_bundle(ctx, out, _readme(ctx), force)
+            dest, doc = write_bundle(ctx, out, backend.readme(ctx), force,
+                                     lambda artifacts: manifest(ctx, artifacts, backend))
         record = out / f"{target.name}.build.json"
         record.write_text(json.dumps({
             "target": target.name,
             "stages": [r.to_json() for r in ctx.records],
             "measurements": ctx.measurements,
         }, indent=2, default=float) + "\n", encoding="utf-8")
-        return BuildResult(target.name, dest, doc, record)
+        files = tuple(p.name for m in ctx.models for p in (m.artifact, *m.companions))
+        return BuildResult(target.name, dest, doc, record, ctx.records, ctx.measurements, files, ctx.package,
+                           backend.host_runtime)
 
     with shared_dir:
         if jobs <= 1 or len(targets) == 1:
             return [one(t) for t in targets]
         # longest first (NNCF quantization makes OpenVINO the slowest), results in the order asked
-        order = sorted(targets, key=lambda t: t.engine != "openvino")
+        order = sorted(targets, key=lambda t: not backend_for(t).runs_long)
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="edgepack") as pool:
             done = dict(zip([t.name for t in order], pool.map(one, order)))
         return [done[t.name] for t in targets]
 
 
-def _check_openvino_domains(loaded: list[LoadedModel], target: TargetProfile) -> None:
-    for lm in loaded:
-        ml = sorted(op for op in lm.info.op_histogram if op.startswith("ai.onnx.ml:"))
-        if ml:
-            msg = (f"{target.name}: OpenVINO has no ai.onnx.ml operators ({', '.join(o.split(':')[1] for o in ml)} in "
-                   f"{lm.path.name}, e.g. a scikit-learn export); build it for an ONNX Runtime target")
-            raise StageError(msg)
-
-
 def stages_for(target: TargetProfile) -> tuple:
-    """The explicit stage tuple a target's runtime needs."""
-    if target.engine == "onnxruntime":
-        return ORT_STAGES
-    if target.engine == "openvino":
-        try:
-            from .stages.openvino_ir import OPENVINO_STAGES
-        except ImportError as exc:
-            msg = f"target {target.name} needs openvino: pip install 'edgepack[openvino]'"
-            raise StageError(msg) from exc
-        return (*OPENVINO_STAGES, ("estimate", estimate_stage))
-    msg = f"target {target.name} uses the {target.engine} runtime, which `edgepack build` cannot package"
-    raise StageError(msg)
-
-
-def _readme(ctx: Context) -> str:
-    if ctx.target.engine == "openvino":
-        from .stages.openvino_readme import render
-
-        return render(ctx)
-    return render_readme(ctx)
+    """The explicit stage tuple of a build: the same stages for every backend, its packaging stage by its name."""
+    backend = backend_for(target)
+    return (
+        ("prepare", prepare_stage),
+        ("quantize", quantize_stage),
+        ("convert", convert_stage),
+        ("verify", verify_stage),
+        (backend.package_stage, package_stage),
+        ("estimate", estimate_stage),
+    )

@@ -1,7 +1,8 @@
 """Command line: argument parsing and printing only. ``main(argv) -> int``.
 
 Exit codes: 0 success; 1 a budget or quality gate failed; 2 bad input or usage
-(one line ``error: ...`` on stderr, no traceback); anything else is a bug.
+(one line ``error: ...`` on stderr, no traceback); 70 a bug in edgepack (one line
+``error: internal error in ...``; ``--debug`` prints the traceback).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import sys
 from typing import Sequence
 
-from .errors import EdgepackError, OutputError, UsageError
+from .errors import EdgepackError, InternalError, OutputError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,6 +23,7 @@ class _Parser(argparse.ArgumentParser):
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="edgepack", description="Package ONNX models for phones, laptops and single-board computers.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--debug", action="store_true", help="print tracebacks and edgepack's log on stderr")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     t = sub.add_parser("targets", help="list target profiles")
@@ -90,6 +92,8 @@ def _build_parser() -> argparse.ArgumentParser:
         x.add_argument("--root", metavar="DIR", help="the root's folder (default: $EDGEPACK_EMULATOR_ROOT or "
                        "$XDG_CACHE_HOME/edgepack/emulator/<arch>)")
         x.add_argument("--json", action="store_true", help="print JSON")
+    for command in (t, i, b, c, k, v, *esub.choices.values()):  # also accepted after the command
+        command.add_argument("--debug", action="store_true", dest="debug_here", help=argparse.SUPPRESS)
     return p
 
 
@@ -122,7 +126,7 @@ def _cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        from .report import print_inspect
+        from .render.text import print_inspect
 
         print_inspect(report)
     return 0
@@ -144,7 +148,7 @@ def _cmd_build(args) -> int:
         print(json.dumps([{"target": r.target, "bundle": str(r.bundle), "build_record": str(r.record),
                            "manifest": r.manifest} for r in results], indent=2))
         return 0
-    from .report import print_build
+    from .render.text import print_build
 
     print_build(results)
     return 0
@@ -178,7 +182,7 @@ def _cmd_compare(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:
-        from .report_files import markdown
+        from .render.report import markdown
 
         print(markdown(report))
         _print_compare_summary(report, Path(args.output))
@@ -206,9 +210,9 @@ def _print_compare_summary(report: dict, out) -> None:
 
 
 def _cmd_verify(args) -> int:
-    from .verify_bundle import verify_bundle
+    from .bundle_check import check_bundle
 
-    findings = verify_bundle(args.bundle)
+    findings = check_bundle(args.bundle)
     if args.json:
         print(json.dumps(findings.to_json(), indent=2))
     else:
@@ -301,11 +305,22 @@ def _cmd_calibrate(args) -> int:
 
 
 class _Progress:
-    """Per target and stage: one status line rewritten in place on a terminal, plain lines otherwise."""
+    """Per target and stage: one status line rewritten in place on a terminal, plain lines otherwise.
+
+    It writes to its own copy of the stderr descriptor, so lines from one target still appear while
+    another target's noisy tool has the process's output captured (edgepack.runtime.capture)."""
 
     def __init__(self, tty: bool):
         self.tty = tty
         self.started = 0.0
+        self.stream = sys.stderr
+        try:
+            import os
+
+            self.stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8",
+                                    errors="replace")
+        except (AttributeError, OSError, ValueError):  # no real descriptor (tests capture sys.stderr)
+            pass
 
     def __call__(self, msg: str) -> None:
         import time
@@ -314,15 +329,15 @@ class _Progress:
             self.started = time.perf_counter()
         elapsed = time.perf_counter() - self.started
         if self.tty:
-            sys.stderr.write(f"\r\033[K[{elapsed:6.1f}s] {msg}")
+            self.stream.write(f"\r\033[K[{elapsed:6.1f}s] {msg}")
         else:
-            sys.stderr.write(f"... {msg}\n")
-        sys.stderr.flush()
+            self.stream.write(f"... {msg}\n")
+        self.stream.flush()
 
     def done(self) -> None:
         if self.tty and self.started:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+            self.stream.write("\r\033[K")
+            self.stream.flush()
 
 
 def _progress(json_only: bool) -> _Progress | None:
@@ -341,8 +356,12 @@ _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_bui
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
+    args = None
+    handler = None
     try:
         args = parser.parse_args(argv)
+        if _debug(args):
+            handler = _log_to_stderr()
         if args.version:
             from . import __version__
 
@@ -353,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return _COMMANDS[args.command](args)
     except EdgepackError as exc:
+        _traceback(args, exc)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -363,6 +383,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except InternalError as exc:
+        _traceback(args, exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - outside any stage: still a bug, reported as one
+        bug = InternalError(f"edgepack {getattr(args, 'command', None) or 'command line'}", exc)
+        _traceback(args, exc)
+        print(f"error: {bug}", file=sys.stderr)
+        return bug.exit_code
+    finally:
+        if handler is not None:
+            import logging
+
+            log = logging.getLogger("edgepack")
+            log.removeHandler(handler)
+            log.setLevel(logging.NOTSET)
+
+
+def _debug(args) -> bool:
+    return bool(args is not None and (getattr(args, "debug", False) or getattr(args, "debug_here", False)))
+
+
+def _log_to_stderr():
+    """edgepack's log (stage timings, the tracebacks behind stage errors) on stderr; returns the handler."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("debug: %(name)s: %(message)s"))
+    log = logging.getLogger("edgepack")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    return handler
+
+
+def _traceback(args, exc: BaseException) -> None:
+    """With --debug: the whole traceback (and the foreign error behind ours), before the error line."""
+    if _debug(args):
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

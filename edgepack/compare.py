@@ -19,17 +19,6 @@ def _artifact_bytes(manifest: dict, names: set[str]) -> int:
     return sum(a["bytes"] for a in manifest["artifacts"] if a["path"] in names)
 
 
-def _model_files(manifest: dict) -> set[str]:
-    files = set()
-    for m in manifest["models"]:
-        art = m.get("artifact")
-        if art:
-            files.add(art)
-            if art.endswith(".xml"):
-                files.add(art[:-4] + ".bin")
-    return files
-
-
 def _accuracy(manifest: dict) -> dict:
     cos, top1 = [], []
     for m in manifest["models"]:
@@ -59,8 +48,8 @@ def _coverage(manifest: dict) -> dict:
             "fraction": round(on / total, 4) if total else 0.0}
 
 
-def _host(record: dict) -> dict | None:
-    lat = record.get("measurements", {}).get("host_latency", {})
+def _host(measurements: dict) -> dict | None:
+    lat = measurements.get("host_latency", {})
     if not lat:
         return None
     fp32 = sum(v["fp32_original"]["median_ms"] for v in lat.values())
@@ -85,15 +74,14 @@ def _est_value(est: dict, *path: str) -> dict | None:
 
 
 def row(result: BuildResult) -> dict:
-    """One target's line of the comparison, from its manifest and build record."""
+    """One target's line of the comparison, from its build result (manifest and measurements, in memory)."""
     manifest = result.manifest
-    record = json.loads(Path(result.record).read_text(encoding="utf-8"))
     est = _estimates(manifest)
-    model_bytes = _artifact_bytes(manifest, _model_files(manifest))
+    model_bytes = _artifact_bytes(manifest, set(result.model_files))
     bundle_bytes = sum(a["bytes"] for a in manifest["artifacts"])
     recipes = {m["name"]: (m.get("quantization") or {}).get("recipe") for m in manifest["models"]}
     accuracy = _accuracy(manifest)
-    host = _host(record)
+    host = _host(result.measurements)
     runtime_min = _est_value(est, "size", "runtime_minimal")
     latency = _est_value(est, "latency_ms")
     battery = _est_value(est, "energy", "battery_pct_per_hour")
@@ -122,7 +110,7 @@ def row(result: BuildResult) -> dict:
         "accuracy": accuracy,
         "host_latency": host,
         "estimates": est,
-        "stage_seconds": {s["stage"]: s["seconds"] for s in record.get("stages", [])},
+        "stage_seconds": {s.stage: round(s.seconds, 3) for s in result.stages},
         "budget_figures": figures,
     }
 
@@ -196,7 +184,7 @@ def compare(
         "jobs": jobs,
         "per_hour": per_hour,
     }
-    from .report_files import write_reports
+    from .render.report import write_reports
 
     write_reports(report, out)
     return report

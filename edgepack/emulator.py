@@ -102,10 +102,10 @@ def host_onnxruntime() -> str:
 
 
 def emulation_for(profile) -> dict | None:
-    """``{arch, cpu}`` for :func:`run` if the PyPI wheel is the profile's runtime (glibc Linux, CPU EP), else None."""
-    if profile.engine != "onnxruntime" or profile.execution_provider != "CPU" or profile.abi != "aarch64-linux-gnu":
-        return None
-    return {"arch": "aarch64", "cpu": profile.cpu}
+    """``{arch, cpu}`` for :func:`run` where the profile's backend says its runtime build can be emulated, else None."""
+    from .backends import backend_for
+
+    return backend_for(profile).emulation(profile)
 
 
 def qemu_binary(arch: str = "aarch64") -> str:

@@ -187,3 +187,50 @@ def model_work(model: onnx.ModelProto) -> WorkSummary:
                 by_class[cls] += flops
             nodes.append(NodeWork(node.name or node.op_type, node.op_type, cls, flops, b_in, b_out, w))
     return WorkSummary(tuple(nodes), dict(by_class), float(sum(by_class.values())), unknown)
+
+
+# ------------------------------------------------------------------------------ model class
+
+HEAVY_SHARE = 0.5  # a class of ops doing at least this share of the FLOPs names the model
+
+
+def _with_unit_dims(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose non-fixed input dims are 1, so shape inference can size every node (shares only)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for vi in out.graph.input:
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for d in vi.type.tensor_type.shape.dim:
+            if not (d.HasField("dim_value") and d.dim_value > 0):
+                d.Clear()
+                d.dim_value = 1
+    return out
+
+
+def classify(model: onnx.ModelProto) -> tuple[str, str]:
+    """(class, evidence) from the FLOPs share of conv vs matmul ops; node counts if shapes are unknown."""
+    from .transforms import infer_shapes
+
+    work = model_work(infer_shapes(_with_unit_dims(model)))
+    heavy_unknown = any(n.flops is None and n.op_class in ("conv", "matmul") for n in work.nodes)
+    if work.total_flops > 0 and not heavy_unknown:
+        conv = work.flops_by_class.get("conv", 0.0) / work.total_flops
+        mm = work.flops_by_class.get("matmul", 0.0) / work.total_flops
+        evidence = f"FLOPs share: conv {conv:.0%}, matmul {mm:.0%} of {work.total_flops:.3g}"
+        if conv >= HEAVY_SHARE and conv >= mm:
+            return "conv-heavy", evidence
+        if mm >= HEAVY_SHARE:
+            return "matmul-heavy", evidence
+        return "other", evidence
+    counts = Counter(n.op_class for n in work.nodes)
+    conv, mm = counts.get("conv", 0), counts.get("matmul", 0)
+    evidence = f"shapes unknown, node counts: conv {conv}, matmul {mm} of {len(work.nodes)}"
+    if conv == mm == 0:
+        return "other", evidence
+    return ("conv-heavy" if conv >= mm else "matmul-heavy"), evidence
+
+
+def classify_model(model: onnx.ModelProto) -> str:
+    """"matmul-heavy", "conv-heavy" or "other": which op class does most of the model's work."""
+    return classify(model)[0]

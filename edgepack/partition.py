@@ -3,8 +3,9 @@
 Data first: the result is a plain ``Coverage`` structure used by ``inspect``, by the prepare
 stage (to pick rewrites) and by reports. For NNAPI and CoreML the op tables and the partitioning
 algorithm are onnxruntime's own (``onnxruntime.tools.mobile_helpers``), so counts agree with
-``python -m onnxruntime.tools.check_onnx_model_mobile_usability``; for OpenVINO the plugin's
-``Core.query_model`` answers; a CPU target runs the whole graph.
+``python -m onnxruntime.tools.check_onnx_model_mobile_usability``; a CPU target runs the whole graph.
+Engines that answer for themselves (OpenVINO's ``Core.query_model``) do so in their backend and
+return the same ``Coverage``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
 from .model import iter_graphs
-from .target import TargetProfile
 from .transforms import DECOMPOSITIONS
+
+if TYPE_CHECKING:
+    from .records import ShippedCoverage
+    from .target import TargetProfile
 
 SHAPE_SUBGRAPH_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "ConstantOfShape", "Range", "Cast",
                       "Slice", "Equal", "Where", "Expand", "Size", "ReduceProd", "Floor", "Ceil"}
@@ -135,6 +140,31 @@ def _without_omitted_input_quirk(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def _partitioning(model: onnx.ModelProto, profile: TargetProfile, require_fixed: bool, ort_checker_quirks: bool):
+    """(the model analysed, the op-table checker, onnxruntime's partitioning info): the one partitioner."""
+    from onnxruntime.tools.mobile_helpers import usability_checker as uc
+
+    if not ort_checker_quirks:
+        model = _without_omitted_input_quirk(model)
+    checker = _checker(profile)
+    return model, checker, uc.check_partitioning(model.graph, checker, require_fixed, profile.max_rank)
+
+
+def node_key(n: onnx.NodeProto) -> tuple:
+    """A node's identity (protobuf wrappers are not stable objects): its op and output names."""
+    return (n.op_type, n.name, tuple(n.output))
+
+
+def placement(model: onnx.ModelProto, profile: TargetProfile, *,
+              ort_checker_quirks: bool = True) -> tuple[set[tuple], int]:
+    """(keys of the nodes in accelerator partitions, number of partitions) of a shape-inferred model:
+    the same partitioning :func:`analyze_ort_ep` reports; empty for a target without an accelerator."""
+    if not profile.is_accelerator:
+        return set(), 0
+    _, _, info = _partitioning(model, profile, True, ort_checker_quirks)
+    return {node_key(n) for grp in info.supported_groups for n in grp}, info.num_partitions
+
+
 def analyze_ort_ep(model: onnx.ModelProto, profile: TargetProfile, require_fixed: bool, scenario: str,
                    *, ort_checker_quirks: bool = True) -> Coverage:
     """Partition analysis of a shape-inferred model for the NNAPI or CoreML EP.
@@ -142,14 +172,9 @@ def analyze_ort_ep(model: onnx.ModelProto, profile: TargetProfile, require_fixed
     With ``ort_checker_quirks`` (the default) counts match onnxruntime's usability checker exactly;
     without, omitted optional inputs are not mistaken for dynamic shapes (closer to the real EPs).
     """
-    from onnxruntime.tools.mobile_helpers import usability_checker as uc
     from onnxruntime.tools.onnx_model_utils import is_fixed_size_tensor
 
-    if not ort_checker_quirks:
-        model = _without_omitted_input_quirk(model)
-    checker = _checker(profile)
-    max_rank = profile.max_rank
-    info = uc.check_partitioning(model.graph, checker, require_fixed, max_rank)
+    model, checker, info = _partitioning(model, profile, require_fixed, ort_checker_quirks)
     supported_ids = {id(n) for grp in info.supported_groups for n in grp}
     vi = _value_info(model)
     inits = {t.name for g in iter_graphs(model.graph) for t in g.initializer}
@@ -210,57 +235,10 @@ def analyze_cpu(model: onnx.ModelProto, profile: TargetProfile, scenario: str) -
                     notes=("the CPU execution provider runs every ONNX operator",))
 
 
-def openvino_error_summary(exc: BaseException) -> str:
-    """One line from OpenVINO's multi-line errors: its 'Conversion is failed for' summary, else the
-    first line that is not a source-location header."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in lines:
-        if ln.startswith("-- Conversion is failed for:"):
-            reasons = [x for x in lines if not x.startswith(("Exception from", "Check ", "FrontEnd API", "While validating",
-                                                              "Model wasn't", "Summary", "--"))]
-            why = f" ({reasons[0]})" if reasons else ""
-            return ln.lstrip("- ") + why
-    for ln in lines:
-        if not ln.startswith(("Exception from", "Check ")):
-            return ln[:300]
-    return type(exc).__name__
-
-
-def analyze_openvino(model_path: Path, profile: TargetProfile, shapes: dict[str, tuple[int, ...]] | None,
-                     scenario: str) -> Coverage:
-    """Ask the OpenVINO plugin which operations of the converted model it takes."""
-    try:
-        import openvino as ov
-    except ImportError:
-        return Coverage(profile.name, profile.execution_provider, scenario, False,
-                        notes=("openvino is not installed: pip install 'edgepack[openvino]'",))
-    core = ov.Core()
-    try:
-        m = core.read_model(str(model_path))
-        if shapes:
-            m.reshape({name: list(dims) for name, dims in shapes.items()})
-        device = profile.runtime_device or "CPU"
-        supported = core.query_model(m, device)
-    except Exception as exc:  # noqa: BLE001 - openvino raises RuntimeError/OVException with long texts
-        return Coverage(profile.name, profile.execution_provider, scenario, False,
-                        notes=(f"OpenVINO could not read the model: {openvino_error_summary(exc)}",))
-    skip = {"Parameter", "Result", "Constant"}
-    ops = [op for op in m.get_ordered_ops() if op.get_type_name() not in skip]
-    missing = Counter(op.get_type_name() for op in ops if op.get_friendly_name() not in supported)
-    n_sup = len(ops) - sum(missing.values())
-    unsupported = tuple(UnsupportedGroup("operator", n, {op: n}, "no rewrite known: not supported by the OpenVINO plugin")
-                        for op, n in sorted(missing.items()))
-    return Coverage(profile.name, profile.execution_provider, scenario, True, len(ops), n_sup,
-                    1 if n_sup else 0, (n_sup,) if n_sup else (), unsupported,
-                    notes=(f"counts are OpenVINO operations on device {device} (Parameter/Result/Constant excluded)",))
-
-
-def coverage_summary(model_path: Path, profile: TargetProfile) -> dict:
-    """The manifest's coverage block for a model file on an accelerator target (after prepare's rules)."""
+def coverage_summary(model_path: Path, profile: TargetProfile) -> ShippedCoverage:
+    """The manifest's coverage of a model file on an accelerator target (after prepare's rules)."""
+    from .records import ShippedCoverage
     from .transforms import infer_shapes, toposort
 
     model = toposort(onnx.load_model(str(model_path), load_external_data=False))
-    cov = analyze_ort_ep(infer_shapes(model), profile, True, "shipped", ort_checker_quirks=False)
-    return {"nodes_total": cov.nodes_total, "nodes_on_accelerator": cov.nodes_supported,
-            "partitions": cov.partitions, "partition_sizes": list(cov.partition_sizes),
-            "unsupported": [u.to_json() for u in cov.unsupported]}
+    return ShippedCoverage.of(analyze_ort_ep(infer_shapes(model), profile, True, "shipped", ort_checker_quirks=False))

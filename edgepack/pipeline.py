@@ -12,13 +12,19 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .errors import EdgepackError, StageError, first_line
+from .errors import EdgepackError, InternalError, StageError, first_line, foreign_error_types
 from .model import LoadedModel, TensorSpec
+from .runtime.host import peak_rss_mb, return_freed_memory
 from .target import TargetProfile
+
+if TYPE_CHECKING:
+    from .backends import Packaging
+    from .estimate import BundleEstimates
+    from .records import RecipeChoice, ShippedCoverage, Verification
 
 log = logging.getLogger("edgepack")
 
@@ -33,32 +39,6 @@ class StageRecord:
     def to_json(self) -> dict:
         return {"stage": self.stage, "seconds": round(self.seconds, 3), "peak_rss_mb": self.peak_rss_mb,
                 "decisions": list(self.decisions)}
-
-
-def _peak_rss_mb() -> float | None:
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def return_freed_memory() -> None:
-    """Give memory freed by a stage back to the system before the next one starts.
-
-    glibc keeps freed heap blocks below its mmap threshold (which grows to 32 MiB as large blocks
-    come and go: quantized weights, protobuf copies) for reuse, so RSS after a stage that handled a
-    large model stays high, and the next stage's peak sits on top of it. ``malloc_trim`` releases it.
-    """
-    import gc
-
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to trim
-        pass
 
 
 @dataclass(frozen=True)
@@ -76,15 +56,15 @@ class ModelState:
     fixed_shapes: bool = False
     prepared: Path | None = None  # fp32 model after prepare (the speed reference)
     model_class: str | None = None
-    recipe: dict[str, Any] | None = None
-    coverage: dict[str, Any] | None = None
+    recipe: RecipeChoice | None = None  # the quantization recipe chosen, and why
+    coverage: ShippedCoverage | None = None  # None: a CPU target, the whole graph on the CPU
     artifact: Path | None = None  # the shipped file (.ort or .xml)
-    artifact_extra: tuple[Path, ...] = ()  # files that go with it (.bin), and config-only companions
-    conversion: dict[str, Any] | None = None
-    verification: dict[str, Any] | None = None
-    measured: dict[str, Any] | None = None
+    companions: tuple[Path, ...] = ()  # files shipped beside it (.bin)
+    analysis_only: tuple[Path, ...] = ()  # files made from it that do not ship (the applied .ort for the op config)
+    conversion: Any = None  # the backend's conversion record (to_json())
+    verification: Verification | None = None
     weight_only_int8: bool = False  # prepare kept weight-only int8 as DequantizeLinear
-    estimates: dict[str, Any] | None = None  # size, latency, energy on the target device (estimated)
+    estimates: BundleEstimates | None = None  # size, latency, energy on the target device (estimated)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -98,7 +78,7 @@ class Context:
     models: tuple[ModelState, ...]
     records: tuple[StageRecord, ...] = ()
     files: dict[str, Path] = field(default_factory=dict)  # bundle-relative name -> file in work
-    reduce: dict[str, Any] | None = None
+    package: Packaging | None = None  # what the backend's packaging stage decided
     # timings and host latencies: they vary run to run, so they go to the build record beside the
     # bundle, never into it (bundles are byte-identical from build to build)
     measurements: dict[str, Any] = field(default_factory=dict)
@@ -145,8 +125,18 @@ class Memo:
         return sha256_file(path)
 
 
+def _foreign(ctx: Context) -> tuple[type[BaseException], ...]:
+    from .backends import backend_for
+
+    return foreign_error_types(backend_for(ctx.target).foreign_errors())
+
+
 def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Callable[[str], None] | None = None) -> Context:
-    """Run ``stages`` in order; each gets the context and a list to append its decisions to."""
+    """Run ``stages`` in order; each gets the context and a list to append its decisions to.
+
+    Our own errors get the target and stage in front; the known foreign error types become a
+    StageError; any other exception is a bug (InternalError), never reported as bad input.
+    """
     for name, stage in stages:
         if progress:
             progress(f"{ctx.target.name}: {name}")
@@ -160,12 +150,14 @@ def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Ca
         except MemoryError as exc:
             msg = f"{ctx.target.name}: {name}: out of memory"
             raise StageError(msg) from exc
-        except Exception as exc:  # noqa: BLE001 - a foreign error inside a stage becomes ours, with its stage
+        except Exception as exc:  # noqa: BLE001 - sorted below: a known foreign error, or a bug
             log.debug("stage %s failed", name, exc_info=True)
+            if not isinstance(exc, _foreign(ctx)):
+                raise InternalError(f"{ctx.target.name}: {name}", exc) from exc
             msg = f"{ctx.target.name}: {name}: {type(exc).__name__}: {first_line(exc)}"
             raise StageError(msg) from exc
         seconds = time.perf_counter() - start
         return_freed_memory()
         log.info("%s: %s done in %.2fs", ctx.target.name, name, seconds)
-        ctx = replace(ctx, records=(*ctx.records, StageRecord(name, seconds, tuple(decisions), _peak_rss_mb())))
+        ctx = replace(ctx, records=(*ctx.records, StageRecord(name, seconds, tuple(decisions), peak_rss_mb())))
     return ctx

@@ -8,13 +8,13 @@ and the hardware figures (each with its public source) that estimates use.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import _toml_check as tc
 from ._toml_check import Field, ListOf, TableOf
+from .backends import BACKENDS
 from .errors import ProfileError
 
 try:  # Python 3.11+
@@ -22,14 +22,19 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-ENGINES = ("onnxruntime", "openvino")
-EXECUTION_PROVIDERS = ("CPU", "NNAPI", "CoreML", "OpenVINO")
-ACCELERATOR_EPS = ("NNAPI", "CoreML")
-OP_TABLES = ("cpu", "nnapi", "coreml-mlprogram", "coreml-neuralnetwork", "openvino")
+# what the backends serve (edgepack.backends.BACKENDS is the one list of engines)
+ENGINES = tuple(BACKENDS)
+EXECUTION_PROVIDERS = tuple(ep for b in BACKENDS.values() for ep in b.execution_providers)
+OP_TABLES = tuple(t for b in BACKENDS.values() for t in b.op_tables)
+FORMATS = tuple(f for b in BACKENDS.values() for f in b.formats)
+ACCELERATOR_EPS = tuple(ep for b in BACKENDS.values() for ep in b.accelerator_providers)  # hand nodes to an NPU/GPU
 RECIPES = ("static-int8", "fp16", "dynamic-int8", "none")
+PRECISION_OF = {"static-int8": "int8", "dynamic-int8": "int8", "fp16": "fp16", "none": "fp32"}  # what each recipe computes in
 RECIPES_NEEDING_CALIBRATION = ("static-int8",)
 APPLIES_TO = ("any", "matmul-heavy", "conv-heavy")
 PRECISIONS = ("fp32", "fp16", "int8")
+STOCK_INDEXES = ("pypi", "maven", "cocoapods")  # where the stock runtime package is published
+STOCK_SIZE_SOURCES = ("published", "measured")  # estimate/size.py's published figures, targets/data/runtime_sizes.json
 
 _TOLERANCE = {
     "cosine_min": Field(float, minimum=0.0, maximum=1.0),
@@ -76,7 +81,7 @@ SCHEMA: dict[str, Any] = {
     },
     "quantization": ListOf(_RECIPE),
     "conversion": {
-        "format": Field(str, required=True, choices=("ort", "openvino-ir")),
+        "format": Field(str, required=True, choices=FORMATS),
         "optimization_style": Field(str, choices=("runtime", "fixed")),
         "optimization_level": Field(str, choices=("basic", "extended", "all")),
         "target_platform": Field(str, choices=("arm", "amd64")),
@@ -87,6 +92,10 @@ SCHEMA: dict[str, Any] = {
         "flags": Field(list, item_type=str),
         "package": Field(str),
         "stock_package": Field(str),
+        "stock_index": Field(str, choices=STOCK_INDEXES),
+        "stock_size": Field(str, required=True),
+        "stock_size_note": Field(str),
+        "ci_runner": Field(str),
     },
     "device": {
         "name": Field(str, required=True),
@@ -134,6 +143,15 @@ class Recipe:
     @property
     def needs_calibration(self) -> bool:
         return self.name in RECIPES_NEEDING_CALIBRATION
+
+    @property
+    def precision(self) -> str:
+        return PRECISION_OF[self.name]
+
+    @property
+    def is_fp32(self) -> bool:
+        """The fp32 model as it is ("none"): nothing to shrink."""
+        return self.precision == "fp32"
 
 
 @dataclass(frozen=True)
@@ -189,9 +207,12 @@ class TargetProfile:
     minimal_build_flags: tuple[str, ...]
     minimal_build_package: str | None
     stock_package: str | None
+    stock_index: str | None  # where the stock runtime package is published ("pypi": bundles pin it in requirements.txt)
+    stock_size: str  # "<published|measured>:<key>": where the stock runtime library's size comes from
+    stock_size_note: str | None
+    ci_runner: str | None  # the GitHub Actions runner that builds the minimal runtime
     device: Device
     source: str  # where it came from: "builtin:<name>" or the user's file name (never an absolute path)
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def is_accelerator(self) -> bool:
@@ -309,7 +330,9 @@ def load_target(ref: str | Path) -> TargetProfile:
     tc.check(raw, SCHEMA, label)
     _check_sources(raw, label)
     profile = _build(raw, label)
-    _check_consistency(profile, label)
+    from .target_rules import check_consistency
+
+    check_consistency(profile, label)
     return profile
 
 
@@ -419,70 +442,10 @@ def _build(raw: dict[str, Any], label: str) -> TargetProfile:
         minimal_build_flags=tuple(mb.get("flags", [])),
         minimal_build_package=mb.get("package"),
         stock_package=mb.get("stock_package"),
+        stock_index=mb.get("stock_index"),
+        stock_size=mb["stock_size"],
+        stock_size_note=mb.get("stock_size_note"),
+        ci_runner=mb.get("ci_runner"),
         device=device,
         source=label,
-        raw=raw,
     )
-
-
-def _check_consistency(p: TargetProfile, label: str) -> None:  # noqa: C901 - a flat list of rules reads best
-    def fail(key: str, why: str) -> None:
-        msg = f"{label}: '{key}' contradicts the profile: {why}"
-        raise ProfileError(msg)
-
-    ov = p.engine == "openvino"
-    if ov != (p.execution_provider == "OpenVINO"):
-        fail("runtime.execution_provider", "the OpenVINO provider goes with engine 'openvino' and only with it")
-    if ov != (p.format == "openvino-ir"):
-        fail("conversion.format", "format 'openvino-ir' goes with engine 'openvino' and only with it")
-    if ov and p.minimal_build_level != "none":
-        fail("minimal_build.level", "an ONNX Runtime minimal build does not apply to the OpenVINO runtime")
-    if not ov and p.minimal_build_level == "none":
-        fail("minimal_build.level", "ONNX Runtime targets need a 'minimal' or 'extended' minimal build")
-    if p.is_accelerator:
-        if p.shape_policy != "fixed":
-            fail("shapes.policy", f"the {p.execution_provider} execution provider needs fixed shapes")
-        if p.optimization_style != "runtime":
-            fail(
-                "conversion.optimization_style",
-                f"{p.execution_provider} must see unfused nodes: use 'runtime' so fused CPU kernels are not baked in",
-            )
-        if p.optimization_level != "basic":
-            fail("conversion.optimization_level", "extended/all levels add fused ops (FusedConv, NCHWc) accelerators cannot run")
-        if p.minimal_build_level != "extended":
-            fail("minimal_build.level", "compiling execution providers need '--minimal_build extended'")
-    names = [r.name for r in p.recipes]
-    if not names:
-        fail("quantization", "at least one recipe is needed (use name = \"none\" to ship fp32)")
-    if "none" in names and names.index("none") != len(names) - 1:
-        fail("quantization", "recipes after 'none' can never be chosen; put 'none' last")
-    seen: set[tuple[str, str]] = set()
-    for i, r in enumerate(p.recipes):
-        key = f"quantization[{i}]"
-        if (r.name, r.applies_to) in seen:
-            fail(key, f"recipe '{r.name}' for '{r.applies_to}' models is listed twice")
-        seen.add((r.name, r.applies_to))
-        if r.name == "static-int8":
-            if r.activation_type is None and p.engine == "onnxruntime":
-                fail(f"{key}.activation_type", "static int8 needs an activation type ('uint8' or 'int8')")
-            if p.execution_provider == "NNAPI" and r.activation_type != "uint8":
-                fail(f"{key}.activation_type", "NNAPI rejects int8 QLinearConv; QDQ activations must be uint8")
-            if p.execution_provider == "CoreML":
-                fail(f"{key}.name", "the CoreML EP does not take int8 QuantizeLinear/DequantizeLinear")
-        elif r.activation_type is not None or r.weight_type is not None:
-            fail(f"{key}.activation_type", f"recipe '{r.name}' takes no activation/weight type")
-        if r.name == "fp16" and p.execution_provider == "CPU" and "fp16" not in p.isa_features:
-            fail(f"{key}.name", f"{p.cpu or p.arch} has no fp16 arithmetic: fp16 would insert Casts and run slower than fp32")
-        if r.tolerance.cosine_min <= 0.0 or math.isnan(r.tolerance.cosine_min):
-            fail(f"{key}.tolerance.cosine_min", "must be above 0")
-    if p.format == "ort" and p.target_platform is None and p.optimization_style == "fixed":
-        fail("conversion.target_platform", "fixed optimizations need a target platform ('arm' or 'amd64')")
-    units = {u.kind for u in p.device.units}
-    if p.is_accelerator and "npu" not in units and "gpu" not in units:
-        fail("device.units", f"an {p.execution_provider} target needs an 'npu' or 'gpu' compute unit")
-    if "cpu" not in units:
-        fail("device.units", "every device needs a 'cpu' compute unit (unsupported nodes fall back to it)")
-    for u in p.device.units:
-        for prec in u.peak_gops:
-            if prec not in PRECISIONS:
-                fail(f"device.units.{u.name}.peak_gops.{prec}", f"precision must be one of {', '.join(PRECISIONS)}")

@@ -5,6 +5,7 @@ Each transform returns a new model (or writes a new file) and leaves its input u
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import StageError, first_line
+
+log = logging.getLogger("edgepack")
 
 LARGE_MODEL_BYTES = 1_500_000_000  # above this, ORT writes initializers to an external file
 
@@ -28,42 +31,82 @@ def ort_optimize(
     ``external_data_dir`` is where the model's external data lives (its original folder): the
     runtime reads the weights from there directly, so they are loaded once.
     """
-    import onnxruntime as ort
+    from .runtime import ort as ort_runtime
 
-    levels = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    so = ort.SessionOptions()
-    so.graph_optimization_level = levels[level]
-    so.optimized_model_filepath = str(dst)
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 1
-    so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(external_data_dir))
+    config = [("session.model_external_initializers_file_folder_path", str(external_data_dir))]
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     if weight_bytes > LARGE_MODEL_BYTES or external:
         # write the weights next to dst: references to the source's data file would break in the work folder
-        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
+        config.append(("session.optimized_model_external_initializers_file_name", dst.name + ".data"))
+    so = ort_runtime.session_options(level_name=level, optimized_path=dst, threads=1, config=config)
     try:
-        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        ort_runtime.inference_session(model.SerializeToString(), so)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidGraph/RuntimeException...
         first = first_line(exc)
         msg = f"onnxruntime cannot load the model for {level} optimization: {first}"
         raise StageError(msg) from exc
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+def prepare_graph(model: onnx.ModelProto, external_data_dir: Path, dst: Path, *,
+                  shapes: dict[str, tuple[int, ...]] | None = None, decompose_ops: frozenset[str] = frozenset(),
+                  weight_bytes: int = 0) -> dict[str, int]:
+    """The prepared graph, written to ``dst``: input ``shapes`` fixed, ``decompose_ops`` rewritten into
+    ops the accelerator has (see DECOMPOSITIONS), then onnxruntime's basic optimizations (constant
+    folding, BatchNormalization folding). Returns the decompositions made, per op.
+
+    The one way a graph is prepared: the prepare stage checks what this writes against the original,
+    ``inspect`` analyses it (what-if coverage) and the estimates price it, so all three see the same graph.
+    """
+    from .shapes import fix_input_shapes
+
+    if shapes:
+        model = fix_input_shapes(model, shapes)
+    model, counts = decompose(model, set(decompose_ops)) if decompose_ops else (model, {})
+    ort_optimize(model, external_data_dir, dst, "basic", weight_bytes)
+    return counts
+
+
+def load_for_analysis(path: Path, notes: list[str] | None = None) -> onnx.ModelProto:
+    """A model file, without its weights, with inferred shapes: what analyses and estimates read.
+    A shape inference failure is recorded in ``notes``."""
+    return infer_shapes(onnx.load_model(str(path), load_external_data=False), notes)
+
+
+def analysis_graph(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None,
+                   notes: list[str] | None = None) -> onnx.ModelProto:
+    """:func:`prepare_graph` of a model file (shapes fixed if given), shape-inferred; only a temporary
+    folder is written. A shape inference failure is recorded in ``notes``."""
+    import tempfile
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="edgepack-analysis-") as tmp:
+        dst = Path(tmp) / "basic.onnx"
+        prepare_graph(onnx.load_model(str(path), load_external_data=False), path.parent.resolve(), dst, shapes=shapes)
+        return load_for_analysis(dst, notes)
+
+
+def _inference_errors() -> tuple[type[BaseException], ...]:
+    # onnx's own errors; ValueError: a proto beyond protobuf's 2 GB; RuntimeError: other C++ failures
+    return (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError, RuntimeError)
+
+
+def infer_shapes(model: onnx.ModelProto, notes: list[str] | None = None) -> onnx.ModelProto:
     """ONNX shape inference as onnxruntime's usability checker runs it (no data propagation), so
-    partition counts agree with it; the input model is returned unchanged if inference fails."""
+    partition counts agree with it. Strict mode first; where it fails, the lenient mode (partial shape
+    information is still useful). Where that fails too, the model is returned as it is and the
+    failure recorded: a note in ``notes`` (when given) and a warning in edgepack's log."""
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    except Exception:  # noqa: BLE001 - partial shape info is still useful for analysis
-        try:
-            return onnx.shape_inference.infer_shapes(model)
-        except Exception:  # noqa: BLE001
-            return model
+    except _inference_errors() as exc:
+        log.debug("strict shape inference failed (%s); lenient mode", first_line(exc))
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except _inference_errors() as exc:
+        note = f"shape inference failed ({type(exc).__name__}: {first_line(exc)}); analysed without inferred shapes"
+        log.warning(note)
+        if notes is not None:
+            notes.append(note)
+        return model
 
 
 # ----------------------------------------------------------------------------- decompositions

@@ -1,4 +1,4 @@
-"""Calibration from image files + preprocess.toml (edgepack.stages.images via load_calibration)."""
+"""Calibration from image files + preprocess.toml (edgepack.data.images via load_calibration)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ Image = pytest.importorskip("PIL.Image")
 
 from edgepack.errors import CalibrationError  # noqa: E402
 from edgepack.model import TensorSpec  # noqa: E402
-from edgepack.stages.calibration import load_calibration  # noqa: E402
+from edgepack.data.calibration import load_calibration  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = TensorSpec("images", "float32", (1, 3, 64, 64))

@@ -1,4 +1,4 @@
-"""ORT-format conversion (edgepack.stages.convert) and operator reduction (edgepack.stages.reduce)."""
+"""ORT-format conversion (edgepack.backends.onnxruntime.convert) and operator reduction (.minimal_build)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgepack.errors import StageError
-from edgepack.stages.convert import check_ort_loads, to_ort, to_ort_applied
-from edgepack.stages.reduce import build_command, build_script, ci_workflow, operator_config
+from edgepack.backends.onnxruntime.convert import check_ort_loads, to_ort, to_ort_applied
+from edgepack.backends.onnxruntime.minimal_build import build_command, build_script, ci_workflow, operator_config
 from edgepack.target import load_target
 
 DIGITS = Path(__file__).parents[1] / "sample_apps" / "model" / "digits_cnn.onnx"
@@ -169,7 +169,7 @@ def test_session_settings_follow_convert_onnx_models_to_ort(tmp_path, conv_relu_
 
 @pytest.mark.parametrize("style", sorted(STYLES))
 def test_conversion_is_deterministic_in_content(tmp_path, style):
-    """Same graph, kernels and size every time; NOT the same bytes (see edgepack.stages.convert docstring)."""
+    """Same graph, kernels and size every time; NOT the same bytes (see edgepack.backends.onnxruntime.convert docstring)."""
     other = tmp_path / "elsewhere" / "copy.onnx"
     other.parent.mkdir()
     shutil.copyfile(DIGITS, other)

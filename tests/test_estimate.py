@@ -253,7 +253,7 @@ def test_liveness_diamond_exact():
 
 
 def test_estimate_bundle_shape(tiny_cnn_path):
-    out = estimate_bundle(tiny_cnn_path, load_target("android-nnapi"), "fp32", shapes={"x": (1, 3, 8, 8)})
+    out = estimate_bundle(tiny_cnn_path, load_target("android-nnapi"), "fp32", shapes={"x": (1, 3, 8, 8)}).to_json()
     for key in ("size", "latency_ms", "energy"):
         assert {"value", "low", "high", "unit", "method", "assumptions"} <= set(out[key])
         assert out[key]["low"] <= out[key]["value"] <= out[key]["high"]

@@ -1,4 +1,4 @@
-"""Transformer fusions (edgepack.stages.fusion): detection, numeric check, keep-only-if-faster, ORT conversion."""
+"""Transformer fusions (edgepack.backends.onnxruntime.fusion): detection, numeric check, keep-only-if-faster, ORT conversion."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgepack.errors import StageError
 from edgepack.shapes import fix_input_shapes
-from edgepack.stages.convert import to_ort
-from edgepack.stages.fusion import MEASURED_KEYS, detect_transformer, fuse_transformer
-from edgepack.stages.reduce import operator_config
-from edgepack.stages.verify import run_model
+from edgepack.backends.onnxruntime.convert import to_ort
+from edgepack.backends.onnxruntime.fusion import MEASURED_KEYS, detect_transformer, fuse_transformer
+from edgepack.backends.onnxruntime.minimal_build import operator_config
+from edgepack.runtime.ort import run_model
 
 from conftest import make_model, tiny_cnn
 from real_models import find_real_model
@@ -288,7 +288,7 @@ def test_minilm_fusion_record(minilm, tmp_path):
 def test_without_sympy_fusion_is_skipped_with_a_reason(bert, tmp_path, monkeypatch):
     import importlib.util
 
-    import edgepack.stages.fusion as fusion
+    import edgepack.backends.onnxruntime.fusion as fusion
 
     real = importlib.util.find_spec
     monkeypatch.setattr(fusion.importlib.util, "find_spec", lambda name, *a: None if name == "sympy" else real(name, *a))

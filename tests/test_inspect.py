@@ -122,7 +122,7 @@ def test_openvino_coverage_from_query_model():
 
 
 def test_openvino_error_summary_is_one_line():
-    from edgepack.partition import openvino_error_summary
+    from edgepack.backends.openvino.coverage import openvino_error_summary
 
     text = ("Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'false' failed at x.cpp:1:\n"
             "FrontEnd API failed with OpConversionFailure:\nThe input data tensor's rank has to be known (static)\n"

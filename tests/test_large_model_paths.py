@@ -12,8 +12,10 @@ import pytest
 from conftest import make_model
 from onnx import TensorProto, helper, numpy_helper
 
-from edgepack.stages import _ort_tools, verify
-from edgepack.stages.quantize_streamed import can_stream, quantize_dynamic_streamed
+from edgepack.runtime import ort as ort_runtime
+from edgepack.runtime import timing
+from edgepack.backends.onnxruntime import tools as _ort_tools
+from edgepack.backends.onnxruntime.streamed import can_stream, quantize_dynamic_streamed
 
 
 def _mlp(tmp_path: Path, external: bool = True) -> Path:
@@ -66,8 +68,8 @@ def test_streamed_dynamic_int8_matches_whole_model_quantization(tmp_path, extern
     outs = [o for n in stored.graph.node for o in n.output]
     assert len(outs) == len(set(outs))
     feed = [{"x": np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)}]
-    a = verify.run_model(whole, feed)[0]["y"]
-    b = verify.run_model(streamed, feed)[0]["y"]
+    a = ort_runtime.run_model(whole, feed)[0]["y"]
+    b = ort_runtime.run_model(streamed, feed)[0]["y"]
     np.testing.assert_array_equal(a, b)
 
 
@@ -100,9 +102,9 @@ def test_memory_mapped_operator_config_matches_onnxruntime(tmp_path, tiny_cnn_pa
 def test_lean_session_gives_the_same_outputs(tmp_path, monkeypatch):
     src = _mlp(tmp_path)
     feed = [{"x": np.random.default_rng(2).standard_normal((2, 64)).astype(np.float32)}]
-    default = verify.run_model(src, feed)[0]["y"]
-    monkeypatch.setattr(verify, "SEQUENTIAL_ABOVE_BYTES", 0)  # every model counts as large
-    lean = verify.run_model(src, feed)[0]["y"]
+    default = ort_runtime.run_model(src, feed)[0]["y"]
+    monkeypatch.setattr(ort_runtime, "SEQUENTIAL_ABOVE_BYTES", 0)  # every model counts as large
+    lean = ort_runtime.run_model(src, feed)[0]["y"]
     np.testing.assert_array_equal(default, lean)
 
 
@@ -110,7 +112,7 @@ def test_operator_config_falls_back_to_onnxruntimes_tool(tmp_path, tiny_cnn_path
     import subprocess
     import sys
 
-    from edgepack.stages import reduce
+    from edgepack.backends.onnxruntime import minimal_build as reduce
 
     out = tmp_path / "ort"
     subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(tiny_cnn_path),
@@ -128,7 +130,7 @@ def test_operator_config_falls_back_to_onnxruntimes_tool(tmp_path, tiny_cnn_path
 
 
 def test_large_models_take_the_streamed_path_and_say_so(tmp_path, monkeypatch):
-    from edgepack.stages import quantize
+    from edgepack.backends.onnxruntime import quantize
     from edgepack.target import Recipe
 
     src = _mlp(tmp_path)
@@ -141,7 +143,7 @@ def test_large_models_take_the_streamed_path_and_say_so(tmp_path, monkeypatch):
 
 
 def test_types_sets_weights_aside_and_puts_them_back(tmp_path, monkeypatch):
-    from edgepack.stages import quantize_streamed
+    from edgepack.backends.onnxruntime import streamed as quantize_streamed
 
     model = onnx.load_model(str(_mlp(tmp_path, external=False)))
     before = [t.raw_data for t in model.graph.initializer]
@@ -153,16 +155,16 @@ def test_types_sets_weights_aside_and_puts_them_back(tmp_path, monkeypatch):
 
 def test_large_pairs_are_timed_with_the_same_lean_sessions(tmp_path, monkeypatch):
     src = _mlp(tmp_path)
-    monkeypatch.setattr(verify, "SEQUENTIAL_ABOVE_BYTES", 0)
+    monkeypatch.setattr(ort_runtime, "SEQUENTIAL_ABOVE_BYTES", 0)
     seen = []
-    real = verify._lean
-    monkeypatch.setattr(verify, "_lean", lambda ort, so: (seen.append(True), real(ort, so)))
-    lat = verify.compare_latency(src, src, {"x": np.zeros((2, 64), np.float32)}, runs=3)
+    real = ort_runtime._lean
+    monkeypatch.setattr(ort_runtime, "_lean", lambda ort, so: (seen.append(True), real(ort, so)))
+    lat = timing.compare_latency(src, src, {"x": np.zeros((2, 64), np.float32)}, runs=3)
     assert lat["lean"] is True and len(seen) == 2 and lat["ref"]["order"].startswith("sequential")
 
 
 def test_fp16_of_an_external_data_model_streams_its_weights(tmp_path):
-    from edgepack.stages import quantize
+    from edgepack.backends.onnxruntime import quantize
 
     src = _mlp(tmp_path)
     (tmp_path / "h").mkdir()
@@ -175,4 +177,4 @@ def test_fp16_of_an_external_data_model_streams_its_weights(tmp_path):
     assert all(o % 64 == 0 for o in offsets)
     assert dst.with_name("half.onnx.data").stat().st_size <= (tmp_path / "mlp.data").stat().st_size // 2 + 64 * len(external)
     feed = [{"x": np.random.default_rng(3).standard_normal((2, 64)).astype(np.float32)}]
-    np.testing.assert_allclose(verify.run_model(dst, feed)[0]["y"], verify.run_model(src, feed)[0]["y"], rtol=0, atol=1e-2)
+    np.testing.assert_allclose(ort_runtime.run_model(dst, feed)[0]["y"], ort_runtime.run_model(src, feed)[0]["y"], rtol=0, atol=1e-2)

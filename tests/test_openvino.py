@@ -15,12 +15,13 @@ from real_models import find_real_model
 
 ov = pytest.importorskip("openvino")
 
-from edgepack.build import _initial_state, _Inputs  # noqa: E402
+from edgepack.backends.openvino import ir as ovir  # noqa: E402
+from edgepack.backends.openvino import run as ovrun  # noqa: E402
+from edgepack.build import _initial_state, stages_for  # noqa: E402
+from edgepack.data.inputs import SampleSets  # noqa: E402
 from edgepack.errors import StageError  # noqa: E402
 from edgepack.model import load_model  # noqa: E402
 from edgepack.pipeline import Context, run_stages  # noqa: E402
-from edgepack.stages import openvino_run as ovr  # noqa: E402
-from edgepack.stages.openvino_ir import OPENVINO_STAGES  # noqa: E402
 from edgepack.target import load_target  # noqa: E402
 
 CALIBRATION = SAMPLE_MODEL.parent / "calibration"
@@ -48,9 +49,9 @@ def wider_cnn() -> onnx.ModelProto:
 
 def _build(model: Path, work: Path, calibration: Path | None = None, shapes: dict | None = None) -> Context:
     target = load_target("intel-openvino")
-    state = _initial_state(load_model(model), "model", target, shapes or {}, _Inputs(calibration))
+    state = _initial_state(load_model(model), "model", target, shapes or {}, SampleSets(calibration))
     work.mkdir(parents=True, exist_ok=True)
-    return run_stages(Context(target=target, work=work, models=(state,)), OPENVINO_STAGES)
+    return run_stages(Context(target=target, work=work, models=(state,)), stages_for(target))
 
 
 def _decisions(ctx: Context) -> list[str]:
@@ -58,7 +59,7 @@ def _decisions(ctx: Context) -> list[str]:
 
 
 def _accuracy_ir(xml: Path, x: np.ndarray, y: np.ndarray) -> float:
-    compiled = ov.Core().compile_model(str(xml), "CPU", ovr.properties(1))
+    compiled = ov.Core().compile_model(str(xml), "CPU", ovir.properties(1))
     preds = [int(np.argmax(compiled({"input": x[i : i + 1]})[0])) for i in range(len(x))]
     return float(np.mean(np.asarray(preds) == y))
 
@@ -75,37 +76,40 @@ def test_int8_ir_of_the_sample_model_keeps_accuracy(digits_int8):
 
     ctx = digits_int8[0]
     m = ctx.models[0]
-    assert m.recipe["recipe"] == "static-int8"
-    assert m.recipe["ops_after"].get("FakeQuantize")
-    assert not any(op.startswith("QLinear") for op in m.recipe["ops_after"])
+    assert m.recipe.name == "static-int8"
+    assert m.recipe.ops_after.get("FakeQuantize")
+    assert not any(op.startswith("QLinear") for op in m.recipe.ops_after)
     data = np.load(TEST_SET)
     x, y = data["input"], data["label"]
     ref = ort.InferenceSession(str(SAMPLE_MODEL), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     fp32_acc = float(np.mean(ref.argmax(1) == y))
     int8_acc = _accuracy_ir(m.artifact, x, y)
     assert fp32_acc - int8_acc <= 0.01, (fp32_acc, int8_acc)
-    assert m.verification["passed"] is True
-    assert m.recipe["bytes_quantized"] < m.recipe["bytes_fp32"]
+    assert m.verification.passed is True
+    assert m.recipe.bytes_quantized < m.recipe.bytes_fp32
 
 
 def test_bundle_files_records_and_decisions(digits_int8):
     ctx = digits_int8[0]
     m = ctx.models[0]
     assert sorted(ctx.files) == sorted(SHIPPED)
-    assert m.artifact.suffix == ".xml" and m.artifact_extra == (m.artifact.with_suffix(".bin"),)
+    assert m.artifact.suffix == ".xml" and m.companions == (m.artifact.with_suffix(".bin"),)
     ov.Core().read_model(str(ctx.files["model.xml"]))  # loads with openvino
     config = json.loads(ctx.files["runtime_config.json"].read_text())
     assert config["device"] == "CPU"
     assert set(config["properties"]) == {"PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS"}
     assert config["properties"]["INFERENCE_PRECISION_HINT"] == "f32"
-    assert ctx.files["requirements.txt"].read_text().startswith(f"openvino=={ovr.openvino_version()}")
-    assert ctx.reduce["runtime"] == "openvino" and ctx.reduce["op_count"] == len(ctx.reduce["op_types"]) > 0
-    assert set(m.coverage) >= {"nodes_total", "nodes_on_accelerator", "partitions", "partition_sizes", "unsupported"}
-    assert m.coverage["nodes_on_accelerator"] == m.coverage["nodes_total"]
-    assert set(m.recipe) == {"recipe", "why", "tolerance", "settings", "model_class", "bytes_fp32", "bytes_quantized",
-                             "ops_after", "notes", "candidate_metrics"}
-    assert m.conversion["inference_precision_hint"] == "f32" and m.conversion["shapes"] == "dynamic"
-    json.dumps([m.recipe, m.conversion, m.coverage, m.verification, ctx.reduce])
+    assert ctx.files["requirements.txt"].read_text().startswith(f"openvino=={ovir.openvino_version()}")
+    package = ctx.package.to_json()
+    assert package["runtime"] == "openvino" and package["op_count"] == len(package["op_types"]) > 0
+    coverage = m.coverage.to_json()
+    assert set(coverage) >= {"nodes_total", "nodes_on_accelerator", "partitions", "partition_sizes", "unsupported"}
+    assert coverage["nodes_on_accelerator"] == coverage["nodes_total"]
+    assert set(m.recipe.to_json()) == {"recipe", "why", "tolerance", "settings", "model_class", "bytes_fp32",
+                                       "bytes_quantized", "ops_after", "notes", "candidate_metrics"}
+    conversion = m.conversion.to_json()
+    assert conversion["inference_precision_hint"] == "f32" and conversion["shapes"] == "dynamic"
+    json.dumps([r.to_json() for r in (m.recipe, m.conversion, m.coverage, m.verification, ctx.package)])
     decisions = _decisions(ctx)
     assert any("static-int8 chosen" in d for d in decisions)
     assert any("storage only" in d for d in decisions)
@@ -129,13 +133,13 @@ def test_without_calibration_fp16_is_chosen_and_halves_the_weights(tmp_path):
     onnx.save(wider_cnn(), str(src))
     ctx = _build(src, tmp_path / "work")
     m = ctx.models[0]
-    assert m.recipe["recipe"] == "fp16"
+    assert m.recipe.name == "fp16"
     assert any("static-int8 skipped: no calibration data" in d for d in _decisions(ctx))
     fp32_bin = (ctx.work / "model.fp32-reference.bin").stat().st_size
     fp16_bin = m.artifact.with_suffix(".bin").stat().st_size
     assert 0.45 <= fp16_bin / fp32_bin <= 0.55
-    assert m.conversion["shapes"] == "fixed" and m.conversion["weights"] == "fp16"
-    outs = ovr.run_ir(m.artifact, list(m.verify_inputs))
+    assert m.conversion.shapes == "fixed" and m.conversion.weights == "fp16"
+    outs = ovrun.run_ir(m.artifact, list(m.verify_inputs))
     ref = m.reference_outputs[0]["y"]
     np.testing.assert_allclose(outs[0]["y"], ref, rtol=1e-2, atol=1e-2)
 
@@ -149,9 +153,9 @@ def test_int8_outside_tolerance_falls_back_to_fp16(tmp_path):
     profile = tmp_path / "strict.toml"
     profile.write_text(strict)
     target = load_target(str(profile))
-    state = _initial_state(load_model(SAMPLE_MODEL), "model", target, {}, _Inputs(CALIBRATION))
-    ctx = run_stages(Context(target=target, work=tmp_path, models=(state,)), OPENVINO_STAGES)
-    assert ctx.models[0].recipe["recipe"] == "fp16"
+    state = _initial_state(load_model(SAMPLE_MODEL), "model", target, {}, SampleSets(CALIBRATION))
+    ctx = run_stages(Context(target=target, work=tmp_path, models=(state,)), stages_for(target))
+    assert ctx.models[0].recipe.name == "fp16"
     assert any("static-int8 dropped: outside tolerance" in d for d in _decisions(ctx))
     assert any("fp16 chosen" in d for d in _decisions(ctx))
 
@@ -159,8 +163,8 @@ def test_int8_outside_tolerance_falls_back_to_fp16(tmp_path):
 def test_same_model_converted_twice_in_one_process_is_identical(tmp_path):
     src = tmp_path / "tiny.onnx"
     onnx.save(tiny_cnn(), str(src))
-    a = ovr.save(ovr.convert(src), tmp_path / "a.xml", True)
-    b = ovr.save(ovr.convert(src), tmp_path / "b.xml", True)
+    a = ovir.save(ovir.convert(src), tmp_path / "a.xml", True)
+    b = ovir.save(ovir.convert(src), tmp_path / "b.xml", True)
     assert a.read_bytes() == b.read_bytes()
     assert a.with_suffix(".bin").read_bytes() == b.with_suffix(".bin").read_bytes()
 
@@ -174,7 +178,16 @@ def test_com_microsoft_ops_are_refused_before_openvino_sees_them(tmp_path):
     path = tmp_path / "qlinear.onnx"
     onnx.save(model, str(path))
     with pytest.raises(StageError, match="com.microsoft operators \\(QLinearAdd\\).*openvino#17461"):
-        ovr.convert(path)
+        ovir.convert(path)
+
+
+def test_a_model_openvino_cannot_convert_is_one_clear_stage_error(tmp_path):
+    import onnxruntime
+
+    model = Path(onnxruntime.__file__).parent / "datasets" / "logreg_iris.onnx"  # ai.onnx.ml: no OpenVINO frontend
+    with pytest.raises(StageError, match="^OpenVINO cannot convert logreg_iris.onnx: ") as info:
+        ovir.convert(model)
+    assert "\n" not in str(info.value)
 
 
 # ------------------------------------------------------------------------------ real models
@@ -199,9 +212,9 @@ def test_yolo_int8_with_real_photos(tmp_path):
                     "--input", "images", "--resize", "letterbox", "--count", "16"], check=True, capture_output=True)
     ctx = _build(path, tmp_path / "work", calib, {"images": (1, 3, 320, 320)})
     m = ctx.models[0]
-    assert m.recipe["recipe"] == "static-int8" and m.verification["passed"]
-    assert m.conversion["shapes"] == "fixed"
-    assert m.recipe["bytes_quantized"] < 0.35 * m.recipe["bytes_fp32"]
+    assert m.recipe.name == "static-int8" and m.verification.passed
+    assert m.conversion.shapes == "fixed"
+    assert m.recipe.bytes_quantized < 0.35 * m.recipe.bytes_fp32
 
 
 @pytest.mark.integration
@@ -212,5 +225,5 @@ def test_yolo_int8_with_real_photos(tmp_path):
 def test_real_models_build_without_calibration(tmp_path, key, shapes):
     ctx = _build(_real(key), tmp_path, None, shapes)
     m = ctx.models[0]
-    assert m.verification["passed"] and m.recipe["recipe"] in ("fp16", "none")
+    assert m.verification.passed and m.recipe.name in ("fp16", "none")
     ov.Core().compile_model(str(ctx.files["model.xml"]), "CPU")

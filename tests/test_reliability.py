@@ -18,7 +18,7 @@ from conftest import REPO, SAMPLE_MODEL, tiny_cnn
 from edgepack.errors import EdgepackError
 from edgepack.model import load_model
 from edgepack.target import load_target
-from edgepack.verify_bundle import verify_bundle
+from edgepack.bundle_check import check_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_sigkill_leaves_the_previous_bundle_or_none(tmp_path, delay):
     proc.wait()
     bundle = out / "rpi4-cpu"
     if bundle.exists():
-        findings = verify_bundle(bundle)
+        findings = check_bundle(bundle)
         assert findings.ok, findings.problems  # complete: the previous bundle or the new one, never a mix
         assert (bundle / "manifest.json").read_bytes() == before  # same inputs: the same bytes either way
     visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
@@ -53,7 +53,7 @@ def test_sigkill_leaves_the_previous_bundle_or_none(tmp_path, delay):
     # the next build cleans what the killed one left behind
     subprocess.run(_build_cmd(out), check=True, capture_output=True, env=_env())
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
-    assert verify_bundle(out / "rpi4-cpu").ok
+    assert check_bundle(out / "rpi4-cpu").ok
 
 
 def test_two_builds_into_one_output_at_once(tmp_path):
@@ -69,7 +69,7 @@ def test_two_builds_into_one_output_at_once(tmp_path):
             errors = [line for line in err.splitlines() if not line.startswith("... ")]  # progress lines aside
             assert len(errors) == 1 and errors[0].startswith("error: ") and "Traceback" not in err
             assert "already exists" in errors[0] or "another build" in errors[0]
-    assert verify_bundle(out / "rpi4-cpu").ok
+    assert check_bundle(out / "rpi4-cpu").ok
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 

@@ -9,7 +9,6 @@ so the cost model reproduces the measured GEMM; the other figures are written as
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -233,17 +232,12 @@ def if_chain_model(k: int) -> onnx.ModelProto:
 
 
 def _time_ms(model: onnx.ModelProto, threads: int, runs: int, folder: Path, name: str) -> float:
-    import onnxruntime as ort
+    from ..runtime import ort as ort_runtime
 
     path = folder / f"{name}.onnx"
     onnx.save(model, str(path))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    so = ort_runtime.session_options(level_name="extended", threads=threads, sequential=True)
+    sess = ort_runtime.inference_session(path, so)
     rng = np.random.default_rng(2)
     feed = {i.name: (np.array(True) if i.type == "tensor(bool)" else rng.standard_normal(list(i.shape)).astype(np.float32))
             for i in sess.get_inputs()}
@@ -257,16 +251,6 @@ def _time_ms(model: onnx.ModelProto, threads: int, runs: int, folder: Path, name
     # the median run, the statistic latency estimates and their validation use: a model's typical
     # latency; the fastest run would price every kernel as if the machine were never disturbed
     return float(np.median(times))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def gemm_rate(threads: int = 1, sizes: Sizes = Sizes()) -> float:
@@ -429,7 +413,9 @@ def run_calibration(base_target: str, out_path: str | Path, *, threads: int = 1,
 
     base = load_target(base_target)  # fail early on a bad base name
     m = measure(threads, SMALL if small else Sizes(), rounds=1 if small else 3)
-    cpu = cpu_name()
+    from ..runtime.host import host_cpu
+
+    cpu = host_cpu()
     out_path = Path(out_path)
     cpu_unit = next(u for u in base.device.units if u.kind == "cpu")
     text = profile_text(base_target, m, cpu, name or f"{base.name}-calibrated", "fp16" in cpu_unit.peak_gops)

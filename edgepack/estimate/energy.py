@@ -41,7 +41,8 @@ def energy_per_inference(profile: TargetProfile, time_by_unit_us: dict[str, floa
 
 
 def at_rate(profile: TargetProfile, per_inference: Estimate, per_hour: float, latency_ms: float) -> dict[str, Estimate]:
-    """Battery (phones) or power (boards) figures at ``per_hour`` inferences per hour."""
+    """Battery figures (devices with a battery in their profile: phones) or power figures (the rest:
+    boards, laptops on the wall) at ``per_hour`` inferences per hour."""
     dev = profile.device
     j = per_inference.value / 1e3
     lo_j, hi_j = per_inference.low / 1e3, per_inference.high / 1e3
@@ -51,7 +52,7 @@ def at_rate(profile: TargetProfile, per_inference: Estimate, per_hour: float, la
         notes.append("the rate exceeds what the device can run back to back; figures assume it anyway")
     wh = j * per_hour / 3600
     out: dict[str, Estimate] = {}
-    if profile.family in ("android", "ios"):
+    if dev.battery_wh or dev.battery_v:  # a battery-powered device: battery figures
         if dev.battery_v:
             mah = wh / dev.battery_v * 1000
             out["mah_per_hour"] = Estimate(mah, mah * lo_j / j if j else 0, mah * hi_j / j if j else 0, "mAh",

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 
 import onnx
 
+from ..errors import ProfileError
 from ..flops import NodeWork, _numel, _shape_map, model_work  # noqa: PLC2701
 from ..model import iter_graphs
+from ..partition import node_key
 from ..target import ComputeUnit, TargetProfile
 from .base import Estimate
 
@@ -191,7 +193,7 @@ def _peak(unit: ComputeUnit, precision: str) -> tuple[float, str]:
         if unit.peak_gops.get(p):
             return unit.peak_gops[p], p
     msg = f"compute unit '{unit.name}' has no peak_gops for {precision}"
-    raise ValueError(msg)
+    raise ProfileError(msg)
 
 
 def memory_time(moved: float, bandwidth_gbps: float, cache_bytes: float = CACHE_BYTES,
@@ -245,25 +247,15 @@ def _unit(profile: TargetProfile, kind: str) -> ComputeUnit:
         if u.kind == kind:
             return u
     msg = f"{profile.name}: no '{kind}' compute unit"
-    raise ValueError(msg)
+    raise ProfileError(msg)
 
 
 def accelerator_nodes(model: onnx.ModelProto, profile: TargetProfile) -> tuple[set[tuple], int]:
-    """(keys of the main-graph nodes in accelerator partitions, partitions) by onnxruntime's own
-    partitioning of the NNAPI/CoreML op tables (as edgepack.partition uses); empty for CPU targets."""
-    if not profile.is_accelerator:
-        return set(), 0
-    from onnxruntime.tools.mobile_helpers import usability_checker as uc
+    """(keys of the main-graph nodes in accelerator partitions, partitions): edgepack.partition's
+    placement (onnxruntime's partitioning of the NNAPI/CoreML op tables); empty for CPU targets."""
+    from ..partition import placement
 
-    from ..partition import _checker  # noqa: PLC2701 - the same table parser partition.py uses
-
-    info = uc.check_partitioning(model.graph, _checker(profile), True, profile.max_rank)
-    return {_key(n) for grp in info.supported_groups for n in grp}, info.num_partitions
-
-
-def _key(n: onnx.NodeProto) -> tuple:
-    """A node's identity (protobuf wrappers are not stable objects): its op and output names."""
-    return (n.op_type, n.name, tuple(n.output))
+    return placement(model, profile, ort_checker_quirks=True)
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
@@ -304,7 +296,7 @@ def _skip_layernorms(g: onnx.GraphProto, producers: dict[str, onnx.NodeProto], c
             continue
         dims = shapes.get(n.input[0])
         if dims is not None and len(dims) == 3 and all(shapes.get(i) == dims for i in add.input):
-            out[_key(n)] = _key(add)
+            out[node_key(n)] = node_key(add)
     return out
 
 
@@ -318,7 +310,7 @@ def _swish_muls(g: onnx.GraphProto, producers: dict[str, onnx.NodeProto], consum
         for a, b in (n.input, n.input[::-1]):
             sig = producers.get(b)
             if sig is not None and sig.op_type == "Sigmoid" and sig.input[0] == a and consumers.get(b, 0) == 1:
-                out.add(_key(n))
+                out.add(node_key(n))
     return out
 
 
@@ -338,7 +330,7 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
     it = iter(work.nodes)
     for g in graphs:
         for n in g.node:
-            node_work[_key(n)] = next(it)
+            node_work[node_key(n)] = next(it)
     shapes = {k: v[0] for k, v in _shape_map(model).items()}
     producers = {o: n for g in graphs for n in g.node for o in n.output}
     weight_dims = _weight_dims(graphs, shapes)
@@ -362,12 +354,12 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         absorbed = {*skip_ln.values(), *(_swish_muls(g, local, consumers) if fused else ())}
         total = 0.0
         for n in g.node:
-            if _key(n) in absorbed:
+            if node_key(n) in absorbed:
                 continue  # fused into the SkipLayerNormalization / QuickGelu priced at its norm / Sigmoid
-            w = node_work[_key(n)]
+            w = node_work[node_key(n)]
             if w.flops is None:
                 unknown += 1
-            on_accel = _key(n) in accel_ids
+            on_accel = node_key(n) in accel_ids
             unit = accel if on_accel and accel is not None else cpu
             cls = cost_class(n, w, weight_dims)
             if precision == "int8" and n.op_type in QDQ_OPS:
@@ -386,7 +378,7 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
                 extra = fixed * disp
             elif _element_op(n) in ELEMENT_OPS and not on_accel and n.output:
                 elems = _numel(shapes.get(n.output[0]))
-                op = "SkipLayerNormalization" if _key(n) in skip_ln else _element_op(n)
+                op = "SkipLayerNormalization" if node_key(n) in skip_ln else _element_op(n)
                 priced = None if elems is None else elems * ELEMENT_OPS[op]
                 rate_class = "elementwise"
             elif n.op_type in GATHER_OPS and w.bytes_out is not None:
@@ -413,7 +405,7 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
     if accel_ids:
         side = "cpu"  # inputs arrive in CPU memory, outputs leave to it
         for n in model.graph.node:
-            now = "accel" if _key(n) in accel_ids else "cpu"
+            now = "accel" if node_key(n) in accel_ids else "cpu"
             switches += now != side
             side = now
         switches += side != "cpu"

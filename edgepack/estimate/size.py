@@ -13,6 +13,7 @@ from pathlib import Path
 
 import onnx
 
+from ..errors import ProfileError
 from ..model import dtype_size, iter_graphs
 from ..target import TargetProfile, builtin_dir
 from .base import Estimate
@@ -29,6 +30,8 @@ PUBLISHED = {
     "android_full": (12_200_000, "onnxruntime-android 1.13.1 full AAR, arm64: 12.2 MB (ORT docs size table, removed "
                      "in onnxruntime PR #21605)"),
 }
+# the published points a profile's stock runtime can be (minimal_build.stock_size = "published:<key>")
+PUBLISHED_LABELS = {"android_full": "full onnxruntime-android AAR, arm64"}
 # Kernel counts behind those points: edgepack assumptions, not published figures.
 MOBILE_PACKAGE_OPS = 85  # ops in ORT's mobile_package.required_operators.config (approximate count)
 FULL_CPU_OPS = 200  # ai.onnx + ai.onnx.ml + com.microsoft CPU kernels of a full build (approximate)
@@ -84,15 +87,23 @@ def _runtime_data() -> dict:
 
 
 def stock_runtime(profile: TargetProfile) -> Estimate:
-    """The stock runtime library an app would ship for this target."""
-    if profile.family in ("android", "ios"):
-        b, src = PUBLISHED["android_full"]
-        assumptions = [src]
-        if profile.family == "ios":
-            assumptions.append("iOS ships a static framework; ORT's docs used the Android arm64 figure as its proxy")
-        return Estimate(b, b * 0.9, b * 1.2, "bytes", "published figure (full onnxruntime-android AAR, arm64)", assumptions)
-    key = {"linux-arm": "onnxruntime-aarch64", "intel": "openvino-x86_64"}[profile.family]
-    entry = _runtime_data()["runtimes"][key]
+    """The stock runtime library an app would ship for this target, from the profile's
+    ``minimal_build.stock_size``: a published figure (PUBLISHED) or a measured wheel (runtime_sizes.json)."""
+    source, _, key = profile.stock_size.partition(":")
+    if source == "published":
+        if key not in PUBLISHED or key not in PUBLISHED_LABELS:
+            msg = (f"{profile.source}: 'minimal_build.stock_size' names no published runtime size '{key}'; "
+                   f"choose one of: {', '.join('published:' + k for k in PUBLISHED_LABELS)}")
+            raise ProfileError(msg)
+        b, src = PUBLISHED[key]
+        assumptions = [src] + ([profile.stock_size_note] if profile.stock_size_note else [])
+        return Estimate(b, b * 0.9, b * 1.2, "bytes", f"published figure ({PUBLISHED_LABELS[key]})", assumptions)
+    runtimes = _runtime_data()["runtimes"]
+    if key not in runtimes:
+        msg = (f"{profile.source}: 'minimal_build.stock_size' names no measured runtime '{key}' in "
+               f"targets/data/runtime_sizes.json; choose one of: {', '.join('measured:' + k for k in runtimes)}")
+        raise ProfileError(msg)
+    entry = runtimes[key]
     b = entry["runtime_bytes"]
     libs = [lib["path"].rsplit("/", 1)[-1] for lib in entry["libraries"] if _matches(entry["runtime_filter"], lib["path"])]
     return Estimate(b, b, b, "bytes", f"measured: {', '.join(libs)} inside {entry['wheel']} (targets/data/runtime_sizes.json)",
@@ -161,7 +172,8 @@ def model_ops(model: onnx.ModelProto) -> set[tuple[str, str]]:
 
 
 def minimal_runtime(profile: TargetProfile, n_ops: int, reduced_types: bool, source: str) -> Estimate | None:
-    if profile.engine != "onnxruntime":
+    """The minimal ONNX Runtime build's size; None for a target without one (minimal_build.level 'none')."""
+    if profile.minimal_build_level == "none":
         return None
     v = minimal_runtime_bytes(n_ops, reduced_types=reduced_types)
     base, per_op = _BASE, PER_OP_BYTES

@@ -1,1 +1,4 @@
-"""Pipeline stages: plain model-file-in, model-file-out functions that return a decision record."""
+"""The stage functions of a build, in the order of ``edgepack.build.stages_for``: prepare, quantize
+(the one recipe selector), convert, verify (the shipped model against fp32, while building), package
+(``reduce`` for ONNX Runtime) and estimate. Each is ``stage(ctx, decisions) -> ctx``; what is
+engine-specific they ask the target's backend."""

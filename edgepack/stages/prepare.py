@@ -13,15 +13,15 @@ from pathlib import Path
 import onnx
 
 from .. import partition
+from ..backends import backend_for
 from ..errors import StageError
+from ..gates import MAX_SLOWDOWN, REWRITE_RTOL, compare_outputs, scaled_error
 from ..model import iter_graphs
 from ..pipeline import Context, ModelState
+from ..runtime.ort import host_settings, run_model
+from ..runtime.timing import compare_latency
 from ..shapes import fix_input_shapes
-from ..transforms import DECOMPOSITIONS, decompose, ort_optimize, protect_weight_only_int8
-from .verify import compare_latency, compare_outputs, host_settings, run_model, scaled_error
-
-REWRITE_RTOL = 1e-5
-MAX_SLOWDOWN = 1.10  # the same bar as a quantization recipe's host speed gate
+from ..transforms import DECOMPOSITIONS, prepare_graph, protect_weight_only_int8
 
 
 def _optimize_checked(ctx: Context, m: ModelState, proto: onnx.ModelProto, ops: frozenset[str], stem: str,
@@ -31,9 +31,8 @@ def _optimize_checked(ctx: Context, m: ModelState, proto: onnx.ModelProto, ops: 
     model_dir = m.source.path.parent.resolve()
     attempts = [ops, frozenset()] if ops else [frozenset()]
     for attempt in attempts:
-        candidate, counts = decompose(proto, set(attempt)) if attempt else (proto, {})
         dst = ctx.work / f"{stem}.onnx"
-        ort_optimize(candidate, model_dir, dst, "basic", m.source.info.weight_bytes)
+        counts = prepare_graph(proto, model_dir, dst, decompose_ops=attempt, weight_bytes=m.source.info.weight_bytes)
         metrics = compare_outputs(list(m.reference_outputs), run_model(dst, list(m.verify_inputs), level="disable"))
         worst = scaled_error(metrics)
         if worst <= REWRITE_RTOL:
@@ -109,11 +108,10 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
         f"{m.name}: onnxruntime basic optimizations (constant folding, BatchNormalization folding): "
         f"{before} -> {after} nodes (all graphs); outputs equal within {worst:.1e} of max(|output|, 1)"
     )
-    coverage = None
-    if profile.is_accelerator:
-        coverage = partition.coverage_summary(dst, profile)
-        decisions.append(f"{m.name}: after prepare {coverage['nodes_on_accelerator']}/{coverage['nodes_total']} nodes "
-                         f"on {profile.execution_provider} in {coverage['partitions']} partition(s)")
+    coverage = backend_for(profile).prepared_coverage(dst, profile)
+    if coverage is not None:
+        decisions.append(f"{m.name}: after prepare {coverage.nodes_on_accelerator}/{coverage.nodes_total} nodes "
+                         f"on {profile.execution_provider} in {coverage.partitions} partition(s)")
     return replace(m, current=dst, prepared=dst, coverage=coverage, weight_only_int8=dq_kept)
 
 

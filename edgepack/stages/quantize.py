@@ -1,405 +1,91 @@
-"""Quantize a model file with one recipe (static-int8, dynamic-int8, fp16, none).
+"""quantize: try the profile's recipes in order; ship the first that passes. One selector for every backend.
 
-``quantize(src, dst, recipe, calibration, is_accelerator=...)`` reads ``src``, writes the
-quantized model to ``dst`` and returns a JSON-able decision record: what was done, with which
-settings, node counts before and after, and why. ``classify_model`` says whether a model's
-work is mostly convolutions or matrix multiplications, to match ``Recipe.applies_to``.
-
-onnxruntime is imported inside the functions that need it.
+The backend builds each candidate and runs it; the selector judges it the same way for all of them.
+A candidate is dropped when it cannot be built or run, when it quantized nothing or does not make
+the model smaller, when its outputs fall outside the recipe's tolerance against the fp32 original,
+or when the backend's host speed gate applies and it runs more than MAX_SLOWDOWN slower than fp32
+on this host (dynamic int8 on a CNN is several times slower than fp32 - that trap must never ship).
+Static int8 needs calibration data: without it, it is skipped, never guessed from random numbers.
+Every outcome is an :class:`~edgepack.records.Attempt` and a recorded decision. Latency figures go
+to the build record, not into decisions, so bundles stay byte-identical from build to build.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections import Counter
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
 
-import numpy as np
 import onnx
-import onnx.version_converter
 
-from ..errors import CalibrationError, StageError, first_line
-from ..flops import model_work
-from ..model import iter_tensors
-from ..target import Recipe
-from ..transforms import LARGE_MODEL_BYTES, infer_shapes
-
-HEAVY_SHARE = 0.5  # a class of ops doing at least this share of the FLOPs names the model
-DYNAMIC_OP_TYPES = ("MatMul", "Gemm")  # never Conv: ConvInteger runs slower than fp32 Conv (onnxruntime#9694)
-_QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
-STREAM_ABOVE_BYTES = 256 * 2**20  # dynamic int8 of larger models goes one weight at a time
+from ..backends import backend_for
+from ..errors import StageError
+from ..flops import classify_model
+from ..gates import MAX_SLOWDOWN, accept, compare_outputs, round_metrics
+from ..pipeline import Context, ModelState
+from ..records import CHOSEN, DROPPED, SKIPPED, Attempt, RecipeChoice
 
 
-# ------------------------------------------------------------------------------ classification
+def _listed(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
-def _with_unit_dims(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose non-fixed input dims are 1, so shape inference can size every node (shares only)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for vi in out.graph.input:
-        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, reference, host: dict):
+    """One recipe: (Attempt, Candidate or None)."""
+    if recipe.applies_to not in ("any", model_class):
+        return Attempt(recipe.name, SKIPPED, f"it applies to {recipe.applies_to} models"), None
+    if recipe.needs_calibration and not m.calibration:
+        return Attempt(recipe.name, SKIPPED, "no calibration data (--calibration DIR); "
+                                             "static int8 is not guessed from random numbers"), None
+    try:
+        if recipe.name not in backend.recipes:
+            msg = f"recipe '{recipe.name}' has no {backend.label} implementation ({_listed(backend.recipes)} do)"
+            raise StageError(msg)
+        candidate = backend.build_candidate(ctx, m, recipe, model_class, reference)
+        outputs = backend.run(candidate.path, list(m.verify_inputs), ctx.target)
+    except StageError as exc:  # a recipe that cannot be applied to this model is a dropped candidate
+        return Attempt(recipe.name, DROPPED, str(exc)), None
+    if candidate.empty:
+        return Attempt(recipe.name, DROPPED, candidate.empty), None
+    if not recipe.is_fp32 and candidate.bytes_after >= candidate.bytes_fp32:
+        return Attempt(recipe.name, DROPPED, f"it does not make the {backend.artifact_noun} smaller"), None
+    metrics = round_metrics(compare_outputs(list(m.reference_outputs), outputs))
+    ok, why = accept(metrics, recipe.tolerance)
+    if not ok:
+        return Attempt(recipe.name, DROPPED, f"outside tolerance ({why})", metrics), None
+    lat = backend.time_candidate(ctx, m, recipe, candidate, reference)
+    if lat is not None:
+        host.setdefault(m.name, []).append(lat)
+        if lat["ratio"] is not None and lat["ratio"] > MAX_SLOWDOWN:
+            return Attempt(recipe.name, DROPPED, f"more than {MAX_SLOWDOWN - 1:.0%} slower than "
+                                                 f"{backend.speed_reference} on the host (see the build record for "
+                                                 "the timings)", metrics, lat), None
+    return Attempt(recipe.name, CHOSEN, why, metrics, lat), candidate
+
+
+def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> ModelState:
+    profile = ctx.target
+    backend = backend_for(profile)
+    model_class = classify_model(onnx.load_model(str(m.prepared), load_external_data=False))
+    decisions.append(f"{m.name}: model class '{model_class}'")
+    m, reference = backend.prepare_candidates(ctx, m, model_class, decisions, host)
+    attempts: list[Attempt] = []
+    for recipe in profile.recipes:
+        attempt, candidate = _try(ctx, backend, m, recipe, model_class, reference, host)
+        attempts.append(attempt)
+        decisions.append(attempt.decision(m.name))
+        if candidate is None:
             continue
-        for d in vi.type.tensor_type.shape.dim:
-            if not (d.HasField("dim_value") and d.dim_value > 0):
-                d.Clear()
-                d.dim_value = 1
-    return out
+        choice = RecipeChoice(recipe.name, recipe.reason, recipe.tolerance, candidate.settings, model_class,
+                              candidate.bytes_fp32, candidate.bytes_after, candidate.ops_after, candidate.notes,
+                              attempt.metrics or {}, tuple(attempts))
+        coverage = backend.chosen(ctx, m, candidate, decisions)
+        return replace(m, current=candidate.path, recipe=choice, model_class=model_class, coverage=coverage)
+    tried = "; ".join(f"{a.recipe} dropped: {a.reason}" for a in attempts if a.outcome == DROPPED)
+    msg = f"{m.name}: no quantization recipe of {profile.name} passed its checks ({tried or 'none applicable'})"
+    raise StageError(msg)
 
 
-def _classify(model: onnx.ModelProto) -> tuple[str, str]:
-    """(class, evidence) from the FLOPs share of conv vs matmul ops; node counts if shapes are unknown."""
-    work = model_work(infer_shapes(_with_unit_dims(model)))
-    heavy_unknown = any(n.flops is None and n.op_class in ("conv", "matmul") for n in work.nodes)
-    if work.total_flops > 0 and not heavy_unknown:
-        conv = work.flops_by_class.get("conv", 0.0) / work.total_flops
-        mm = work.flops_by_class.get("matmul", 0.0) / work.total_flops
-        evidence = f"FLOPs share: conv {conv:.0%}, matmul {mm:.0%} of {work.total_flops:.3g}"
-        if conv >= HEAVY_SHARE and conv >= mm:
-            return "conv-heavy", evidence
-        if mm >= HEAVY_SHARE:
-            return "matmul-heavy", evidence
-        return "other", evidence
-    counts = Counter(n.op_class for n in work.nodes)
-    conv, mm = counts.get("conv", 0), counts.get("matmul", 0)
-    evidence = f"shapes unknown, node counts: conv {conv}, matmul {mm} of {len(work.nodes)}"
-    if conv == mm == 0:
-        return "other", evidence
-    return ("conv-heavy" if conv >= mm else "matmul-heavy"), evidence
-
-
-def classify_model(model: onnx.ModelProto) -> str:
-    """"matmul-heavy", "conv-heavy" or "other": which op class does most of the model's work."""
-    return _classify(model)[0]
-
-
-# ------------------------------------------------------------------------------ helpers
-
-
-def _op_counts(path: Path) -> dict[str, int]:
-    model = onnx.load_model(str(path), load_external_data=False)
-    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
-
-
-def _model_bytes(path: Path) -> int:
-    """File size plus the bytes of its external data."""
-    model = onnx.load_model(str(path), load_external_data=False)
-    external = 0
-    for _, t in iter_tensors(model.graph):
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            info = {e.key: e.value for e in t.external_data}
-            external += int(info.get("length", 0) or 0)
-    return path.stat().st_size + external
-
-
-
-def _fail(what: str, exc: BaseException) -> StageError:
-    msg = f"{what} failed: {first_line(exc)}"
-    return StageError(msg)
-
-
-class _SampleReader:
-    """onnxruntime CalibrationDataReader over a list of {input name: array} samples."""
-
-    def __init__(self, samples: list[dict[str, np.ndarray]]) -> None:
-        self._samples = samples
-        self._next = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= len(self._samples):
-            return None
-        self._next += 1
-        return self._samples[self._next - 1]
-
-    def rewind(self) -> None:
-        self._next = 0
-
-
-def _reader(samples: list[dict[str, np.ndarray]]):
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(_SampleReader, CalibrationDataReader):
-        pass
-
-    return Reader(samples)
-
-
-def _preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
-    """onnxruntime's quant_pre_process (symbolic shapes + basic optimizations); ``src`` if it fails."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    large = _model_bytes(src) > LARGE_MODEL_BYTES
-    for skip_symbolic in (False, True):
-        try:
-            quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
-        except Exception as exc:  # noqa: BLE001 - symbolic shape inference raises assorted errors
-            notes.append(f"quant_pre_process (skip_symbolic_shape={skip_symbolic}) failed: {first_line(exc)}")
-            continue
-        notes.append(
-            "pre-processed with onnxruntime quant_pre_process "
-            f"({'onnx' if skip_symbolic else 'symbolic'} shape inference, basic optimizations fold BatchNorm into Conv)"
-        )
-        return dst
-    notes.append("quantizing the model as given (pre-processing failed)")
-    return src
-
-
-def _quantizer_input(src: Path, dst: Path, per_channel: bool, notes: list[str]) -> Path:
-    """The model the quantizer reads: pre-processed beside ``dst``, at opset 13+ for per-channel weights
-    (per-channel DequantizeLinear needs its 'axis')."""
-    pre = _preprocess(src, dst.with_name(dst.stem + ".pre.onnx"), notes)
-    return _at_least_opset(pre, 13, notes) if per_channel else pre
-
-
-# ------------------------------------------------------------------------------ recipes
-
-
-def _static_int8(src: Path, dst: Path, recipe: Recipe, calibration, is_accelerator: bool, notes: list[str]) -> dict:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    if not calibration:
-        msg = "recipe 'static-int8' needs calibration data: pass --calibration DIR with one .npy per model input"
-        raise CalibrationError(msg)
-    act = recipe.activation_type or "uint8"
-    weight = recipe.weight_type or "int8"
-    if recipe.activation_type is None:
-        notes.append("no activation_type in the recipe: uint8 activations (U8S8, the widest-supported kernel pair)")
-    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
-    if is_accelerator:
-        # one DQ per consumer: an EP partition boundary never shares a DQ node with a CPU-side consumer
-        extra["DedicatedQDQPair"] = True
-        notes.append("accelerator target: asymmetric activations, symmetric weights, a dedicated QDQ pair per consumer")
-    pre = _quantizer_input(src, dst, recipe.per_channel, notes)
-    settings = {
-        "format": "QDQ",
-        "activation_type": act,
-        "weight_type": weight,
-        "per_channel": recipe.per_channel,
-        "calibrate_method": "MinMax",
-        "calibration_samples": len(calibration),
-        "extra_options": extra,
-    }
-    try:
-        quantize_static(
-            str(pre),
-            str(dst),
-            _reader(calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=recipe.per_channel,
-            activation_type=getattr(QuantType, _QUANT_TYPES[act]),
-            weight_type=getattr(QuantType, _QUANT_TYPES[weight]),
-            calibrate_method=CalibrationMethod.MinMax,
-            use_external_data_format=_model_bytes(pre) > LARGE_MODEL_BYTES,
-            extra_options=extra,
-        )
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidArgument/ValueError...
-        raise _fail("static int8 quantization (onnxruntime quantize_static)", exc) from exc
-    return settings
-
-
-def _at_least_opset(path: Path, opset: int, notes: list[str]) -> Path:
-    """The model at ``path`` upgraded to ``opset`` with onnx's version converter if it is older."""
-    model = onnx.load_model(str(path), load_external_data=False)
-    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
-    if current >= opset or _model_bytes(path) > LARGE_MODEL_BYTES:
-        return path
-    try:
-        upgraded = onnx.version_converter.convert_version(onnx.load_model(str(path)), opset)
-    except Exception as exc:  # noqa: BLE001 - the converter lacks adapters for some ops
-        notes.append(f"opset {current} could not be upgraded to {opset} for per-channel weights: {first_line(exc)}")
-        return path
-    out = path.with_name(path.stem + f".opset{opset}.onnx")
-    onnx.save_model(upgraded, str(out))
-    notes.append(f"opset {current} upgraded to {opset} (per-channel DequantizeLinear needs its 'axis')")
-    return out
-
-
-def _streams(src: Path, notes: list[str]) -> onnx.ModelProto | None:
-    """``src`` loaded without its external data when it is quantized one weight at a time (see
-    :mod:`.quantize_streamed`), else None: only when its weights exceed STREAM_ABOVE_BYTES, where
-    whole-model quantization needs several times their bytes."""
-    from .quantize_streamed import can_stream
-
-    size = _model_bytes(src)
-    if size <= STREAM_ABOVE_BYTES:
-        return None
-    model = onnx.load_model(str(src), load_external_data=False)
-    if not can_stream(model):
-        notes.append(f"model of {size / 2**20:.0f} MiB quantized whole: some MatMul/Gemm types are unknown "
-                     "or weights sit in subgraphs, so it cannot be quantized one weight at a time")
-        return None
-    notes.append(f"model of {size / 2**20:.0f} MiB (above {STREAM_ABOVE_BYTES // 2**20} MiB): quant_pre_process "
-                 "skipped (it loads the whole model several times; the prepare stage already ran onnxruntime's "
-                 "basic optimizations); each MatMul/Gemm quantized on its own by quantize_dynamic with the same "
-                 "settings, one weight in memory at a time")
-    return model
-
-
-def _dynamic_int8(src: Path, dst: Path, recipe: Recipe, notes: list[str]) -> dict:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    notes.append("op types limited to MatMul/Gemm so Convs never become ConvInteger (slower than fp32 Conv on CPU)")
-    notes.append("onnxruntime rewrites each Gemm as MatMul + Add before quantizing (MatMulInteger has no Gemm form)")
-    settings = {
-        "weight_type": "int8",
-        "per_channel": recipe.per_channel,
-        "op_types_to_quantize": list(DYNAMIC_OP_TYPES),
-    }
-
-    def run(pre: Path, out: Path, large: bool) -> None:
-        quantize_dynamic(
-            str(pre),
-            str(out),
-            op_types_to_quantize=list(DYNAMIC_OP_TYPES),
-            per_channel=recipe.per_channel,
-            weight_type=QuantType.QInt8,
-            use_external_data_format=large,
-        )
-
-    try:
-        model = _streams(src, notes)
-        if model is not None:
-            from .quantize_streamed import quantize_dynamic_streamed
-
-            quantize_dynamic_streamed(src, dst, list(DYNAMIC_OP_TYPES), lambda a, b: run(a, b, False), model)
-            del model
-        else:
-            pre = _quantizer_input(src, dst, recipe.per_channel, notes)
-            run(pre, dst, _model_bytes(pre) > LARGE_MODEL_BYTES)
-    except Exception as exc:  # noqa: BLE001
-        raise _fail("dynamic int8 quantization (onnxruntime quantize_dynamic)", exc) from exc
-    return settings
-
-
-def _convert_types_only(model: onnx.ModelProto, convert, block: list[str]) -> onnx.ModelProto:
-    """Run the fp16 converter on the graph with every external tensor stood in by an empty one (the
-    converter flips its type without reading data), then put the external references back."""
-    model = onnx.shape_inference.infer_shapes(model)  # shapes come from dims: no weights needed
-    saved = {}
-    for t in model.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            saved[t.name] = (list(t.dims), [(e.key, e.value) for e in t.external_data])
-            del t.dims[:]
-            t.dims.append(0)
-            del t.external_data[:]
-            t.data_location = onnx.TensorProto.DEFAULT
-    half = convert(model, keep_io_types=True, op_block_list=block, disable_shape_infer=True)
-    for t in half.graph.initializer:
-        if t.name in saved:
-            dims, entries = saved[t.name]
-            del t.dims[:]
-            t.dims.extend(dims)
-            for key, value in entries:
-                e = t.external_data.add()
-                e.key, e.value = key, value
-            t.data_location = onnx.TensorProto.EXTERNAL
-    # value_info the converter made from the stand-ins carries their empty shape: drop it, runtimes re-infer
-    kept = [v for v in half.graph.value_info if v.name not in saved]
-    del half.graph.value_info[:]
-    half.graph.value_info.extend(kept)
-    return half
-
-
-def _stream_external_weights(model: onnx.ModelProto, src_dir: Path, dst: Path) -> None:
-    """Write ``model`` to ``dst`` with its external weights copied into ``dst``.data, converting the
-    tensors whose type the fp16 converter flipped to FLOAT16 (their bytes are still float32)."""
-    from onnxruntime.transformers.float16 import convert_np_to_float16
-
-    from .quantize_streamed import ExternalWeights, read_external
-
-    weights = ExternalWeights(dst, align=64)  # aligned as onnx's own writer does for mmap
-    try:
-        for t in model.graph.initializer:
-            if t.data_location != onnx.TensorProto.EXTERNAL:
-                continue
-            raw = read_external(t, src_dir)
-            if t.data_type == onnx.TensorProto.FLOAT16 and raw.nbytes == 4 * int(np.prod(t.dims, dtype=np.int64)):
-                raw = convert_np_to_float16(raw.view(np.float32)).astype(np.float16).view(np.uint8)
-            weights.put(t, raw.tobytes())
-            del raw
-    finally:
-        weights.close()
-    dst.write_bytes(model.SerializeToString())
-
-
-def _fp16(src: Path, dst: Path, notes: list[str]) -> dict:
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
-    # Q/DQ scales must stay float32 below opset 19; their outputs get a Cast like any blocked op
-    block = [*DEFAULT_OP_BLOCK_LIST, "QuantizeLinear", "DequantizeLinear"]
-    try:
-        model = onnx.load_model(str(src), load_external_data=False)
-        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-        if external:
-            # graph types converted without the weights, then the weights stream through one tensor at a time
-            half = _convert_types_only(model, convert_float_to_float16, block)
-            _stream_external_weights(half, src.parent, dst)
-            notes.append("external weights converted one tensor at a time (peak memory: the largest tensor)")
-        else:
-            half = convert_float_to_float16(onnx.load_model(str(src)), keep_io_types=True, op_block_list=block)
-            large = half.ByteSize() > LARGE_MODEL_BYTES
-            onnx.save_model(half, str(dst), save_as_external_data=large, location=dst.name + ".data" if large else None)
-    except Exception as exc:  # noqa: BLE001
-        raise _fail("fp16 conversion (onnxruntime.transformers.float16)", exc) from exc
-    notes.append("float32 weights and activations to float16; graph inputs/outputs stay float32 (Cast at the edges)")
-    return {"keep_io_types": True, "converter": "onnxruntime.transformers.float16.convert_float_to_float16",
-            "kept_float32": ["QuantizeLinear", "DequantizeLinear", "onnxruntime's default block list"]}
-
-
-# ------------------------------------------------------------------------------ public
-
-
-def quantize(
-    src: Path,
-    dst: Path,
-    recipe: Recipe,
-    calibration: list[dict[str, np.ndarray]] | None,
-    *,
-    is_accelerator: bool,
-) -> dict:
-    """Apply ``recipe`` to the model at ``src``, write it to ``dst``, return the decision record.
-
-    ``calibration`` is a list of samples ({input name: array with batch 1}); static int8 needs it.
-    Static int8 writes its pre-processed input next to ``dst`` as ``<dst stem>.pre.onnx``.
-    """
-    src, dst = Path(src), Path(dst)
-    notes: list[str] = []
-    try:
-        model = onnx.load_model(str(src), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(f"reading {src.name}", exc) from exc
-    model_class, evidence = _classify(model)
-    if recipe.name == "static-int8":
-        settings = _static_int8(src, dst, recipe, calibration, is_accelerator, notes)
-        action = "static int8 quantization, QDQ format"
-    elif recipe.name == "dynamic-int8":
-        settings = _dynamic_int8(src, dst, recipe, notes)
-        action = "dynamic int8 quantization of MatMul/Gemm weights"
-    elif recipe.name == "fp16":
-        settings = _fp16(src, dst, notes)
-        action = "fp16 conversion"
-    elif recipe.name == "none":
-        shutil.copyfile(src, dst)
-        settings = {}
-        action = "none: fp32 model copied unchanged"
-    else:
-        msg = f"unknown quantization recipe '{recipe.name}'; choose one of: static-int8, dynamic-int8, fp16, none"
-        raise StageError(msg)
-    before, after = _op_counts(src), _op_counts(dst)
-    return {
-        "recipe": recipe.name,
-        "action": action,
-        "applies_to": recipe.applies_to,
-        "model_class": model_class,
-        "model_class_evidence": evidence,
-        "settings": settings,
-        "nodes_before": sum(before.values()),
-        "nodes_after": sum(after.values()),
-        "ops_before": before,
-        "ops_after": after,
-        "bytes_before": _model_bytes(src),
-        "bytes_after": _model_bytes(dst),
-        "why": recipe.reason,
-        "notes": notes,
-    }
+def quantize_stage(ctx: Context, decisions: list[str]) -> Context:
+    host: dict = {}
+    models = [_choose(ctx, m, decisions, host) for m in ctx.models]
+    ctx = ctx.with_models(models)
+    return ctx.measure("candidate_latency", host) if host else ctx

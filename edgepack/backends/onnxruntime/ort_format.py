@@ -31,8 +31,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ..errors import StageError
-from . import _ort_tools
+from ...errors import StageError
+from . import tools as _ort_tools
 
 IDENTIFIER = b"ORTM"
 #: largest alignment in the ORT schema (int64/double, 8-byte vectors); the tail keeps its alignment

@@ -1,29 +1,8 @@
-"""The short README.md in every bundle: how to load it on the device."""
+"""The README.md of an ONNX Runtime bundle: loading the .ort on the device, building the minimal runtime."""
 
 from __future__ import annotations
 
-from .pipeline import Context
-
-
-def inputs_list(ctx: Context, files: dict[str, str] | None = None) -> str:
-    """One line per model input: the file it goes into, its dtype and shape as shipped."""
-    lines = []
-    for m in ctx.models:
-        name = files[m.name] if files else m.artifact.name
-        for t in m.source.info.inputs:
-            shape = m.shapes.get(t.name, t.shape) if m.fixed_shapes else t.shape
-            dims = "x".join(str(d) if isinstance(d, int) else str(d or "?") for d in (shape or ()))
-            lines.append(f"- `{name}` input `{t.name}`: {t.dtype} [{dims}]")
-    return "\n".join(lines)
-
-
-def header_lines(ctx: Context, files: dict[str, str] | None = None) -> list[str]:
-    """Title, target, reference device, the models with their recipes, and their inputs."""
-    p = ctx.target
-    name = (lambda m: files[m.name]) if files else (lambda m: m.name)
-    recipes = ", ".join(f"`{name(x)}` {x.recipe['recipe']}" for x in ctx.models if x.recipe)
-    return [f"# {p.name} bundle", "", f"{p.description}. Reference device: {p.device.name}.", "",
-            f"Models: {recipes}. Inputs:", "", inputs_list(ctx, files), ""]
+from ...render.readme import FOOTER, header_lines
 
 
 _ANDROID = """\
@@ -74,10 +53,10 @@ outputs = session.run(None, {{"{first_input}": np.zeros({example_shape}, np.floa
 """
 
 
-def render(ctx: Context) -> str:
+def render(ctx) -> str:
     p = ctx.target
     m = ctx.models[0]
-    ort = (ctx.reduce or {}).get("onnxruntime_version", "")
+    ort = ctx.package.onnxruntime_version if ctx.package else ""
     first = m.source.info.inputs[0]
     shape = m.shapes.get(first.name, first.shape) if m.shapes else first.shape
     example = tuple(d if isinstance(d, int) else 1 for d in (shape or ()))
@@ -94,7 +73,5 @@ def render(ctx: Context) -> str:
         "`required_operators_and_types.config`; `ci/build-runtime.yml` is a GitHub Actions workflow that runs it.",
         "The runtime must be the same version that wrote the `.ort` files.",
         "",
-        "`manifest.json` lists every file with its sha256, the decisions behind the recipe, and the",
-        "verification of the shipped model against the fp32 original.",
-        "",
+        *FOOTER,
     ])

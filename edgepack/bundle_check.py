@@ -1,5 +1,8 @@
 """``edgepack verify BUNDLE``: re-check a bundle's checksums, files, runtime pin, and run its models.
 
+(Not the build's verify stage, :mod:`edgepack.stages.verify`, which checks a candidate's outputs
+against the fp32 original while building.)
+
 Problems found in the bundle (changed bytes, missing or extra files, a runtime that cannot load
 the models) are findings: the command reports them all and exits 1. A folder that is not a bundle
 at all (no manifest, unreadable manifest) is bad input: one line and exit 2.
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OutputError, first_line
+from .errors import EdgepackError, OutputError, first_line
 from .model import sha256_file
 
 MANIFEST = "manifest.json"
@@ -84,20 +87,31 @@ def _check_files(bundle: Path, doc: dict, f: Findings) -> None:
     f.checked.append(f"{len(listed)} files against their sha256")
 
 
-def _check_runtime(doc: dict, f: Findings) -> str | None:
-    engine = doc.get("target", {}).get("engine", "onnxruntime")
-    pinned = doc.get("toolchain", {}).get(engine)
+def _check_runtime(doc: dict, f: Findings):
+    """The backend of the manifest's engine (from edgepack's own table, never an import of what the
+    manifest names), if its runtime is installed here."""
+    from .backends import backend_named
+
+    engine = str(doc.get("target", {}).get("engine", "onnxruntime"))
     try:
-        module = __import__(engine)
-    except ImportError:
+        backend = backend_named(engine)
+    except EdgepackError as exc:
+        msg = f"{bundle_name(doc)}: {exc}"
+        raise OutputError(msg) from None
+    pinned = doc.get("toolchain", {}).get(engine)
+    have = backend.installed_version()
+    if have is None:
         f.problems.append(f"the bundle needs {engine}, which is not installed here")
         return None
-    have = getattr(module, "__version__", "?")
-    if engine == "onnxruntime" and pinned and have != pinned:
-        f.problems.append(f"the .ort files were written by onnxruntime {pinned}; this runtime is {have} "
-                          "(ORT-format models are tied to the version that wrote them, onnxruntime#8044)")
+    problem = backend.pin_problem(pinned, have)
+    if problem:
+        f.problems.append(problem)
     f.checked.append(f"runtime pin: {engine} {pinned} (installed {have})")
-    return engine
+    return backend
+
+
+def bundle_name(doc: dict) -> str:
+    return f"bundle of target '{doc.get('target', {}).get('name', '?')}'"
 
 
 def _feed(specs: list[dict]) -> dict:
@@ -123,7 +137,7 @@ def _input_specs(entry: dict) -> list[dict]:
     return entry["source_model"]["inputs"]
 
 
-def _run_models(bundle: Path, doc: dict, engine: str, f: Findings) -> None:
+def _run_models(bundle: Path, doc: dict, backend, f: Findings) -> None:
     for entry in doc.get("models", []):
         rel = entry.get("artifact")
         p = _inside(bundle, rel or "")
@@ -131,31 +145,19 @@ def _run_models(bundle: Path, doc: dict, engine: str, f: Findings) -> None:
             continue  # already reported
         feed = _feed(_input_specs(entry))
         try:
-            if engine == "openvino":
-                import openvino as ov
-
-                compiled = ov.Core().compile_model(str(p), "CPU")
-                compiled(feed)
-            else:
-                import onnxruntime as ort
-
-                so = ort.SessionOptions()
-                for k, v in doc.get("runtime", {}).get("session_config", {}).items():
-                    so.add_session_config_entry(k, str(v))
-                sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-                sess.run(None, feed)
+            backend.run_bundled(p, doc, feed)
         except Exception as exc:  # noqa: BLE001 - any runtime failure is a finding
             f.problems.append(f"{rel} does not run: {first_line(exc)[:300]}")
             continue
-        f.checked.append(f"{rel} loads and runs on generated inputs ({engine}, CPU)")
+        f.checked.append(f"{rel} loads and runs on generated inputs ({backend.name}, CPU)")
 
 
-def verify_bundle(bundle: str | Path) -> Findings:
+def check_bundle(bundle: str | Path) -> Findings:
     bundle = Path(bundle)
     doc = _load_manifest(bundle)
     f = Findings(bundle=str(bundle))
     _check_files(bundle, doc, f)
-    engine = _check_runtime(doc, f)
-    if engine is not None and not any(p.startswith(("missing", "changed")) for p in f.problems):
-        _run_models(bundle, doc, engine, f)
+    backend = _check_runtime(doc, f)
+    if backend is not None and not any(p.startswith(("missing", "changed")) for p in f.problems):
+        _run_models(bundle, doc, backend, f)
     return f

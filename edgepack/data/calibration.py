@@ -1,8 +1,9 @@
-"""Model input samples: load a user's calibration folder, split it, or generate random inputs.
+"""Calibration samples (quantization data, not the device micro-benchmarks of ``edgepack calibrate``):
+load a user's calibration folder and split it into calibration and held-out verification samples.
 
 A calibration folder holds ``<input name>.npy`` files (samples stacked on axis 0) and/or
 ``.npz`` files keyed by input name. It may also hold image files plus a ``preprocess.toml``
-that turns them into the samples of one input (see :mod:`edgepack.stages.images`).
+that turns them into the samples of one input (see :mod:`edgepack.data.images`).
 Every sample returned is a dict {input name: array} with batch dimension 1. Files are read
 with ``allow_pickle=False``.
 """
@@ -18,14 +19,11 @@ from typing import Sequence
 import numpy as np
 
 from .._toml_check import did_you_mean
-from ..errors import CalibrationError, ShapeError, StageError, first_line
+from ..errors import CalibrationError, StageError, first_line
 from ..model import TensorSpec
 from . import images as _images
 
-INT_HIGH = 10  # generated integer inputs lie in [0, INT_HIGH): safe as indices, lengths and ids
-
-
-def _kind(dtype: np.dtype) -> str:
+def dtype_kind(dtype: np.dtype) -> str:
     if dtype == np.bool_:
         return "bool"
     if np.issubdtype(dtype, np.floating):
@@ -35,42 +33,12 @@ def _kind(dtype: np.dtype) -> str:
     return "other"
 
 
-def _spec_dtype(spec: TensorSpec) -> np.dtype:
+def spec_dtype(spec: TensorSpec) -> np.dtype:
     try:
         return np.dtype(spec.dtype)
     except TypeError as exc:
         msg = f"input '{spec.name}' has type '{spec.dtype}', which edgepack cannot feed"
         raise StageError(msg) from exc
-
-
-# ------------------------------------------------------------------------------ generated inputs
-
-
-def generate_inputs(model_inputs: Sequence[TensorSpec], n: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """``n`` deterministic random samples: floats ~ N(0, 1), ints in [0, 10), bools 50/50."""
-    for spec in model_inputs:
-        if not spec.is_fixed:
-            dims = "x".join(str(d) if isinstance(d, int) else "?" for d in spec.shape or ())
-            msg = f"input '{spec.name}' has shape [{dims or 'unknown'}]; random inputs need every dimension fixed"
-            raise ShapeError(msg)
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(n):
-        sample = {}
-        for spec in model_inputs:
-            dtype, shape = _spec_dtype(spec), tuple(spec.shape)  # type: ignore[arg-type]
-            kind = _kind(dtype)
-            if kind == "float":
-                sample[spec.name] = rng.standard_normal(shape).astype(dtype)
-            elif kind == "int":
-                sample[spec.name] = rng.integers(0, INT_HIGH, size=shape).astype(dtype)
-            elif kind == "bool":
-                sample[spec.name] = rng.random(shape) < 0.5
-            else:
-                msg = f"input '{spec.name}' has type '{spec.dtype}'; random inputs cover float, int and bool only"
-                raise StageError(msg)
-        samples.append(sample)
-    return samples
 
 
 # ------------------------------------------------------------------------------ calibration folder
@@ -116,13 +84,13 @@ def _read_arrays(folder: Path, *, allow_empty: bool = False) -> dict[str, tuple[
 
 
 def _check_dtype(spec: TensorSpec, arr: np.ndarray, where: str, notes: list[str]) -> np.ndarray:
-    want = _spec_dtype(spec)
+    want = spec_dtype(spec)
     if arr.dtype == want:
         return arr
     if arr.dtype == np.float64 and want == np.float32:
         notes.append(f"calibration {where}: float64 cast to float32 for input '{spec.name}'")
         return arr.astype(np.float32)
-    if _kind(arr.dtype) == _kind(want) == "int" and np.can_cast(arr.dtype, want, "safe"):
+    if dtype_kind(arr.dtype) == dtype_kind(want) == "int" and np.can_cast(arr.dtype, want, "safe"):
         notes.append(f"calibration {where}: {arr.dtype} widened to {want} for input '{spec.name}'")
         return arr.astype(want)
     msg = f"calibration {where} is {arr.dtype} but model input '{spec.name}' is {want}"
@@ -204,7 +172,7 @@ def load_calibration(folder: Path, inputs: Sequence[TensorSpec], *, notes: list[
             raise CalibrationError(msg)
         arr = _check_dtype(spec, arr, where, notes)
         _check_shape(spec, arr, where)
-        if _kind(arr.dtype) == "float":
+        if dtype_kind(arr.dtype) == "float":
             bad = int(np.count_nonzero(~np.isfinite(arr)))
             if bad:
                 msg = f"calibration {where} contains {bad} NaN/Inf values"

@@ -1,4 +1,5 @@
-"""Human-readable text output. (JSON is the dict itself; Markdown/HTML reports come with compare.)"""
+"""Console text for ``inspect`` and ``build``. (JSON is the dict itself; the compare reports are
+:mod:`edgepack.render.report`.)"""
 
 from __future__ import annotations
 
@@ -74,11 +75,9 @@ def print_inspect(report: dict) -> None:
 
 
 def print_build(results) -> None:
-    import json as _json
-
     for r in results:
         doc = r.manifest
-        measured = _json.loads(r.record.read_text()).get("measurements", {}).get("host_latency", {})
+        measured = r.measurements.get("host_latency", {})
         print(f"{r.target}: {r.bundle}")
         for m in doc["models"]:
             q = m["quantization"]
@@ -91,22 +90,12 @@ def print_build(results) -> None:
                   f"verified: cosine_min {worst:.5f}" + (f", top-1 agreement {min(top1):.3f}" if top1 else ""))
             lat = measured.get(m["name"])
             if lat:
-                runtime = "openvino CPU" if rb_engine(doc) == "openvino" else "onnxruntime CPU"
-                print(f"  {'':<18} measured on this host (fp32: onnxruntime CPU; shipped: {runtime}; "
+                print(f"  {'':<18} measured on this host (fp32: onnxruntime CPU; shipped: {r.host_runtime}; "
                       f"{lat['shipped']['threads']} thread): fp32 {lat['fp32_original']['median_ms']:.3f} ms, "
                       f"shipped {lat['shipped']['median_ms']:.3f} ms (median)")
         for d in doc["recipe"]["decisions"]:
             if d.startswith("quantize: ") and ("skipped" in d or "dropped" in d or "warning" in d):
                 print(f"  note: {d.split(': ', 2)[-1] if d.count(': ') >= 2 else d}")
-        rb = doc["reduced_build"]
-        if rb.get("runtime") == "openvino":
-            print(f"  runtime: openvino {rb['openvino_version']} ({rb['op_count']} op types); "
-                  f"{rb['runtime_config']} and {rb['requirements']}")
-        else:
-            print(f"  operator config: {rb['op_count']} ops; runtime recipe: build_runtime.sh "
-                  f"(onnxruntime {rb['onnxruntime_version']})")
+        if r.package is not None:
+            print(f"  {r.package.summary()}")
         print(f"  decisions and checksums: {r.bundle / 'manifest.json'}; timings: {r.record}")
-
-
-def rb_engine(doc: dict) -> str:
-    return doc.get("target", {}).get("engine", "onnxruntime")

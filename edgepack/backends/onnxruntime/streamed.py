@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..model import iter_graphs
+from ...model import iter_graphs
 
 ALIGN = 4096  # offsets a page apart let onnxruntime map weights instead of copying them
 

@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StageError
-from . import _ort_tools
+from ...errors import StageError
+from ..base import Packaging
+from .platforms import PLATFORMS
+from . import tools as _ort_tools
 
 if TYPE_CHECKING:
-    from ..target import TargetProfile
+    from ...target import TargetProfile
 
 CONFIG_NAME = "required_operators_and_types.config"
 ML_DOMAIN = "ai.onnx.ml"
 BUILD_DIR = "build/edgepack"
 _RELEASE = re.compile(r"^\d+\.\d+\.\d+$")
+_WHEEL_ARCH = {"arm64": "aarch64", "x86_64": "x86_64"}  # a profile's isa.arch, as wheel platform tags name it
 
 
 # ------------------------------------------------------------------------------------- the config
@@ -164,51 +168,6 @@ if ! python3 -c "import flatbuffers" 2>/dev/null; then
 fi
 """
 
-_PLATFORM_CHECKS = {
-    "android": """\
-# Android: cross-compiled on Linux or macOS with the Android SDK and NDK.
-: "${ANDROID_SDK_ROOT:?set ANDROID_SDK_ROOT to your Android SDK folder}"
-: "${ANDROID_NDK_HOME:?set ANDROID_NDK_HOME to an Android NDK folder (e.g. $ANDROID_SDK_ROOT/ndk/<version>)}"
-EXTRA_ARGS=()
-""",
-    "ios": """\
-# iOS: this build runs on macOS only, with Xcode and its command line tools.
-if [ "$(uname -s)" != "Darwin" ]; then
-  echo "error: the iOS runtime must be built on macOS with Xcode" >&2
-  exit 1
-fi
-EXTRA_ARGS=()
-""",
-    "linux-arm": """\
-# Raspberry Pi (aarch64 Linux). Default: build natively on the Pi itself or on an aarch64 machine
-# or CI runner (needs git, python3, cmake >= 3.28, gcc/g++; several hours on a Pi 4, 4 GB RAM at least).
-# Alternative: cross-compile on x86_64 with EDGEPACK_CROSS=1 (needs gcc-aarch64-linux-gnu and
-# g++-aarch64-linux-gnu; give a host protoc of the protobuf version in cmake/deps.txt as PROTOC if
-# the build cannot run the target's protoc). The native build is the tested path.
-EXTRA_ARGS=()
-if [ "$(uname -m)" != "aarch64" ]; then
-  if [ "${EDGEPACK_CROSS:-0}" != "1" ]; then
-    echo "error: not on aarch64; run this on the Pi (or an aarch64 runner), or set EDGEPACK_CROSS=1 to cross-compile" >&2
-    exit 1
-  fi
-  TOOLCHAIN="$PWD/aarch64-linux-gnu.toolchain.cmake"
-  cat > "$TOOLCHAIN" <<'CMAKE'
-set(CMAKE_SYSTEM_NAME Linux)
-set(CMAKE_SYSTEM_PROCESSOR aarch64)
-set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
-set(CMAKE_CXX_COMPILER aarch64-linux-gnu-g++)
-set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
-set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
-set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
-set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
-CMAKE
-  EXTRA_ARGS+=(--cmake_extra_defines "CMAKE_TOOLCHAIN_FILE=$TOOLCHAIN")
-  if [ -n "${PROTOC:-}" ]; then
-    EXTRA_ARGS+=(--path_to_protoc_exe "$PROTOC")
-  fi
-fi
-""",
-}
 
 
 def build_script(
@@ -231,10 +190,11 @@ def build_script(
         uses_ml_ops=uses_ml_ops,
         type_reduction=type_reduction,
     )
-    check = _PLATFORM_CHECKS.get(profile.family)
-    if check is None:
-        msg = f"reduce: no runtime build recipe for family '{profile.family}'; choose one of: {', '.join(_PLATFORM_CHECKS)}"
+    platform = PLATFORMS.get(profile.family)
+    if platform is None:
+        msg = f"reduce: no runtime build recipe for family '{profile.family}'; choose one of: {', '.join(PLATFORMS)}"
         raise StageError(msg)
+    check = platform.check
     kind = "--minimal_build extended" if profile.minimal_build_level == "extended" else "--minimal_build"
     fb = _FLATBUFFERS_CHECK if type_reduction else ""
     ml = "keeps ai.onnx.ml operators (the model uses them)" if uses_ml_ops else "drops ai.onnx.ml operators"
@@ -273,16 +233,6 @@ def _config_of(profile: TargetProfile) -> str:
 
 
 # --------------------------------------------------------------------------------------------- CI
-
-_RUNNERS = {"android": "ubuntu-latest", "ios": "macos-14", "linux-arm": "ubuntu-24.04-arm"}
-_ANDROID_NDK = "27.2.12479018"  # NDK r27c, installed with the runner's own sdkmanager
-
-_ANDROID_STEPS = """\
-      - name: Android NDK
-        run: |
-          "$ANDROID_SDK_ROOT/cmdline-tools/latest/bin/sdkmanager" --install "ndk;@NDK@"
-          echo "ANDROID_NDK_HOME=$ANDROID_SDK_ROOT/ndk/@NDK@" >> "$GITHUB_ENV"
-"""
 
 _WORKFLOW = """\
 # Build the minimal ONNX Runtime @VERSION@ for the edgepack target '@TARGET@'.
@@ -327,33 +277,57 @@ jobs:
 def ci_workflow(profile: TargetProfile, ort_version: str, *, config_name: str = CONFIG_NAME) -> str:
     """A GitHub Actions workflow that runs the bundle's ``build_runtime.sh`` and uploads the library."""
     _check_buildable(profile, ort_version)
-    runner = _RUNNERS.get(profile.family)
+    runner = profile.ci_runner
     if runner is None:
-        msg = f"reduce: no CI runner for family '{profile.family}'; choose one of: {', '.join(_RUNNERS)}"
+        msg = (f"reduce: target '{profile.name}' names no CI runner for ci/build-runtime.yml: set "
+               "minimal_build.ci_runner (a GitHub Actions runner label, e.g. 'ubuntu-latest')")
+        raise StageError(msg)
+    platform = PLATFORMS.get(profile.family)
+    if platform is None:
+        msg = f"reduce: no runtime build recipe for family '{profile.family}'; choose one of: {', '.join(PLATFORMS)}"
         raise StageError(msg)
     out = f"onnxruntime/{BUILD_DIR}/{_config_of(profile)}"
-    if profile.family == "ios":
-        paths = [f"{out}/**/libonnxruntime*.a", f"{out}/**/*.framework/**"]
-    else:
-        paths = [f"{out}/libonnxruntime.so*"]
-    extra = _ANDROID_STEPS.replace("@NDK@", _ANDROID_NDK) if profile.family == "android" else ""
-    text = _WORKFLOW.replace("@EXTRA@", extra).replace("@PATHS@", "\n".join(f"            {p}" for p in paths))
+    paths = [f"{out}/{lib}" for lib in platform.libraries]
+    text = _WORKFLOW.replace("@EXTRA@", platform.ci_steps).replace("@PATHS@", "\n".join(f"            {p}" for p in paths))
     for key, value in (("@VERSION@", ort_version), ("@TARGET@", profile.name), ("@RUNNER@", runner), ("@CONFIG@", config_name)):
         text = text.replace(key, value)
     return text
 
 
-# ------------------------------------------------------------------------------------- the stage
+# ------------------------------------------------------------------------------------- packaging
 
 
-def reduce_stage(ctx, decisions: list[str]):
+@dataclass(frozen=True)
+class MinimalBuild(Packaging):
+    """The bundle's operator config and the pinned minimal-runtime build (manifest ``reduced_build``)."""
+
+    config: str
+    ops: dict[str, list[str]]
+    op_count: int
+    uses_ml_ops: bool
+    onnxruntime_version: str
+    build_command: tuple[str, ...]
+    build_script: str = "build_runtime.sh"
+    ci_workflow: str = "ci/build-runtime.yml"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": self.config, "ops": self.ops, "op_count": self.op_count, "uses_ml_ops": self.uses_ml_ops,
+                "onnxruntime_version": self.onnxruntime_version, "build_command": list(self.build_command),
+                "build_script": self.build_script, "ci_workflow": self.ci_workflow}
+
+    def summary(self) -> str:
+        return (f"operator config: {self.op_count} ops; runtime recipe: {self.build_script} "
+                f"(onnxruntime {self.onnxruntime_version})")
+
+
+def package(ctx, decisions: list[str]) -> tuple[dict[str, Path], MinimalBuild]:
     """The operator config from the final .ort of every model, the build script and its CI workflow."""
     import onnxruntime
 
     profile = ctx.target
     bundle = ctx.work / "bundle"
     ort_files = [m.artifact for m in ctx.models]
-    config_inputs = ort_files + [e for m in ctx.models for e in m.artifact_extra if e.suffix == ".ort"]
+    config_inputs = ort_files + [e for m in ctx.models for e in m.analysis_only if e.suffix == ".ort"]
     config = bundle / CONFIG_NAME
     described = operator_config(config_inputs, config, type_reduction=True)
     version = onnxruntime.__version__
@@ -365,18 +339,13 @@ def reduce_stage(ctx, decisions: list[str]):
     workflow.parent.mkdir(exist_ok=True)
     workflow.write_text(ci_workflow(profile, version), encoding="utf-8", newline="\n")
     files = {CONFIG_NAME: config, "build_runtime.sh": script, "ci/build-runtime.yml": workflow}
-    if profile.family == "linux-arm" and profile.stock_package:
+    if profile.stock_index == "pypi" and profile.stock_package:
         req = bundle / "requirements.txt"
-        req.write_text(f"# the stock aarch64 wheel; it must match the onnxruntime that wrote the .ort files\n"
-                       f"{profile.stock_package}=={version}\n", encoding="utf-8", newline="\n")
+        req.write_text(f"# the stock {_WHEEL_ARCH[profile.arch]} wheel; it must match the onnxruntime that wrote the "
+                       f".ort files\n{profile.stock_package}=={version}\n", encoding="utf-8", newline="\n")
         files["requirements.txt"] = req
     command = build_command(profile, ort_version=version, uses_ml_ops=uses_ml)
     decisions.append(f"operator config: {described['op_count']} ops from {len(ort_files)} model(s)"
                      + (" (keeps ai.onnx.ml ops: no --disable_ml_ops)" if uses_ml else ""))
     decisions.append(f"minimal build pinned to onnxruntime {version}, the version that wrote the .ort files")
-    info = {"config": CONFIG_NAME, "ops": described["ops"], "op_count": described["op_count"],
-            "uses_ml_ops": uses_ml, "onnxruntime_version": version, "build_command": command,
-            "build_script": "build_runtime.sh", "ci_workflow": "ci/build-runtime.yml"}
-    from dataclasses import replace as _replace
-
-    return _replace(ctx.add_files(files), reduce=info)
+    return files, MinimalBuild(CONFIG_NAME, described["ops"], described["op_count"], uses_ml, version, tuple(command))

@@ -1,4 +1,5 @@
-"""Valid value ranges for integer inputs, read from the graph, so generated inputs are meaningful.
+"""Generated inputs, for models built without calibration data: deterministic random samples, with
+integer inputs kept in the value ranges the graph allows.
 
 An integer input that (through Cast/Unsqueeze/Reshape/...) indexes a Gather over a table of V rows
 must stay in [0, V): token ids, token-type ids, position ids. An input whose name says it is a
@@ -7,13 +8,46 @@ mask is all ones. Anything else keeps the generic range.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import onnx
 
-from ..model import iter_graphs
+from ..errors import ShapeError, StageError
+from ..model import TensorSpec, iter_graphs
+from .calibration import dtype_kind, spec_dtype
+
+INT_HIGH = 10  # generated integer inputs lie in [0, INT_HIGH): safe as indices, lengths and ids
 
 _DEQUANT = {"Cast", "Mul", "DequantizeLinear", "Identity", "Sub"}
 _PASS_THROUGH = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand"}
+
+
+def generate_inputs(model_inputs: Sequence[TensorSpec], n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """``n`` deterministic random samples: floats ~ N(0, 1), ints in [0, 10), bools 50/50."""
+    for spec in model_inputs:
+        if not spec.is_fixed:
+            dims = "x".join(str(d) if isinstance(d, int) else "?" for d in spec.shape or ())
+            msg = f"input '{spec.name}' has shape [{dims or 'unknown'}]; random inputs need every dimension fixed"
+            raise ShapeError(msg)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(n):
+        sample = {}
+        for spec in model_inputs:
+            dtype, shape = spec_dtype(spec), tuple(spec.shape)  # type: ignore[arg-type]
+            kind = dtype_kind(dtype)
+            if kind == "float":
+                sample[spec.name] = rng.standard_normal(shape).astype(dtype)
+            elif kind == "int":
+                sample[spec.name] = rng.integers(0, INT_HIGH, size=shape).astype(dtype)
+            elif kind == "bool":
+                sample[spec.name] = rng.random(shape) < 0.5
+            else:
+                msg = f"input '{spec.name}' has type '{spec.dtype}'; random inputs cover float, int and bool only"
+                raise StageError(msg)
+        samples.append(sample)
+    return samples
 
 
 def int_input_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:

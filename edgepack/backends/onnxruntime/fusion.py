@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import io
 import logging
 from collections import Counter
 from pathlib import Path
@@ -33,10 +32,13 @@ from typing import Any
 
 import onnx
 
-from ..errors import StageError, first_line
-from ..model import iter_tensors
-from ..transforms import LARGE_MODEL_BYTES
-from .verify import compare_latency, compare_outputs, run_model
+from ...errors import StageError, first_line
+from ...gates import compare_outputs, round_metrics
+from ...model import iter_tensors
+from ...runtime.capture import captured_output, one_at_a_time
+from ...runtime.ort import run_model
+from ...runtime.timing import compare_latency
+from ...transforms import LARGE_MODEL_BYTES
 
 __all__ = ["FUSION_COSINE_MIN", "FUSION_MAX_REL_ERR", "MEASURED_KEYS", "detect_transformer", "fuse_transformer"]
 
@@ -165,27 +167,29 @@ def _has_external(model: onnx.ModelProto) -> bool:
 
 @contextlib.contextmanager
 def _quiet(messages: list[str]):
-    """Silence onnxruntime.transformers: its log records and prints are collected into ``messages``."""
+    """Silence onnxruntime.transformers: its log records and prints are collected into ``messages``.
+    One fusion at a time (its logger is process-wide, like the output streams)."""
 
     class _Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             messages.append(f"{record.levelname.lower()}: {record.getMessage()}")
 
-    logger = logging.getLogger(_LOGGER)
-    handler = _Collect(logging.WARNING)
-    saved = (logger.level, logger.propagate)
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
-    logger.propagate = False
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
-        messages.extend(line for line in out.getvalue().splitlines() if line.strip())
+    with one_at_a_time():
+        logger = logging.getLogger(_LOGGER)
+        handler = _Collect(logging.WARNING)
+        saved = (logger.level, logger.propagate)
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+        printed: list[str] = []
+        try:
+            with captured_output() as printed:
+                yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(saved[0])
+            logger.propagate = saved[1]
+            messages.extend(printed)
 
 
 def _remove(dst: Path) -> None:
@@ -224,11 +228,6 @@ def _within_tolerance(metrics: dict) -> bool:
     )
 
 
-def _round(metrics: dict) -> dict:
-    return {k: {kk: (float(f"{vv:.6g}") if isinstance(vv, float) else vv) for kk, vv in v.items()}
-            for k, v in metrics.items()}
-
-
 def _percent(x: float) -> str:
     return f"{x * 100:.2f}".rstrip("0").rstrip(".") + "%"
 
@@ -254,7 +253,7 @@ def fuse_transformer(
     """Apply onnxruntime.transformers BERT fusions to ``src``, write ``dst`` if they pay off, return the record.
 
     ``reference_outputs`` are ``src``'s outputs on ``reference_inputs``; ``host`` is the session
-    settings of :func:`edgepack.stages.verify.host_settings` (e.g. ``{"level": "extended",
+    settings of :func:`edgepack.runtime.ort.host_settings` (e.g. ``{"level": "extended",
     "disabled_optimizers": []}``). The fused model is kept when its outputs are within
     ``FUSION_COSINE_MIN`` / ``FUSION_MAX_REL_ERR`` and its host latency is at most ``1 / min_speedup``
     times the original's; otherwise ``dst`` does not exist afterwards.
@@ -302,7 +301,7 @@ def fuse_transformer(
         return record
     names = ", ".join(f"{n} {op}" for op, n in fused_ops.items())
 
-    metrics = _round(compare_outputs(list(reference_outputs), run_model(dst, list(reference_inputs))))
+    metrics = round_metrics(compare_outputs(list(reference_outputs), run_model(dst, list(reference_inputs))))
     record["metrics"] = metrics
     if not _within_tolerance(metrics):
         _remove(dst)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from ..device_readme import header_lines
-from ..pipeline import Context
+from ...render.readme import FOOTER, header_lines
 
 
-def render(ctx: Context) -> str:
-    """README text for an OpenVINO bundle (after the package stage: reads ctx.reduce)."""
-    p = ctx.target
-    version = (ctx.reduce or {}).get("openvino_version", "")
+def render(ctx) -> str:
+    """README text for an OpenVINO bundle (after the package stage: reads ctx.package)."""
+    version = ctx.package.openvino_version if ctx.package else ""
     single = len(ctx.models) == 1
     files = {m.name: ("model" if single else m.name) + ".xml" for m in ctx.models}
     m = ctx.models[0]
@@ -37,7 +35,5 @@ def render(ctx: Context) -> str:
         "`INFERENCE_NUM_THREADS`. fp16 weights in an IR are storage only: the compute precision is",
         "`INFERENCE_PRECISION_HINT`. The `.bin` file must sit beside its `.xml` with the same stem.",
         "",
-        "`manifest.json` lists every file with its sha256, the decisions behind the recipe, and the",
-        "verification of the shipped model against the fp32 original.",
-        "",
+        *FOOTER,
     ])

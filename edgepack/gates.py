@@ -1,0 +1,153 @@
+"""The gates every candidate passes, in one place: outputs within tolerance of the fp32 original
+(the metrics, their rounding and the tolerance check) and host speed (MAX_SLOWDOWN).
+
+Used by prepare (a rewrite must not change outputs), by the recipe selection (accuracy and speed of
+each candidate), by fusion and by the verify stage, so a candidate is judged the same way wherever
+it is judged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from typing import TYPE_CHECKING
+
+from .errors import StageError
+
+if TYPE_CHECKING:
+    from .target import Tolerance
+
+MAX_SLOWDOWN = 1.10  # a candidate (recipe, rewrite) may run at most 10% slower than what it replaces on the host
+REWRITE_RTOL = 1e-5  # a graph rewrite must keep outputs within this of max(|output|, 1)
+FP32_EQUAL = 1e-5  # outputs within this scaled error are numerically the fp32 model
+
+
+def round_metrics(metrics: dict) -> dict:
+    """Metrics as they are recorded: floats to 6 significant digits (byte-stable JSON)."""
+
+    def r(v):
+        return float(f"{v:.6g}") if isinstance(v, float) else v
+
+    return {name: {k: r(v) for k, v in m.items()} for name, m in metrics.items()}
+
+
+def _is_classifier(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 and shape[-1] > 1
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _compare_one(name: str, refs: list[np.ndarray], cands: list[np.ndarray]) -> dict:
+    cosines, max_abs, max_ref, nonfinite = [], 0.0, 0.0, 0
+    agree = total = 0
+    classifier = all(_is_classifier(r.shape) for r in refs)
+    for i, (r, c) in enumerate(zip(refs, cands)):
+        if r.shape != c.shape:
+            msg = f"output '{name}' sample {i}: candidate shape {list(c.shape)} differs from reference {list(r.shape)}"
+            raise StageError(msg)
+        rf = np.asarray(r, dtype=np.float64).ravel()
+        cf = np.asarray(c, dtype=np.float64).ravel()
+        bad = int(np.count_nonzero(~np.isfinite(cf)))
+        nonfinite += bad
+        if bad:
+            cosines.append(0.0)
+            continue
+        cosines.append(_cosine(rf, cf))
+        if rf.size:
+            max_abs = max(max_abs, float(np.max(np.abs(rf - cf))))
+            max_ref = max(max_ref, float(np.max(np.abs(rf))))
+        if classifier:
+            agree += int(np.count_nonzero(np.argmax(r, axis=-1) == np.argmax(c, axis=-1)))
+            total += r.shape[0]
+    out: dict = {
+        "cosine_min": min(cosines) if cosines else 1.0,
+        "max_abs_err": None if nonfinite else max_abs,
+        "max_rel_err": None if nonfinite else (max_abs / max_ref if max_ref > 0 else max_abs),
+        "ref_max_abs": max_ref,
+        "top1_agreement": (agree / total if total else None) if classifier else None,
+        "samples": len(refs),
+    }
+    if nonfinite:
+        out["nonfinite_values"] = nonfinite
+    return out
+
+
+def _as_array(value) -> np.ndarray:
+    """Outputs as arrays; a sequence of maps (scikit-learn's ZipMap) becomes rows of values by sorted key."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        keys = sorted(value[0])
+        return np.array([[row[k] for k in keys] for row in value], dtype=np.float64)
+    return np.asarray(value)
+
+
+def scaled_error(metrics: dict) -> float:
+    """Largest output error relative to max(|reference|, 1).
+
+    The unit floor keeps float32 rounding of tiny outputs (a sigmoid map near 1e-5) from reading
+    as a large relative change; outputs of magnitude above 1 are judged fully relatively.
+    """
+    worst = 0.0
+    for m in metrics.values():
+        if m.get("max_abs_err") is None:
+            return float("inf")
+        worst = max(worst, m["max_abs_err"] / max(m.get("ref_max_abs") or 0.0, 1.0))
+    return worst
+
+
+
+
+def accept(metrics: dict, tolerance) -> tuple[bool, str]:
+    """``passes``, except that outputs equal to the reference within FP32_EQUAL always pass
+    (cosine is unstable on near-constant outputs, e.g. a detector's map on random inputs)."""
+    ok, why = passes(metrics, tolerance)
+    if not ok and scaled_error(metrics) <= FP32_EQUAL:
+        return True, f"outputs equal to the fp32 original within {FP32_EQUAL:g} of max(|output|, 1) ({why})"
+    return ok, why
+
+
+def compare_outputs(ref: list[dict[str, np.ndarray]], cand: list[dict[str, np.ndarray]]) -> dict:
+    """Per output name: cosine_min, max_abs_err, max_rel_err (to max |ref|), top1_agreement (classifiers)."""
+    if len(ref) != len(cand):
+        msg = f"reference has {len(ref)} samples but the candidate {len(cand)}"
+        raise StageError(msg)
+    if not ref:
+        msg = "no samples to compare"
+        raise StageError(msg)
+    metrics = {}
+    for name in ref[0]:
+        if any(name not in c for c in cand):
+            msg = f"candidate model has no output '{name}'"
+            raise StageError(msg)
+        metrics[name] = _compare_one(name, [_as_array(r[name]) for r in ref], [_as_array(c[name]) for c in cand])
+    return metrics
+
+
+def passes(metrics: dict, tolerance: Tolerance, *, accuracy_drop: float | None = None) -> tuple[bool, str]:
+    """(ok, reason) for per-output ``metrics`` against ``tolerance``; the reason names the failing output.
+
+    ``accuracy_drop`` (reference accuracy minus candidate accuracy on labelled data) is checked
+    against ``tolerance.max_accuracy_drop`` when both are given.
+    """
+    for name, m in metrics.items():
+        if m.get("nonfinite_values"):
+            return False, f"output '{name}': {m['nonfinite_values']} NaN/Inf values in the candidate's outputs"
+        if m["cosine_min"] < tolerance.cosine_min:
+            return False, f"output '{name}': cosine_min {m['cosine_min']:.6f} < {tolerance.cosine_min} required"
+        top1 = m.get("top1_agreement")
+        if tolerance.top1_agreement_min is not None and top1 is not None and top1 < tolerance.top1_agreement_min:
+            return False, f"output '{name}': top1_agreement {top1:.4f} < {tolerance.top1_agreement_min} required"
+    if accuracy_drop is not None and tolerance.max_accuracy_drop is not None and accuracy_drop > tolerance.max_accuracy_drop:
+        return False, f"accuracy drop {accuracy_drop:.4f} > {tolerance.max_accuracy_drop} allowed"
+    worst = min(metrics.items(), key=lambda kv: kv[1]["cosine_min"]) if metrics else None
+    if worst is None:
+        return True, "no outputs to check"
+    return True, f"all {len(metrics)} outputs within tolerance (lowest cosine {worst[1]['cosine_min']:.6f} on '{worst[0]}')"
+
+

@@ -1,0 +1,47 @@
+"""The build host itself: its CPU's name, the process's peak memory, and handing freed memory back."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+
+def host_cpu() -> str:
+    """The host CPU's model name: /proc/cpuinfo's 'model name' (x86), else its 'Hardware' line (Arm
+    boards), else what the platform module knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for key in ("model name", "hardware"):
+        for line in lines:
+            if line.lower().startswith(key):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def peak_rss_mb() -> float | None:
+    """The process's peak resident memory so far, in MiB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def return_freed_memory() -> None:
+    """Give memory freed by a stage back to the system before the next one starts.
+
+    glibc keeps freed heap blocks below its mmap threshold (which grows to 32 MiB as large blocks
+    come and go: quantized weights, protobuf copies) for reuse, so RSS after a stage that handled a
+    large model stays high, and the next stage's peak sits on top of it. ``malloc_trim`` releases it.
+    """
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to trim
+        pass

@@ -1,0 +1,100 @@
+"""Timing on this host: interleaved pairs so a ratio is robust to machine noise, and their summaries.
+
+The runners are plain callables, so the same pairing times two onnxruntime sessions, two OpenVINO
+compiled models, or one of each. Timings are measurements of the build host, never of the target
+device; they go to the build record, never into a bundle.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from . import ort
+from .host import host_cpu
+
+MAX_RUNS = 400
+
+
+def elapsed_ms(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000.0
+
+
+def summary(times_ms: list[float], threads: int, provider: str = "CPUExecutionProvider") -> dict:
+    arr = np.asarray(times_ms)
+    return {
+        "median_ms": float(np.median(arr)),
+        "p10_ms": float(np.percentile(arr, 10)),
+        "p90_ms": float(np.percentile(arr, 90)),
+        "runs": len(times_ms),
+        "threads": threads,
+        "host_cpu": host_cpu(),
+        "provider": provider,
+    }
+
+
+def ratio(ref: dict, cand: dict) -> float | None:
+    """Candidate median over reference median (below 1: the candidate is faster)."""
+    return cand["median_ms"] / ref["median_ms"] if ref["median_ms"] > 0 else None
+
+
+def interleaved(run_a, run_b, *, warmup: int = 3, runs: int = 20, budget_s: float = 0.5,
+                max_runs: int = MAX_RUNS) -> tuple[list[float], list[float]]:
+    """Milliseconds of ``run_a`` and ``run_b`` timed in alternating pairs (ABBA...), after ``warmup``
+    pairs: at least ``runs`` pairs, more for fast models (up to ``budget_s`` seconds, ``max_runs`` pairs)."""
+    for _ in range(warmup):
+        run_a()
+        run_b()
+    # small models run in microseconds, where noise dominates: time at least ~budget_s of pairs
+    pair_ms = elapsed_ms(run_a) + elapsed_ms(run_b)
+    runs = int(min(max_runs, max(runs, budget_s * 1000.0 / max(pair_ms, 1e-3))))
+    a_ms: list[float] = []
+    b_ms: list[float] = []
+    for i in range(max(runs, 1)):
+        # alternate which goes first, so neither always runs on a cache the other warmed
+        pair = ((run_a, a_ms), (run_b, b_ms)) if i % 2 == 0 else ((run_b, b_ms), (run_a, a_ms))
+        for fn, times in pair:
+            times.append(elapsed_ms(fn))
+    return a_ms, b_ms
+
+
+def measure_latency(path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20,
+                    level: str | None = None, disabled_optimizers: Iterable[str] = (),
+                    lean: bool | None = None) -> dict:
+    """Median/p10/p90 milliseconds of ``runs`` onnxruntime runs of one sample after ``warmup`` runs."""
+    sess = ort.session(Path(path), threads, level, disabled_optimizers, lean)
+    for _ in range(warmup):
+        ort.run(sess, sample)
+    return summary([elapsed_ms(lambda: ort.run(sess, sample)) for _ in range(max(runs, 1))], threads)
+
+
+def compare_latency(
+    ref_path: Path, cand_path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20,
+    level: str | None = None, disabled_optimizers: Iterable[str] = (), budget_s: float = 0.5,
+) -> dict:
+    """Time both models in one process with interleaved runs (ABAB...); ``ratio`` = cand / ref medians.
+
+    At least ``runs`` pairs, more for fast models (up to ``budget_s`` seconds, at most MAX_RUNS pairs).
+
+    Both sessions use the same ``level`` and ``disabled_optimizers`` (onnxruntime's defaults if None).
+    """
+    if ort.model_bytes_on_disk(ref_path) + ort.model_bytes_on_disk(cand_path) > ort.SEQUENTIAL_ABOVE_BYTES:
+        # too large to hold both sessions at once: one after the other (less robust to noise, says so),
+        # both with the same memory-lean options so their ratio compares like with like
+        r = measure_latency(ref_path, sample, threads=threads, warmup=warmup, runs=runs, level=level,
+                            disabled_optimizers=disabled_optimizers, lean=True)
+        c = measure_latency(cand_path, sample, threads=threads, warmup=warmup, runs=runs, level=level,
+                            disabled_optimizers=disabled_optimizers, lean=True)
+        r["order"] = c["order"] = "sequential (large models: one session at a time)"
+        return {"ref": r, "cand": c, "ratio": ratio(r, c), "lean": True}
+    ref = ort.session(Path(ref_path), threads, level, disabled_optimizers, lean=False)
+    cand = ort.session(Path(cand_path), threads, level, disabled_optimizers, lean=False)
+    ref_ms, cand_ms = interleaved(lambda: ort.run(ref, sample), lambda: ort.run(cand, sample), warmup=warmup,
+                                  runs=runs, budget_s=budget_s)
+    r, c = summary(ref_ms, threads), summary(cand_ms, threads)
+    return {"ref": r, "cand": c, "ratio": ratio(r, c)}
