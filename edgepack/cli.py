@@ -290,6 +290,15 @@ _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_bui
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import cleanup
+
+    with cleanup.signals():  # SIGTERM unwinds like Ctrl-C: temporary folders are removed
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from .cleanup import Terminated
+
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
@@ -305,9 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgepackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)  # SIGTERM
+        print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # e.g. `edgepack inspect ... | head`: stop quietly
         import os
 

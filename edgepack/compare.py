@@ -10,6 +10,8 @@ from typing import Any, Callable
 from . import budgets as budget_mod
 from .build import BuildResult, build
 from .errors import UsageError
+from .report_files import REPORTS
+from .safe_io import check_file_slot
 from .target import TargetProfile
 
 REPORT_VERSION = 1
@@ -173,6 +175,8 @@ def compare(
         except (OSError, ValueError) as exc:
             msg = f"--baseline {baseline}: cannot read a report.json ({exc.__class__.__name__})"
             raise UsageError(msg) from exc
+    for name in REPORTS:  # a folder where a report goes is refused before any work
+        check_file_slot(out / name)
     start = time.perf_counter()
     outcomes = build(models, targets, out, calibration=calibration, shapes=shapes, force=force, progress=progress,
                      jobs=jobs, per_hour=per_hour, keep_going=True)

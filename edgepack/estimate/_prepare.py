@@ -7,6 +7,7 @@ from pathlib import Path
 
 import onnx
 
+from ..cleanup import tmp_prefix
 from ..shapes import fix_input_shapes
 from ..transforms import infer_shapes, ort_optimize
 
@@ -22,7 +23,7 @@ def analysis_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None =
     if shapes:
         proto = fix_input_shapes(proto, shapes)
     if optimize:
-        with tempfile.TemporaryDirectory(prefix="edgepack-estimate-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=tmp_prefix("estimate")) as tmp:
             dst = Path(tmp) / "basic.onnx"
             ort_optimize(proto, path.parent.resolve(), dst, "basic")
             proto = onnx.load_model(str(dst), load_external_data=False)
