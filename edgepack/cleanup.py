@@ -118,13 +118,34 @@ def _on_signal(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt()
 
 
+def _stop_runs_on_signal(read_fd: int) -> None:
+    """Python runs a signal handler only between bytecodes, so a model run blocked in C would delay
+    it until its time limit. This thread sees the signal at once (set_wakeup_fd) and stops the runs
+    in flight; the handler then raises in the main thread."""
+    from .limits import cancel_all
+
+    while True:
+        try:
+            data = os.read(read_fd, 64)
+        except OSError:
+            return
+        if not data:
+            return
+        cancel_all(143 if signal.SIGTERM in data else 130)
+
+
 @contextlib.contextmanager
 def signals() -> Iterator[None]:
-    """For one CLI command: SIGTERM and SIGINT unwind like Ctrl-C; the previous handlers come back after."""
+    """For one CLI command: SIGTERM and SIGINT unwind like Ctrl-C (and stop model runs in flight);
+    the previous handlers come back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=_stop_runs_on_signal, args=(read_fd,), name="edgepack-signals", daemon=True).start()
     for s in before:
         signal.signal(s, _on_signal)
     try:
@@ -132,3 +153,5 @@ def signals() -> Iterator[None]:
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write_fd)  # the thread's read returns b"" and it ends

@@ -49,6 +49,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="inferences per hour for battery/energy estimates (default 1000)")
     b.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     b.add_argument("--json", action="store_true", help="print JSON only")
+    _time_limit_arg(b)
 
     c = sub.add_parser("compare", help="build all targets side by side; reports, CI budgets, baseline")
     c.add_argument("models", nargs="+", metavar="MODEL", help=".onnx model(s)")
@@ -69,6 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default="pyproject.toml", metavar="FILE",
                    help="read budgets from its [tool.edgepack] table (default: ./pyproject.toml)")
     c.add_argument("--json", action="store_true", help="print the report as JSON only")
+    _time_limit_arg(c)
 
     k = sub.add_parser("calibrate", help="measure this machine and write a profile that extends a base target")
     k.add_argument("-o", "--output", required=True, metavar="FILE.toml", help="profile file to write")
@@ -81,6 +83,11 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
     v.add_argument("--json", action="store_true", help="print JSON")
     return p
+
+
+def _time_limit_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--time-limit", metavar="SECONDS", help="stop any one model run after this long (default 120, "
+                   "or EDGEPACK_TIME_LIMIT)")
 
 
 def _cmd_targets(args) -> int:
@@ -298,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     from .cleanup import Terminated
+    from .last_resort import user_failure
 
     parser = _build_parser()
     try:
@@ -310,10 +318,16 @@ def _main(argv: Sequence[str] | None) -> int:
         if not args.command:
             parser.print_help()
             return 2
-        return _COMMANDS[args.command](args)
+        return _run_command(args)
     except EdgepackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (RecursionError, MemoryError, UnicodeError, ValueError) as exc:  # caused by input, or a bug?
+        why = user_failure(exc)
+        if why is None:
+            raise
+        print(f"error: {why}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)  # SIGTERM
         print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
@@ -323,6 +337,23 @@ def _main(argv: Sequence[str] | None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _run_command(args) -> int:
+    """One command with the run-time guards: its time limit, quiet libraries (EDGEPACK_DEBUG=1 keeps
+    them), and the hard stop for runs that cannot be interrupted."""
+    from . import limits, quiet
+
+    limits.set_run_seconds(limits.parse_seconds(args.time_limit, "--time-limit")
+                           if getattr(args, "time_limit", None) is not None else None)
+    limits.run_seconds()  # a malformed EDGEPACK_TIME_LIMIT is one error before any work
+    limits.enable_hard_stop(True)
+    try:
+        with quiet.cli_scope(args.command):
+            return _COMMANDS[args.command](args)
+    finally:
+        limits.enable_hard_stop(False)
+        limits.set_run_seconds(None)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,6 +53,10 @@ class StageError(EdgepackError):
     """A pipeline stage could not produce its result for this model and target."""
 
 
+class TimeLimitError(EdgepackError):
+    """One model run took longer than the time limit (``--time-limit``, ``EDGEPACK_TIME_LIMIT``) and was stopped."""
+
+
 class BudgetExceeded(EdgepackError):
     """A budget or quality gate failed; the report says which (exit code 1)."""
 

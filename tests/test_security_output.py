@@ -277,6 +277,29 @@ def _env(tmp: Path) -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp)}
 
 
+def _loop(path: Path) -> Path:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hostile_cli import loop_model
+
+    return loop_model(path)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_at_once_and_cleans_up(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    cmd = [sys.executable, "-m", "edgepack", "build", str(_loop(tmp_path / "loop.onnx")), "--target", "rpi4-cpu",
+           "-o", str(tmp_path / "OUT"), "--time-limit", "600"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(tmp))
+    time.sleep(3)
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert time.perf_counter() - sent < 10
+    assert proc.returncode == 143 and err.splitlines() == ["error: terminated"], err
+    assert not list(tmp.iterdir()) or not [p for p in tmp.iterdir() if p.name.startswith("edgepack-")]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.8, 1.2, 1.6])
 def test_sigterm_during_a_build_leaves_nothing_behind(tmp_path, delay):

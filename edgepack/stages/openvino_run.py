@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..errors import StageError
+from ..errors import StageError, TimeLimitError
+from ..limits import run_openvino
 from ..partition import openvino_error_summary
 from .verify import _ms, _run, _session, _summary, host_cpu, interleaved
 
@@ -148,7 +149,9 @@ def compile_ir(xml: Path, threads: int = 1, device: str = DEVICE_DEFAULT, core=N
 
 def _infer(request, compiled, feed: dict) -> dict[str, np.ndarray]:
     try:
-        result = request.infer(feed)
+        result = run_openvino(request, feed, "the OpenVINO model")  # under the time limit
+    except TimeLimitError:
+        raise
     except Exception as exc:  # noqa: BLE001
         msg = f"OpenVINO failed running the model: {openvino_error_summary(exc)}"
         raise StageError(msg) from exc

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StageError, first_line
+from ..limits import run_ort
 from ..pipeline import return_freed_memory
+from ..quiet import numeric, ort_severity
 from ..target import Tolerance
 from .calibration import generate_inputs, load_calibration, split_calibration
 
@@ -118,6 +120,7 @@ def accept(metrics: dict, tolerance) -> tuple[bool, str]:
     return ok, why
 
 
+@numeric  # inf/NaN in hostile outputs are values here, not warnings on stderr
 def compare_outputs(ref: list[dict[str, np.ndarray]], cand: list[dict[str, np.ndarray]]) -> dict:
     """Per output name: cosine_min, max_abs_err, max_rel_err (to max |ref|), top1_agreement (classifiers)."""
     if len(ref) != len(cand):
@@ -144,7 +147,7 @@ def passes(metrics: dict, tolerance: Tolerance, *, accuracy_drop: float | None =
     for name, m in metrics.items():
         if m.get("nonfinite_values"):
             return False, f"output '{name}': {m['nonfinite_values']} NaN/Inf values in the candidate's outputs"
-        if m["cosine_min"] < tolerance.cosine_min:
+        if not m["cosine_min"] >= tolerance.cosine_min:  # NaN (inf in the outputs) does not pass
             return False, f"output '{name}': cosine_min {m['cosine_min']:.6f} < {tolerance.cosine_min} required"
         top1 = m.get("top1_agreement")
         if tolerance.top1_agreement_min is not None and top1 is not None and top1 < tolerance.top1_agreement_min:
@@ -218,7 +221,7 @@ def _session(path: Path, threads: int, level: str | None = None, disabled_optimi
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
+    so.log_severity_level = ort_severity()
     if lean if lean is not None else _model_bytes_on_disk(path) > SEQUENTIAL_ABOVE_BYTES:
         _lean(ort, so)
         return_freed_memory()  # what earlier steps freed goes back before the weights come in
@@ -232,12 +235,7 @@ def _session(path: Path, threads: int, level: str | None = None, disabled_optimi
 
 
 def _run(sess, feed: dict) -> list[np.ndarray]:
-    try:
-        return sess.run(None, feed)
-    except Exception as exc:  # noqa: BLE001
-        first = first_line(exc)
-        msg = f"onnxruntime failed running the model: {first}"
-        raise StageError(msg) from exc
+    return run_ort(sess, feed)  # under the time limit; failures are one StageError
 
 
 def run_model(path: Path, inputs: list[dict], threads: int = 1, level: str | None = None) -> list[dict]:
