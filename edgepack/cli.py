@@ -82,6 +82,8 @@ def _build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="re-check a bundle's checksums and files, and run its models")
     v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
     v.add_argument("--json", action="store_true", help="print JSON")
+    v.add_argument("--manifest-sha256", metavar="HEX", help="also check manifest.json against this sha256 (build prints it)")
+    _time_limit_arg(v)
     return p
 
 
@@ -127,6 +129,7 @@ def _cmd_inspect(args) -> int:
 
 def _cmd_build(args) -> int:
     from .build import build
+    from .report import manifest_sha256
     from .shapes import parse_shape_args
     from .target import load_targets
 
@@ -139,7 +142,8 @@ def _cmd_build(args) -> int:
         progress.done()
     if args.json:
         print(json.dumps([{"target": r.target, "bundle": str(r.bundle), "build_record": str(r.record),
-                           "manifest": r.manifest} for r in results], indent=2))
+                           "manifest_sha256": manifest_sha256(r.bundle), "manifest": r.manifest} for r in results],
+                         indent=2))
         return 0
     from .report import print_build
 
@@ -190,7 +194,7 @@ def _cmd_compare(args) -> int:
 def _cmd_verify(args) -> int:
     from .verify_bundle import verify_bundle
 
-    findings = verify_bundle(args.bundle)
+    findings = verify_bundle(args.bundle, args.manifest_sha256)
     if args.json:
         print(json.dumps(findings.to_json(), indent=2))
     else:
@@ -199,6 +203,9 @@ def _cmd_verify(args) -> int:
         for line in findings.problems:
             print(f"PROBLEM: {line}")
         print(f"{args.bundle}: {'ok' if findings.ok else f'{len(findings.problems)} problem(s)'}")
+    if not findings.ok:  # one line on stderr for CI logs; the full list is on stdout
+        more = f" (and {len(findings.problems) - 1} more)" if len(findings.problems) > 1 else ""
+        print(f"verify failed: {args.bundle}: {findings.problems[0]}{more}", file=sys.stderr)
     return 0 if findings.ok else 1
 
 

@@ -106,6 +106,16 @@ def print_build(results) -> None:
             print(f"  operator config: {rb['op_count']} ops; runtime recipe: build_runtime.sh "
                   f"(onnxruntime {rb['onnxruntime_version']})")
         print(f"  decisions and checksums: {r.bundle / 'manifest.json'}; timings: {r.record}")
+        print(f"  manifest sha256: {manifest_sha256(r.bundle)} (check later: edgepack verify BUNDLE --manifest-sha256 HEX)")
+
+
+def manifest_sha256(bundle) -> str:
+    """The sha256 of a bundle's manifest.json, for ``edgepack verify BUNDLE --manifest-sha256``."""
+    from pathlib import Path
+
+    from .model import sha256_file
+
+    return sha256_file(Path(bundle) / "manifest.json")
 
 
 def rb_engine(doc: dict) -> str:

@@ -88,6 +88,35 @@ def test_run_ort_stops_a_loop_with_terminate(loop):
         limits.set_run_seconds(None)
 
 
+def test_verify_stops_a_never_ending_bundle_model(cli, tmp_path, loop):
+    import hashlib
+    import json
+
+    import onnxruntime as ort
+
+    code, _, err = cli("build", REPO / "sample_apps" / "model" / "digits_cnn.onnx", "--target", "rpi4-cpu", "-o",
+                       tmp_path / "OUT", "--calibration", REPO / "sample_apps" / "model" / "calibration")
+    assert code == 0, err
+    b = tmp_path / "OUT" / "rpi4-cpu"
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(b / "model.ort")
+    so.add_session_config_entry("session.save_model_format", "ORT")
+    so.log_severity_level = 4
+    ort.InferenceSession(str(loop), so, providers=["CPUExecutionProvider"])
+    data = (b / "model.ort").read_bytes()
+    doc = json.loads((b / "manifest.json").read_text())
+    for a in doc["artifacts"]:
+        if a["path"] == "model.ort":
+            a.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    doc["models"][0]["source_model"]["inputs"] = [{"name": "x", "dtype": "float32", "shape": [1, 4]}]
+    doc["models"][0]["shipped_inputs"] = [{"name": "x", "dtype": "float32", "shape": [1, 4]}]
+    (b / "manifest.json").write_text(json.dumps(doc))
+    start = time.perf_counter()
+    code, out, err = cli("verify", b, "--time-limit", "2")
+    assert code == 1 and "model.ort: one run took longer than the time limit of 2 s and was stopped" in out
+    assert time.perf_counter() - start < 10
+
+
 HARD = """
 import sys, time
 sys.path.insert(0, {repo!r})
