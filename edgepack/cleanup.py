@@ -124,14 +124,16 @@ def _stop_runs_on_signal(read_fd: int) -> None:
     in flight; the handler then raises in the main thread."""
     from .limits import cancel_all
 
-    while True:
-        try:
+    try:
+        while True:
             data = os.read(read_fd, 64)
-        except OSError:
-            return
-        if not data:
-            return
-        cancel_all(143 if signal.SIGTERM in data else 130)
+            if not data:  # the command ended and closed the write end
+                return
+            cancel_all(143 if signal.SIGTERM in data else 130)
+    except OSError:
+        return
+    finally:
+        os.close(read_fd)
 
 
 @contextlib.contextmanager

@@ -131,7 +131,7 @@ def _artifacts(doc: dict, c: Checked, problems: list[str]) -> None:
 def _engine(doc: dict, c: Checked, problems: list[str]) -> None:
     target = doc.get("target")
     engine = target.get("engine", "onnxruntime") if isinstance(target, dict) else None
-    if engine not in ENGINES:
+    if not isinstance(engine, str) or engine not in ENGINES:  # a list or dict here must not crash the lookup
         shown = repr(engine)[:60] if engine is not None else "none (no 'target' object)"
         problems.append(f"target.engine {shown} is not a runtime edgepack packages ({', '.join(ENGINES)}); "
                         "nothing was imported or run")

@@ -5,8 +5,8 @@
   destination is replaced, never written through; a folder there is refused before any work
   (:func:`check_file_slot`).
 * :func:`check_replaceable`: a destination folder is replaced (``--force``) only when it is an
-  edgepack bundle (a real folder holding an edgepack ``manifest.json``) or empty; a symlink or a file
-  there is refused, with or without ``--force``.
+  edgepack bundle (a real folder holding an edgepack ``manifest.json`` and nothing its manifest does
+  not list) or empty; a symlink or a file there is refused, with or without ``--force``.
 * :func:`refuse_inputs_under`: no input (model, its external data, calibration folder, profile
   file) may lie inside a folder the build replaces.
 * :func:`swap_into_place`: the staged bundle is renamed onto its destination; the previous bundle
@@ -80,25 +80,38 @@ def write_file(path: str | os.PathLike[str], data: str | bytes) -> None:
         raise
 
 
-def is_bundle(folder: Path) -> bool:
-    """A real folder (not a symlink) whose ``manifest.json`` is a regular file edgepack wrote."""
+def _bundle_manifest(folder: Path) -> dict | None:
+    """The manifest of a real folder (not a symlink) whose ``manifest.json`` is a regular file edgepack wrote."""
     from .bundle import SCHEMA_VERSION
 
     st = _lstat(folder)
     if st is None or not stat.S_ISDIR(st.st_mode):
-        return False
+        return None
     mst = _lstat(folder / MANIFEST)
     if mst is None or not stat.S_ISREG(mst.st_mode) or mst.st_size > MAX_MANIFEST_BYTES:
-        return False
+        return None
     try:
         fd = os.open(folder / MANIFEST, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb") as f:
             doc = json.loads(f.read(MAX_MANIFEST_BYTES + 1).decode("utf-8"))
     except (OSError, ValueError, RecursionError):
-        return False
-    return (isinstance(doc, dict) and doc.get("schema_version") == SCHEMA_VERSION
-            and isinstance(doc.get("artifacts"), list) and isinstance(doc.get("toolchain"), dict)
-            and isinstance(doc["toolchain"].get("edgepack"), str) and isinstance(doc.get("target"), dict))
+        return None
+    ok = (isinstance(doc, dict) and doc.get("schema_version") == SCHEMA_VERSION
+          and isinstance(doc.get("artifacts"), list) and isinstance(doc.get("toolchain"), dict)
+          and isinstance(doc["toolchain"].get("edgepack"), str) and isinstance(doc.get("target"), dict))
+    return doc if ok else None
+
+
+def is_bundle(folder: Path) -> bool:
+    return _bundle_manifest(folder) is not None
+
+
+def _not_ours(folder: Path, doc: dict) -> list[str]:
+    """What a bundle folder holds besides what its manifest lists (the user's notes, links, FIFOs...)."""
+    from .manifest_checks import odd_entries
+
+    listed = {a["path"] for a in doc["artifacts"] if isinstance(a, dict) and isinstance(a.get("path"), str)}
+    return odd_entries(folder, listed)
 
 
 def _empty_folder(st: os.stat_result, folder: Path) -> bool:
@@ -125,9 +138,16 @@ def check_replaceable(dest: Path, force: bool) -> None:
     if not force:
         msg = f"output {dest} already exists and is not empty; pass --force to replace it"
         raise OutputError(msg)
-    if not is_bundle(dest):
+    doc = _bundle_manifest(dest)
+    if doc is None:
         msg = (f"output {dest} is not an edgepack bundle (no edgepack {MANIFEST} in it); --force replaces only "
                "bundles edgepack wrote: move it away or choose another -o")
+        raise OutputError(msg)
+    extra = _not_ours(dest, doc)
+    if extra:
+        msg = (f"output {dest} is an edgepack bundle but holds more than it lists ({extra[0]}"
+               f"{f' and {len(extra) - 1} more' if len(extra) > 1 else ''}); --force replaces only what edgepack "
+               "wrote: move those out first")
         raise OutputError(msg)
 
 

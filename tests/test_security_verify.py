@@ -75,6 +75,7 @@ WRONG = [
     # (manifest edit, expected finding)
     (_set("target", "engine", "os"), "target.engine 'os' is not a runtime edgepack packages"),
     (_set("target", "engine", 3), "target.engine 3 is not a runtime"),
+    (_set("target", "engine", ["onnxruntime"]), "target.engine ['onnxruntime'] is not a runtime"),  # found by the fuzzer
     (_set("target", "rpi4-cpu"), "target.engine none (no 'target' object)"),
     (_set("artifacts", [1]), "artifacts[0] is not an object"),
     (_set("artifacts", [{"path": 3, "bytes": 1, "sha256": "0" * 64}]), "artifacts[0] path 3 is not a plain path"),
