@@ -512,7 +512,7 @@ def _sigterm(d: Path) -> dict:
     build = [sys.executable, "-m", "edgepack", "build", str(SAMPLE), "--target", "rpi4-cpu", "-o", "OUT1", "--force",
              "--calibration", str(CALIB)]
     killed_left: list[str] = []
-    for delay in (1.0, 1.3, 1.6, 1.9, 2.2, 0.7):  # SIGKILL while a stage's temporary folder exists
+    for delay in (0.5, 0.7, 0.9, 0.6, 0.8, 1.1, 1.4, 1.9):  # SIGKILL while a stage's temporary folder exists
         proc = subprocess.Popen(build, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
