@@ -9,6 +9,7 @@ from pathlib import Path
 import onnx
 
 from .backends import backend_for
+from .cleanup import tmp_prefix
 from .flops import model_work
 from .model import LoadedModel, load_model
 from .shapes import ShapePlan, plan_shapes
@@ -61,7 +62,7 @@ def inspect_model(path: str | Path, profiles: list[TargetProfile], shapes: dict[
     loaded = load_model(path)
     info = loaded.info
     base_plan = plan_shapes(info, shapes, profiles[0].default_batch if profiles else 1)
-    with tempfile.TemporaryDirectory(prefix="edgepack-inspect-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix("inspect")) as tmp:
         ws = _Workspace(loaded, Path(tmp), {})
         work_model, _, _ = ws.variant(base_plan.fixed if base_plan.all_fixed else None, frozenset())
         work = model_work(work_model)

@@ -78,11 +78,15 @@ def from_pyproject(path: Path, targets: list[str]) -> list[Budget]:
         import tomli as tomllib  # type: ignore[no-redef]
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        msg = f"{path.name}: invalid TOML: {exc}"
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        msg = f"{path.name}: invalid TOML: {exc if not isinstance(exc, RecursionError) else 'nested too deeply'}"
         raise UsageError(msg) from exc
-    table = data.get("tool", {}).get("edgepack", {})
+    tool = data.get("tool", {})
+    table = tool.get("edgepack", {}) if isinstance(tool, dict) else None
     where = f"{path.name} [tool.edgepack]"
+    if not isinstance(table, dict):  # untrusted file: `tool = 1` or `edgepack = "x"` is one clear error
+        msg = f"{where} must be a table of budgets (e.g. max-bundle-mb = 8)"
+        raise UsageError(msg)
     out = []
     for key, value in table.items():
         if key == "budgets":

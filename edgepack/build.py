@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import cleanup, safe_io
 from .backends import Packaging, backend_for
 from .bundle import check_destination, write_bundle
 from .data.inputs import SampleSets
 from .errors import EdgepackError, OutputError, ShapeError
 from .model import LoadedModel, TensorSpec, load_model
 from .pipeline import Context, Memo, ModelState, StageRecord, run_stages
+from .profile_checks import control_char
 from .shapes import plan_shapes, require_fixed
 from .stages.convert import convert_stage
 from .stages.estimate import estimate_stage
@@ -59,6 +61,7 @@ def _check_output(out: Path, models: list[Path], targets: list[TargetProfile], f
     _check_creatable(out, out_abs)
     for t in targets:
         check_destination(out, t.name, force)
+        safe_io.check_file_slot(out / f"{t.name}.build.json")
 
 
 def _check_creatable(out: Path, out_abs: Path) -> None:
@@ -98,6 +101,10 @@ def _names(loaded: list[LoadedModel]) -> list[str]:
     if len(loaded) == 1:
         return ["model"]
     stems = [lm.path.stem for lm in loaded]
+    for stem in stems:  # stems name the bundle's files and lines of its operator config
+        if not stem or control_char(stem) or stem.startswith("."):
+            msg = f"model file name {stem!r} cannot name a bundle file (empty, hidden or with control characters)"
+            raise OutputError(msg)
     if len(set(stems)) != len(stems):
         msg = "two models share a file name; rename one so their artifacts do not collide"
         raise OutputError(msg)
@@ -151,6 +158,7 @@ def build(
     if not targets:
         msg = "no target given: pass --target NAME (see `edgepack targets`)"
         raise OutputError(msg)
+    cleanup.sweep_temp()  # temporary folders that killed edgepack processes left behind
     _check_output(out, paths, targets, force)
     loaded = [load_model(p) for p in paths]
     known = {t.name for lm in loaded for t in lm.info.inputs}
@@ -166,6 +174,8 @@ def build(
 
         msg = f"calibration folder not found: {calibration}"
         raise CalibrationError(msg)
+    replaced = [out / t.name for t in targets] + [out / f"{t.name}.build.json" for t in targets]
+    safe_io.refuse_inputs_under(replaced, safe_io.input_paths(loaded, calib, targets))
     for t in targets:
         stages_for(t)  # refuse a target we cannot package before any work
         if not keep_going:
@@ -175,7 +185,7 @@ def build(
     # shared work first, once for every target: intake, shape plans, calibration, fp32 reference outputs
     initial = {t.name: [_initial_state(lm, n, t, given, inputs) for lm, n in zip(loaded, names)] for t in targets}
 
-    shared_dir = tempfile.TemporaryDirectory(prefix="edgepack-shared-")
+    shared_dir = tempfile.TemporaryDirectory(prefix=cleanup.tmp_prefix("shared"))
     memo = Memo(Path(shared_dir.name))
 
     def one(target: TargetProfile) -> BuildResult | EdgepackError:
@@ -191,25 +201,31 @@ def build(
 
         backend = backend_for(target)
         _check_models(loaded, target)
-        with tempfile.TemporaryDirectory(prefix=f"edgepack-{target.name}-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=cleanup.tmp_prefix(target.name)) as tmp:
             ctx = Context(target=target, work=Path(tmp), models=tuple(initial[target.name]), per_hour=per_hour,
                           memo=memo)
             ctx = run_stages(ctx, stages_for(target), progress)
             dest, doc = write_bundle(ctx, out, backend.readme(ctx), force,
                                      lambda artifacts: manifest(ctx, artifacts, backend))
         record = out / f"{target.name}.build.json"
-        record.write_text(json.dumps({
+        safe_io.write_file(record, json.dumps({  # never through a symlink planted in OUT
             "target": target.name,
             "stages": [r.to_json() for r in ctx.records],
             "measurements": ctx.measurements,
-        }, indent=2, default=float) + "\n", encoding="utf-8")
+        }, indent=2, default=float) + "\n")
         files = tuple(p.name for m in ctx.models for p in (m.artifact, *m.companions))
         return BuildResult(target.name, dest, doc, record, ctx.records, ctx.measurements, files, ctx.package,
                            backend.host_runtime)
 
     with shared_dir:
         if jobs <= 1 or len(targets) == 1:
-            return [one(t) for t in targets]
+            done: list = []
+            for t in targets:
+                try:
+                    done.append(one(t))
+                except EdgepackError as exc:
+                    raise cleanup.with_written(exc, done) from exc
+            return done
         # longest first (NNCF quantization makes OpenVINO the slowest), results in the order asked
         order = sorted(targets, key=lambda t: not backend_for(t).runs_long)
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="edgepack") as pool:

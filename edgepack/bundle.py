@@ -8,6 +8,7 @@ a path, a time or a machine: the same inputs give byte-identical files.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from . import cleanup, safe_io
 from .errors import OutputError
 from .model import sha256_file
 from .pipeline import Context
@@ -23,11 +25,10 @@ MANIFEST = "manifest.json"
 
 
 def check_destination(out: Path, target: str, force: bool) -> Path:
-    """Refuse to clobber a non-empty bundle folder without --force; called before any work."""
+    """Refuse to clobber a non-empty bundle folder without --force, and anything but an edgepack
+    bundle even with it (see safe_io.check_replaceable); called before any work."""
     dest = out / target
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not force:
-        msg = f"output {dest} already exists and is not empty; pass --force to replace it"
-        raise OutputError(msg)
+    safe_io.check_replaceable(dest, force)
     return dest
 
 
@@ -43,10 +44,10 @@ def _alive(pid: int) -> bool:
 
 def clean_leftovers(out: Path, target: str) -> None:
     """Remove staging/old folders that a killed build of ``target`` left behind (their process is gone)."""
-    for p in out.glob(f".{target}.*-*"):
+    for p in out.glob(f".{glob.escape(target)}.*-*"):  # escaped: a name is never a pattern
         parts = p.name.rsplit("-", 2)
         if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
-            shutil.rmtree(p, ignore_errors=True)
+            cleanup.remove(p)  # a file or symlink is unlinked, never followed
 
 
 def write_bundle(ctx: Context, out: Path, readme: str, force: bool,
@@ -60,6 +61,7 @@ def write_bundle(ctx: Context, out: Path, readme: str, force: bool,
         msg = f"output folder {out} cannot be created: {exc.strerror or exc}"
         raise OutputError(msg) from None
     clean_leftovers(out, ctx.target.name)
+    cleanup.register_out(out)
     staging = out / f".{ctx.target.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
         staging.mkdir()
@@ -79,27 +81,8 @@ def write_bundle(ctx: Context, out: Path, readme: str, force: bool,
         doc = render_manifest(artifacts)
         text = json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
         (staging / MANIFEST).write_text(text, encoding="utf-8", newline="\n")
-        _swap_into_place(staging, dest)
+        safe_io.swap_into_place(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dest, doc
-
-
-def _swap_into_place(staging: Path, dest: Path) -> None:
-    """Rename the complete staging folder onto ``dest``; another build that got there first wins."""
-    try:
-        if not dest.exists():
-            os.replace(staging, dest)
-            return
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        os.replace(dest, old)
-        try:
-            os.replace(staging, dest)
-        except BaseException:
-            os.replace(old, dest)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        msg = f"{dest} was written by another build at the same time; this build left it alone ({exc.strerror})"
-        raise OutputError(msg) from exc

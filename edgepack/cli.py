@@ -51,6 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="inferences per hour for battery/energy estimates (default 1000)")
     b.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     b.add_argument("--json", action="store_true", help="print JSON only")
+    _time_limit_arg(b)
 
     c = sub.add_parser("compare", help="build all targets side by side; reports, CI budgets, baseline")
     c.add_argument("models", nargs="+", metavar="MODEL", help=".onnx model(s)")
@@ -71,6 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default="pyproject.toml", metavar="FILE",
                    help="read budgets from its [tool.edgepack] table (default: ./pyproject.toml)")
     c.add_argument("--json", action="store_true", help="print the report as JSON only")
+    _time_limit_arg(c)
 
     k = sub.add_parser("calibrate", help="measure this machine and write a profile that extends a base target")
     k.add_argument("-o", "--output", required=True, metavar="FILE.toml", help="profile file to write")
@@ -82,6 +84,8 @@ def _build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="re-check a bundle's checksums and files, and run its models")
     v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
     v.add_argument("--json", action="store_true", help="print JSON")
+    v.add_argument("--manifest-sha256", metavar="HEX", help="also check manifest.json against this sha256 (build prints it)")
+    _time_limit_arg(v)
 
     e = sub.add_parser("emulator", help="the target-CPU emulator that runs Pi bundles on their own onnxruntime (aarch64)")
     esub = e.add_subparsers(dest="emulator_command", parser_class=_Parser, required=True)
@@ -95,6 +99,11 @@ def _build_parser() -> argparse.ArgumentParser:
     for command in (t, i, b, c, k, v, *esub.choices.values()):  # also accepted after the command
         command.add_argument("--debug", action="store_true", dest="debug_here", help=argparse.SUPPRESS)
     return p
+
+
+def _time_limit_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--time-limit", metavar="SECONDS", help="stop any one model run after this long (default 120, "
+                   "or EDGEPACK_TIME_LIMIT)")
 
 
 def _cmd_targets(args) -> int:
@@ -134,6 +143,7 @@ def _cmd_inspect(args) -> int:
 
 def _cmd_build(args) -> int:
     from .build import build
+    from .render.text import manifest_sha256
     from .shapes import parse_shape_args
     from .target import load_targets
 
@@ -146,7 +156,8 @@ def _cmd_build(args) -> int:
         progress.done()
     if args.json:
         print(json.dumps([{"target": r.target, "bundle": str(r.bundle), "build_record": str(r.record),
-                           "manifest": r.manifest} for r in results], indent=2))
+                           "manifest_sha256": manifest_sha256(r.bundle), "manifest": r.manifest} for r in results],
+                         indent=2))
         return 0
     from .render.text import print_build
 
@@ -212,7 +223,7 @@ def _print_compare_summary(report: dict, out) -> None:
 def _cmd_verify(args) -> int:
     from .bundle_check import check_bundle
 
-    findings = check_bundle(args.bundle)
+    findings = check_bundle(args.bundle, args.manifest_sha256)
     if args.json:
         print(json.dumps(findings.to_json(), indent=2))
     else:
@@ -221,6 +232,9 @@ def _cmd_verify(args) -> int:
         for line in findings.problems:
             print(f"PROBLEM: {line}")
         print(f"{args.bundle}: {'ok' if findings.ok else f'{len(findings.problems)} problem(s)'}")
+    if not findings.ok:  # one line on stderr for CI logs; the full list is on stdout
+        more = f" (and {len(findings.problems) - 1} more)" if len(findings.problems) > 1 else ""
+        print(f"verify failed: {args.bundle}: {findings.problems[0]}{more}", file=sys.stderr)
     return 0 if findings.ok else 1
 
 
@@ -355,12 +369,25 @@ _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_bui
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import cleanup
+
+    with cleanup.signals():  # SIGTERM unwinds like Ctrl-C: temporary folders are removed
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from .cleanup import Terminated
+    from .last_resort import user_failure
+
     parser = _build_parser()
     args = None
     handler = None
     try:
         args = parser.parse_args(argv)
         if _debug(args):
+            import os
+
+            os.environ["EDGEPACK_DEBUG"] = "1"  # the libraries' own warnings and logs stay visible too
             handler = _log_to_stderr()
         if args.version:
             from . import __version__
@@ -370,14 +397,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
-        return _COMMANDS[args.command](args)
+        return _run_command(args)
     except EdgepackError as exc:
         _traceback(args, exc)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except (RecursionError, MemoryError, UnicodeError, ValueError) as exc:  # caused by input, or a bug?
+        why = user_failure(exc)
+        if why is None:  # not caused by the input: a bug, reported as one
+            bug = InternalError(f"edgepack {getattr(args, 'command', None) or 'command line'}", exc)
+            _traceback(args, exc)
+            print(f"error: {bug}", file=sys.stderr)
+            return bug.exit_code
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)  # SIGTERM
+        print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # e.g. `edgepack inspect ... | head`: stop quietly
         import os
 
@@ -423,6 +460,23 @@ def _traceback(args, exc: BaseException) -> None:
         import traceback
 
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+
+
+def _run_command(args) -> int:
+    """One command with the run-time guards: its time limit, quiet libraries (EDGEPACK_DEBUG=1 keeps
+    them), and the hard stop for runs that cannot be interrupted."""
+    from . import limits, quiet
+
+    limits.set_run_seconds(limits.parse_seconds(args.time_limit, "--time-limit")
+                           if getattr(args, "time_limit", None) is not None else None)
+    limits.run_seconds()  # a malformed EDGEPACK_TIME_LIMIT is one error before any work
+    limits.enable_hard_stop(True)
+    try:
+        with quiet.cli_scope(args.command):
+            return _COMMANDS[args.command](args)
+    finally:
+        limits.enable_hard_stop(False)
+        limits.set_run_seconds(None)
 
 
 if __name__ == "__main__":  # pragma: no cover

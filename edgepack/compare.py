@@ -10,6 +10,9 @@ from typing import Any, Callable
 from . import budgets as budget_mod
 from .build import BuildResult, build
 from .errors import UsageError
+from .report_checks import check_baseline
+from .render.report import REPORTS
+from .safe_io import check_file_slot
 from .target import TargetProfile
 
 REPORT_VERSION = 1
@@ -158,9 +161,12 @@ def compare(
     if baseline is not None:
         try:
             old = json.loads(Path(baseline).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             msg = f"--baseline {baseline}: cannot read a report.json ({exc.__class__.__name__})"
             raise UsageError(msg) from exc
+        check_baseline(old, f"--baseline {baseline}")
+    for name in REPORTS:  # a folder where a report goes is refused before any work
+        check_file_slot(out / name)
     start = time.perf_counter()
     outcomes = build(models, targets, out, calibration=calibration, shapes=shapes, force=force, progress=progress,
                      jobs=jobs, per_hour=per_hour, keep_going=True)

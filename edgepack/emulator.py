@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cleanup import tmp_prefix
 from .errors import EdgepackError
 
 ARCHES = {"aarch64": {"qemu": "qemu-aarch64", "debian": "arm64", "wheel_platform": "manylinux_2_28_aarch64"}}
@@ -328,7 +329,7 @@ def run(model_path: str | Path, feeds: list[dict], *, arch: str = "aarch64", cpu
         raise EmulatedRunError(msg)
     arrays = _check_feeds(feeds)  # threads and level are checked by the runner
     qemu, cpu_model = qemu_binary(arch), qemu_cpu(cpu, arch)
-    with tempfile.TemporaryDirectory(prefix="edgepack-emu-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix("emu")) as tmp:
         work = Path(tmp)
         for i, feed in enumerate(arrays):
             np.savez(work / f"in-{i:04d}.npz", **{f"a{j}": a for j, a in enumerate(feed.values())})
@@ -371,7 +372,7 @@ def probe(arch: str = "aarch64", root: str | Path | None = None, cpu: str | None
     graph = helper.make_graph([helper.make_node("Add", ["x", "one"], ["y"])], "probe", [vi("x", f32, [2])],
                               [vi("y", f32, [2])], [helper.make_tensor("one", f32, [1], [1.0])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    with tempfile.TemporaryDirectory(prefix="edgepack-emu-probe-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix("emu-probe")) as tmp:
         onnx.save(model, str(Path(tmp) / "probe.onnx"))
         result = run(Path(tmp) / "probe.onnx", [{"x": np.array([1.5, -2.0], np.float32)}], arch=arch, cpu=cpu, root=root,
                      timeout_s=300)

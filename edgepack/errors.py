@@ -58,6 +58,10 @@ class StageError(EdgepackError):
     """A pipeline stage could not produce its result for this model and target."""
 
 
+class TimeLimitError(EdgepackError):
+    """One model run took longer than the time limit (``--time-limit``, ``EDGEPACK_TIME_LIMIT``) and was stopped."""
+
+
 class InternalError(Exception):
     """A bug in edgepack: an exception no code path expected, with where it happened. Deliberately not
     an EdgepackError, so nothing reports it as bad input or as one more target that failed."""

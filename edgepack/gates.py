@@ -13,6 +13,7 @@ import numpy as np
 from typing import TYPE_CHECKING
 
 from .errors import StageError
+from .quiet import numeric
 
 if TYPE_CHECKING:
     from .target import Tolerance
@@ -112,6 +113,7 @@ def accept(metrics: dict, tolerance) -> tuple[bool, str]:
     return ok, why
 
 
+@numeric  # inf/NaN in hostile outputs are values here, not warnings on stderr
 def compare_outputs(ref: list[dict[str, np.ndarray]], cand: list[dict[str, np.ndarray]]) -> dict:
     """Per output name: cosine_min, max_abs_err, max_rel_err (to max |ref|), top1_agreement (classifiers)."""
     if len(ref) != len(cand):
@@ -138,7 +140,7 @@ def passes(metrics: dict, tolerance: Tolerance, *, accuracy_drop: float | None =
     for name, m in metrics.items():
         if m.get("nonfinite_values"):
             return False, f"output '{name}': {m['nonfinite_values']} NaN/Inf values in the candidate's outputs"
-        if m["cosine_min"] < tolerance.cosine_min:
+        if not m["cosine_min"] >= tolerance.cosine_min:  # NaN (inf in the outputs) does not pass
             return False, f"output '{name}': cosine_min {m['cosine_min']:.6f} < {tolerance.cosine_min} required"
         top1 = m.get("top1_agreement")
         if tolerance.top1_agreement_min is not None and top1 is not None and top1 < tolerance.top1_agreement_min:

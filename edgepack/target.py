@@ -8,11 +8,13 @@ and the hardware figures (each with its public source) that estimates use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import _toml_check as tc
+from . import profile_checks
 from ._toml_check import Field, ListOf, TableOf
 from .backends import BACKENDS
 from .errors import ProfileError
@@ -213,6 +215,7 @@ class TargetProfile:
     ci_runner: str | None  # the GitHub Actions runner that builds the minimal runtime
     device: Device
     source: str  # where it came from: "builtin:<name>" or the user's file name (never an absolute path)
+    files: tuple[str, ...] = field(repr=False, compare=False, default=())  # the user's profile files read (resolved)
 
     @property
     def is_accelerator(self) -> bool:
@@ -268,6 +271,9 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         msg = f"{label}: invalid TOML: {exc}"
         raise ProfileError(msg) from exc
+    except RecursionError as exc:
+        msg = f"{label}: invalid TOML: nested too deeply"
+        raise ProfileError(msg) from exc
     except OSError as exc:
         msg = f"{label}: cannot read: {exc.strerror}"
         raise ProfileError(msg) from exc
@@ -284,29 +290,32 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _load_raw(ref: str, relative_to: Path | None, chain: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+def _load_raw(ref: str, relative_to: Path | None, chain: tuple[str, ...]) -> tuple[dict[str, Any], str, tuple[str, ...]]:
     path, label = _resolve_ref(ref, relative_to)
     key = str(path.resolve())
     if key in chain:
         msg = f"{label}: 'extends' forms a cycle ({' -> '.join(Path(c).stem for c in (*chain, key))})"
         raise ProfileError(msg)
     data = _read_toml(path, label)
+    profile_checks.check_raw(data, label)
+    mine = () if label.startswith("builtin:") else (key,)
     base_ref = data.get("extends")
     if base_ref is None:
-        return data, label
+        return data, label, mine
     if not isinstance(base_ref, str):
         msg = f"{label}: 'extends' must be a string naming a target or a profile file"
         raise ProfileError(msg)
     # report problems in the user's own file before merging, so its keys are named in its own terms
     tc.check({k: v for k, v in data.items()}, _partial_schema(SCHEMA), label)
+    profile_checks.check_chain(chain, label)
     try:
-        base, _ = _load_raw(base_ref, path.parent, (*chain, key))
+        base, _, files = _load_raw(base_ref, path.parent, (*chain, key))
     except ProfileError as exc:
         msg = f"{label}: 'extends = \"{base_ref}\"': {exc}"
         raise ProfileError(msg) from exc
     merged = _merge(base, data)
     merged.pop("extends", None)
-    return merged, label
+    return merged, label, mine + files
 
 
 def _partial_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -326,14 +335,15 @@ def _partial_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 def load_target(ref: str | Path) -> TargetProfile:
     """Load a built-in target by name, or a user's profile from a path."""
-    raw, label = _load_raw(str(ref), None, ())
+    raw, label, files = _load_raw(str(ref), None, ())
     tc.check(raw, SCHEMA, label)
     _check_sources(raw, label)
     profile = _build(raw, label)
     from .target_rules import check_consistency
 
+    profile_checks.check_profile(profile, label)
     check_consistency(profile, label)
-    return profile
+    return replace(profile, files=files)
 
 
 def load_targets(refs: list[str] | tuple[str, ...]) -> list[TargetProfile]:
@@ -367,13 +377,15 @@ def _check_sources(raw: dict[str, Any], label: str) -> None:
     """Every hardware figure must name its public source in [device.sources]."""
     device = raw.get("device", {})
     sources = device.get("sources", {})
-    for dotted in _numeric_leaves(device):
+    leaves = _numeric_leaves(device)  # once: looked up per source below (it was recomputed per key: quadratic)
+    for dotted in leaves:
         if not sources.get(dotted, "").strip():
             msg = f"{label}: 'device.{dotted}' has no source: add device.sources.\"{dotted}\" = \"<public source>\""
             raise ProfileError(msg)
+    known = set(leaves)
     for key in sources:
-        if key not in _numeric_leaves(device):
-            msg = f"{label}: 'device.sources.\"{key}\"' names no figure in [device]{tc.did_you_mean(key, _numeric_leaves(device))}"
+        if key not in known:
+            msg = f"{label}: 'device.sources.\"{key}\"' names no figure in [device]{tc.did_you_mean(key, leaves)}"
             raise ProfileError(msg)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .cleanup import tmp_prefix
 from .errors import StageError, first_line
 
 log = logging.getLogger("edgepack")
@@ -79,7 +80,7 @@ def analysis_graph(path: str | Path, shapes: dict[str, tuple[int, ...]] | None =
     import tempfile
 
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="edgepack-analysis-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix("analysis")) as tmp:
         dst = Path(tmp) / "basic.onnx"
         prepare_graph(onnx.load_model(str(path), load_external_data=False), path.parent.resolve(), dst, shapes=shapes)
         return load_for_analysis(dst, notes)

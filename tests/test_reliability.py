@@ -128,3 +128,121 @@ def load_model_bytes_ok() -> bool:
         p = Path(d) / "m.onnx"
         p.write_bytes(_VALID)
         return load_model(p).info.nodes == 6
+
+
+# ----------------------------------------------------------- fuzzing profile strings and manifests (#14)
+
+_SLOTS = {  # where a fuzzed string goes in rpi4-cpu's profile, and how the line looks
+    "name": 'name = "rpi4-cpu"',
+    "description": 'description = "Raspberry Pi 4',
+    "stock_package": 'stock_package = "onnxruntime"',
+    "flag": '"--parallel",',
+    "source": '"idle_w" = "geerlingguy',
+    "config": '"--config", "MinSizeRel"',
+}
+
+
+def _fuzzed_profile(slot: str, text: str) -> str:
+    import json
+
+    base = (REPO / "targets" / "rpi4-cpu.toml").read_text(encoding="utf-8")
+    quoted = json.dumps(text, ensure_ascii=False)
+    line = {
+        "name": f"name = {quoted}",
+        "description": f"description = {quoted[:-1]}",
+        "stock_package": f"stock_package = {quoted}",
+        "flag": f'"--parallel", {quoted},',
+        "source": f'"idle_w" = {quoted[:-1]}',
+        "config": f'"--config", {quoted}',
+    }[slot]
+    return base.replace(_SLOTS[slot], line, 1)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(sorted(_SLOTS)), st.text(min_size=1, max_size=40))
+def test_fuzzed_profile_strings_are_refused_or_quoted(tmp_path, slot, text):
+    import shutil
+
+    from edgepack.backends.onnxruntime.minimal_build import build_script, ci_workflow
+
+    path = tmp_path / "fuzz.toml"
+    path.write_text(_fuzzed_profile(slot, text), encoding="utf-8")
+    try:
+        profile = load_target(str(path))
+    except EdgepackError:
+        return
+    script = build_script(profile, ort_version="1.32.0", uses_ml_ops=False)
+    if shutil.which("bash"):
+        subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+        lines = script.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("./build.sh"))
+        end = next(i for i in range(start, len(lines)) if not lines[i].endswith("\\"))
+        command = "\n".join(lines[start:end + 1]).replace("./build.sh", "printf '%s\\n'", 1)
+        words = subprocess.run(["bash", "-c", "BUNDLE_DIR=/b; EXTRA_ARGS=()\n" + command], capture_output=True,
+                               text=True, check=True, cwd=tmp_path).stdout.split("\n")
+        for flag in profile.minimal_build_flags:  # every flag arrives as itself, one word, unexpanded
+            assert flag in words
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["fuzz.toml"]  # nothing ran
+    yaml = pytest.importorskip("yaml")
+    doc = yaml.safe_load(ci_workflow(profile, "1.32.0"))
+    assert doc.get("on", doc.get(True))["workflow_dispatch"]["inputs"]["bundle"]["default"] == profile.name
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats(allow_nan=False) | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=12)
+
+
+def _bundle_once(cache={}):  # noqa: B006 - one real bundle for all examples
+    if "b" not in cache:
+        import tempfile
+        from pathlib import Path
+
+        from edgepack.cli import main
+
+        out = Path(tempfile.mkdtemp(prefix="fuzz-manifest-")) / "OUT"
+        assert main(["build", str(SAMPLE_MODEL), "--target", "rpi4-cpu", "-o", str(out), "--calibration",
+                     str(REPO / "sample_apps" / "model" / "calibration"), "--json"]) == 0
+        cache["b"] = out / "rpi4-cpu"
+        cache["doc"] = (cache["b"] / "manifest.json").read_text()
+    return cache["b"], cache["doc"]
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, (*prefix, i))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_fuzzed_manifests_give_findings_never_crashes(data):
+    import json
+
+    from edgepack.errors import OutputError
+
+    bundle, text = _bundle_once()
+    doc = json.loads(text)
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = list(_paths(doc))
+        where = data.draw(st.sampled_from(paths))
+        value = data.draw(_JSON)
+        if not where:
+            doc = value
+            break
+        node = doc
+        for k in where[:-1]:
+            node = node[k]
+        node[where[-1]] = value
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    try:
+        findings = check_bundle(bundle)
+        assert isinstance(findings.problems, list)
+    except OutputError:
+        pass  # not a bundle at all (no artifacts list, not an object): one line, exit 2
+    finally:
+        (bundle / "manifest.json").write_text(text)

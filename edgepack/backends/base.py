@@ -53,6 +53,7 @@ class Backend(ABC):
     artifact_noun: str  # "it does not make the <noun> smaller"
     speed_reference: str  # "more than 10% slower than <reference> on the host"
     host_runtime: str  # what runs the shipped model on this host, for the build summary
+    bundle_suffix: str  # the file suffix of the models a bundle of this engine ships (".ort", ".xml")
     runs_long: bool = False  # built first when targets build in parallel
 
     # ------------------------------------------------------------------ profiles and models
@@ -162,5 +163,6 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def run_bundled(self, path: Path, doc: dict, feed: dict) -> None:
-        """Load and run one model of a bundle with its runtime config (the engine's errors propagate)."""
+    def run_bundled(self, path: Path, session_config: dict[str, str], feed: dict, name: str) -> None:
+        """Load and run one model of a bundle (``session_config``: the manifest's checked runtime settings)
+        under the run time limit (:mod:`edgepack.limits`); the engine's errors propagate."""

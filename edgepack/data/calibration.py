@@ -19,7 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from .._toml_check import did_you_mean
-from ..errors import CalibrationError, StageError, first_line
+from ..errors import CalibrationError, ShapeError, StageError, first_line
+from ..limits import DataBudget, check_array_budget
 from ..model import TensorSpec
 from . import images as _images
 
@@ -57,11 +58,13 @@ def _read_arrays(folder: Path, *, allow_empty: bool = False) -> dict[str, tuple[
             raise CalibrationError(msg)
         arrays[name] = (arr, where)
 
+    budget = DataBudget()  # headers checked against file sizes and a cap before numpy loads anything
     for path in sorted(folder.iterdir()):
         suffix = path.suffix.lower()
         if not path.is_file() or suffix not in (".npy", ".npz"):
             continue
         try:
+            budget.check_file(path)
             if suffix == ".npy":
                 add(path.stem, np.load(path, allow_pickle=False), path.name)
             else:
@@ -153,6 +156,7 @@ def load_calibration(folder: Path, inputs: Sequence[TensorSpec], *, notes: list[
                 f"keep either the images or the numpy file"
             )
             raise CalibrationError(msg)
+        check_array_budget(len(plan.files), plan.sample_shape, plan.dtype, plan.where)
         arrays[name] = (_images.decode_images(plan), plan.where)
         notes.append(plan.note())
     names = [s.name for s in inputs]

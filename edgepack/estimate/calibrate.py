@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..cleanup import tmp_prefix
 from . import latency
 
 OPSET = 17
@@ -256,7 +257,7 @@ def _time_ms(model: onnx.ModelProto, threads: int, runs: int, folder: Path, name
 def gemm_rate(threads: int = 1, sizes: Sizes = Sizes()) -> float:
     """The fp32 GEMM rate (GOPS) now, timed as :func:`measure` times it (a check that the machine's
     speed has not moved since a calibration)."""
-    with tempfile.TemporaryDirectory(prefix="edgepack-calibrate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix("calibrate")) as tmp:
         one_ms = _time_ms(chain_model(1), threads, sizes.runs * 10, Path(tmp), "one")
         model, flops = gemm_model(sizes.gemm)
         return flops / (max(_time_ms(model, threads, sizes.runs, Path(tmp), "gemm") - one_ms, 1e-6) * 1e6)
@@ -280,7 +281,7 @@ def measure(threads: int = 1, sizes: Sizes = Sizes(), rounds: int = 3) -> dict:
 
 def _measure_once(threads: int, sizes: Sizes) -> dict:
     out: dict = {"threads": threads}
-    with tempfile.TemporaryDirectory(prefix="edgepack-calibrate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix("calibrate")) as tmp:
         folder = Path(tmp)
         chain_ms = _time_ms(chain_model(sizes.chain), threads, sizes.runs, folder, "chain")
         one_ms = _time_ms(chain_model(1), threads, sizes.runs * 10, folder, "one")

@@ -176,8 +176,13 @@ def html_page(report: dict) -> str:
             f"{budgets}<h2>Charts</h2>{charts}</body></html>\n")
 
 
+REPORTS = ("report.json", "report.md", "report.html")
+
+
 def write_reports(report: dict, out: Path) -> None:
+    from ..safe_io import write_file  # beside the destination, then os.replace: never through a planted symlink
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(markdown(report), encoding="utf-8")
-    (out / "report.html").write_text(html_page(report), encoding="utf-8")
+    write_file(out / "report.json", json.dumps(report, indent=2, default=float) + "\n")
+    write_file(out / "report.md", markdown(report))
+    write_file(out / "report.html", html_page(report))

@@ -99,3 +99,13 @@ def print_build(results) -> None:
         if r.package is not None:
             print(f"  {r.package.summary()}")
         print(f"  decisions and checksums: {r.bundle / 'manifest.json'}; timings: {r.record}")
+        print(f"  manifest sha256: {manifest_sha256(r.bundle)} (check later: edgepack verify BUNDLE --manifest-sha256 HEX)")
+
+
+def manifest_sha256(bundle) -> str:
+    """The sha256 of a bundle's manifest.json, for ``edgepack verify BUNDLE --manifest-sha256``."""
+    from pathlib import Path
+
+    from ..model import sha256_file
+
+    return sha256_file(Path(bundle) / "manifest.json")

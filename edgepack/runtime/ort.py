@@ -51,12 +51,12 @@ def _lean(ort, so) -> None:
 
 
 def session_options(*, level_name: str | None = None, threads: int | None = None, sequential: bool = False,
-                    log_severity: int | None = 3, optimized_path: Path | None = None,
+                    log_severity: int | None = -1, optimized_path: Path | None = None,
                     config: Iterable[tuple[str, str]] = (), lean: bool = False):
     """SessionOptions with only what is asked set (everything else onnxruntime's default).
 
     ``level_name``: a key of LEVELS; ``threads``: intra-op threads; ``sequential``: one inter-op
-    thread, sequential execution (timing); ``log_severity`` 3 = errors only (None: onnxruntime's
+    thread, sequential execution (timing); ``log_severity`` -1 = edgepack's quiet level (:func:`edgepack.quiet.ort_severity`; None: onnxruntime's
     default); ``optimized_path``: write the optimized model there; ``config``: session config
     entries, in order; ``lean``: the memory-lean options of :func:`_lean`.
     """
@@ -71,6 +71,10 @@ def session_options(*, level_name: str | None = None, threads: int | None = None
     if sequential:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if log_severity == -1:
+        from ..quiet import ort_severity
+
+        log_severity = ort_severity()
     if log_severity is not None:
         so.log_severity_level = log_severity
     for key, value in config:
@@ -119,11 +123,9 @@ def session(path: Path, threads: int, level_name: str | None = None, disabled_op
 
 
 def run(sess, feed: dict) -> list[Any]:
-    try:
-        return sess.run(None, feed)
-    except Exception as exc:  # noqa: BLE001
-        msg = f"onnxruntime failed running the model: {first_line(exc)}"
-        raise StageError(msg) from exc
+    from ..limits import run_ort
+
+    return run_ort(sess, feed)  # under the time limit; failures are one StageError
 
 
 def _own(value):

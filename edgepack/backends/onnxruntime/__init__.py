@@ -26,6 +26,7 @@ class OnnxRuntimeBackend(Backend):
     accelerator_providers = ("NNAPI", "CoreML")
     op_tables = ("cpu", "nnapi", "coreml-mlprogram", "coreml-neuralnetwork")
     formats = ("ort",)
+    bundle_suffix = ".ort"
     recipes = ("static-int8", "dynamic-int8", "fp16", "none")
     package_stage = "reduce"
     artifact_noun = "model"
@@ -237,12 +238,12 @@ class OnnxRuntimeBackend(Backend):
                     "(ORT-format models are tied to the version that wrote them, onnxruntime#8044)")
         return None
 
-    def run_bundled(self, path, doc, feed) -> None:
+    def run_bundled(self, path, session_config, feed, name) -> None:
+        from ... import limits, quiet
         from ...runtime import ort as ort_runtime
 
-        config = [(k, str(v)) for k, v in doc.get("runtime", {}).get("session_config", {}).items()]
-        sess = ort_runtime.inference_session(path, ort_runtime.session_options(log_severity=None, config=config))
-        sess.run(None, feed)
+        options = ort_runtime.session_options(log_severity=quiet.ort_severity(), config=sorted(session_config.items()))
+        limits.run_ort(ort_runtime.inference_session(path, options), feed, name)
 
     def foreign_errors(self) -> tuple[type[BaseException], ...]:
         return ()

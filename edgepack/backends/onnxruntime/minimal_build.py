@@ -11,6 +11,7 @@ so the build script clones tag ``v<ort_version>`` and checks ``VERSION_NUMBER``.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import StageError
+from ...profile_checks import require_safe_for_scripts
 from ..base import Packaging
 from .platforms import PLATFORMS
 from . import tools as _ort_tools
@@ -142,8 +144,9 @@ def build_command(
 
 
 def _shell_arg(arg: str) -> str:
-    """Quote for bash; arguments that are ``$VAR`` or ``$VAR/...`` stay expandable in double quotes."""
-    if re.match(r"^\$[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z0-9_./-]*)?$", arg):
+    """Quote for bash; only our own ``$ANDROID_SDK_ROOT``, ``$ANDROID_NDK_HOME`` and ``$BUNDLE_DIR/...``
+    stay expandable (in double quotes): every profile flag is single-quoted as needed by shlex."""
+    if re.match(r"^\$(ANDROID_SDK_ROOT|ANDROID_NDK_HOME|BUNDLE_DIR)(/[A-Za-z0-9_./-]*)?$", arg):
         return f'"{arg}"'
     return shlex.quote(arg)
 
@@ -183,6 +186,7 @@ def build_script(
     The script lives next to the config in the bundle and finds it from its own location; it
     clones into ``$ORT_SRC`` (default ``./onnxruntime``, relative to where it is run).
     """
+    require_safe_for_scripts(profile)
     cmd = build_command(
         profile,
         config_name=f"$BUNDLE_DIR/{config_name}",
@@ -223,7 +227,7 @@ fi
 cd "$ORT_SRC"
 {_render(cmd)}
 
-echo "built: $ORT_SRC/{BUILD_DIR}/{_config_of(profile)}"
+echo "built: $ORT_SRC/{BUILD_DIR}/"{shlex.quote(_config_of(profile))}
 """
 
 
@@ -235,18 +239,18 @@ def _config_of(profile: TargetProfile) -> str:
 # --------------------------------------------------------------------------------------------- CI
 
 _WORKFLOW = """\
-# Build the minimal ONNX Runtime @VERSION@ for the edgepack target '@TARGET@'.
+# Build the minimal ONNX Runtime @VERSION@ for the edgepack target @TARGET@.
 # Copy this file to .github/workflows/ in the repository that holds the bundle; run it from the
 # Actions tab and give the bundle's folder (the one with build_runtime.sh).
-name: onnxruntime @VERSION@ for @TARGET@
+name: "onnxruntime @VERSION@ for @TARGET@"
 
 on:
   workflow_dispatch:
     inputs:
       bundle:
-        description: Folder of the edgepack bundle (holds build_runtime.sh and @CONFIG@)
+        description: "Folder of the edgepack bundle (holds build_runtime.sh and @CONFIG@)"
         required: true
-        default: @TARGET@
+        default: "@TARGET@"
 
 jobs:
   build:
@@ -259,13 +263,14 @@ jobs:
           python-version: "3.12"
       - name: Build tools
         run: python -m pip install "cmake>=3.28" ninja flatbuffers
-@EXTRA@      - name: Build onnxruntime @VERSION@
-        run: bash "${{ inputs.bundle }}/build_runtime.sh"
+@EXTRA@      - name: "Build onnxruntime @VERSION@"
+        run: bash "$BUNDLE/build_runtime.sh"
         env:
           ORT_SRC: onnxruntime
+          BUNDLE: ${{ inputs.bundle }}
       - uses: actions/upload-artifact@v4
         with:
-          name: onnxruntime-@VERSION@-@TARGET@
+          name: "onnxruntime-@VERSION@-@TARGET@"
           if-no-files-found: error
           path: |
 @PATHS@
@@ -277,6 +282,7 @@ jobs:
 def ci_workflow(profile: TargetProfile, ort_version: str, *, config_name: str = CONFIG_NAME) -> str:
     """A GitHub Actions workflow that runs the bundle's ``build_runtime.sh`` and uploads the library."""
     _check_buildable(profile, ort_version)
+    require_safe_for_scripts(profile)  # the name and --config reach the YAML (quoted) and the paths below
     runner = profile.ci_runner
     if runner is None:
         msg = (f"reduce: target '{profile.name}' names no CI runner for ci/build-runtime.yml: set "
@@ -290,7 +296,7 @@ def ci_workflow(profile: TargetProfile, ort_version: str, *, config_name: str = 
     paths = [f"{out}/{lib}" for lib in platform.libraries]
     text = _WORKFLOW.replace("@EXTRA@", platform.ci_steps).replace("@PATHS@", "\n".join(f"            {p}" for p in paths))
     for key, value in (("@VERSION@", ort_version), ("@TARGET@", profile.name), ("@RUNNER@", runner), ("@CONFIG@", config_name)):
-        text = text.replace(key, value)
+        text = text.replace(key, json.dumps(value)[1:-1])  # inside "...": JSON escapes are YAML escapes
     return text
 
 

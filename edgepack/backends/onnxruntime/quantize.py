@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
+from ... import limits
 from ...errors import CalibrationError, StageError, first_line
 from ...flops import classify
 from ...model import iter_tensors
@@ -63,7 +64,9 @@ class _SampleReader:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._next >= len(self._samples):
+            limits.end_step()
             return None
+        limits.step()  # onnxruntime runs the model once per sample: each run gets the time limit
         self._next += 1
         return self._samples[self._next - 1]
 
@@ -110,6 +113,7 @@ def _quantizer_input(src: Path, dst: Path, per_channel: bool, notes: list[str]) 
 # ------------------------------------------------------------------------------ recipes
 
 
+@limits.bounded_steps("onnxruntime static int8 calibration")
 def _static_int8(src: Path, dst: Path, recipe: Recipe, calibration, is_accelerator: bool, notes: list[str]) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 

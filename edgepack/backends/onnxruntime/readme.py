@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from ...render.readme import FOOTER, header_lines
 
 
@@ -48,7 +50,7 @@ pip install -r requirements.txt        # the stock aarch64 onnxruntime {ort}, th
 ```python
 import numpy as np, onnxruntime as ort
 session = ort.InferenceSession("{artifact}", providers=["CPUExecutionProvider"])
-outputs = session.run(None, {{"{first_input}": np.zeros({example_shape}, np.float32)}})
+outputs = session.run(None, {{{first_input}: np.zeros({example_shape}, np.float32)}})
 ```
 """
 
@@ -60,9 +62,9 @@ def render(ctx) -> str:
     first = m.source.info.inputs[0]
     shape = m.shapes.get(first.name, first.shape) if m.shapes else first.shape
     example = tuple(d if isinstance(d, int) else 1 for d in (shape or ()))
-    fields = {"artifact": m.artifact.name, "stem": m.artifact.stem, "ort": ort, "first_input": first.name,
-              "example_shape": example,
-              "coreml_options": ", ".join(f'"{k}": "{v}"' for k, v in sorted(p.provider_options.items()))}
+    fields = {"artifact": m.artifact.name, "stem": m.artifact.stem, "ort": ort, "first_input": json.dumps(first.name),
+              "example_shape": example,  # names and options go into code as JSON string literals (quoted, escaped)
+              "coreml_options": ", ".join(f'{json.dumps(k)}: {json.dumps(str(v))}' for k, v in sorted(p.provider_options.items()))}
     body = {"android": _ANDROID, "ios": _IOS, "linux-arm": _PI}.get(p.family, "")
     return "\n".join([
         *header_lines(ctx),

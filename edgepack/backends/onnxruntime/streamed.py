@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ...cleanup import tmp_prefix
 from ...model import iter_graphs
 
 ALIGN = 4096  # offsets a page apart let onnxruntime map weights instead of copying them
@@ -173,7 +174,7 @@ def quantize_dynamic_streamed(src: Path, dst: Path, op_types: list[str], quantiz
     opsets = {o.domain: o.version for o in model.opset_import}
     count = 0
     try:
-        with tempfile.TemporaryDirectory(prefix="edgepack-q-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=tmp_prefix("q")) as tmp:
             for node in model.graph.node:
                 one = _one_node_model(model, node, inits, types, model_dir) if node.op_type in op_types else None
                 if one is None:

@@ -23,6 +23,7 @@ class OpenVinoBackend(Backend):
     execution_providers = ("OpenVINO",)
     op_tables = ("openvino",)
     formats = ("openvino-ir",)
+    bundle_suffix = ".xml"
     recipes = ("static-int8", "fp16", "none")
     package_stage = "package"
     artifact_noun = "IR"
@@ -191,11 +192,13 @@ class OpenVinoBackend(Backend):
             return None
         return getattr(openvino, "__version__", "?")
 
-    def run_bundled(self, path, doc, feed) -> None:
+    def run_bundled(self, path, session_config, feed, name) -> None:
         import openvino as ov
 
-        compiled = ov.Core().compile_model(str(path), "CPU")
-        compiled(feed)
+        from ... import limits
+
+        request = ov.Core().compile_model(str(path), "CPU").create_infer_request()
+        limits.run_openvino(request, feed, name)
 
 
 def _shipped_coverage(xml, profile):

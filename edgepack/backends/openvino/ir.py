@@ -32,7 +32,25 @@ def openvino():
     except ImportError as exc:
         msg = "the intel-openvino target needs openvino: pip install 'edgepack[openvino]'"
         raise StageError(msg) from exc
+    _no_telemetry()
     return ov
+
+
+def _no_telemetry() -> None:
+    """OpenVINO's model converter sends usage events to Google Analytics unless a consent file in the
+    user's home says no (openvino_telemetry: no file counts as yes when its dialog is off); NNCF does
+    the same unless NNCF_CI is set. A build tool must not phone home from the user's machine: point
+    the converter at OpenVINO's own telemetry stub (the module it uses when openvino_telemetry is not
+    installed) and set NNCF_CI before NNCF is imported. Nothing is written to the user's home."""
+    import os
+
+    os.environ.setdefault("NNCF_CI", "1")
+    try:
+        from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils
+    except ImportError:  # another OpenVINO layout: nothing of ours to switch off
+        return
+    convert_impl.tm = telemetry_stub
+    telemetry_utils.tm = telemetry_stub
 
 
 def openvino_version() -> str:

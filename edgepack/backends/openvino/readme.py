@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from ...render.readme import FOOTER, header_lines
 
 
@@ -28,7 +30,7 @@ def render(ctx) -> str:
         'config = json.load(open("runtime_config.json"))',
         "core = ov.Core()",
         f'compiled = core.compile_model("{files[m.name]}", config["device"], config["properties"])',
-        f'outputs = compiled({{"{first.name}": np.zeros({example}, np.float32)}})',
+        f'outputs = compiled({{{json.dumps(first.name)}: np.zeros({example}, np.float32)}})',
         "```",
         "",
         "`runtime_config.json` holds the device, `PERFORMANCE_HINT`, `INFERENCE_PRECISION_HINT` and",

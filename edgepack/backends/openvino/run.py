@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import StageError
+from ...errors import StageError, TimeLimitError
+from ...limits import run_openvino
 from .coverage import openvino_error_summary
 from ...runtime import ort as ort_runtime
 from ...runtime.host import host_cpu
@@ -29,7 +30,9 @@ def compile_ir(xml: Path, threads: int = 1, device: str = DEVICE_DEFAULT, core=N
 
 def _infer(request, compiled, feed: dict) -> dict[str, np.ndarray]:
     try:
-        result = request.infer(feed)
+        result = run_openvino(request, feed, "the OpenVINO model")  # under the time limit
+    except TimeLimitError:
+        raise
     except Exception as exc:  # noqa: BLE001
         msg = f"OpenVINO failed running the model: {openvino_error_summary(exc)}"
         raise StageError(msg) from exc
