@@ -65,6 +65,7 @@ class ModelState:
     verification: Verification | None = None
     weight_only_int8: bool = False  # prepare kept weight-only int8 as DequantizeLinear
     estimates: BundleEstimates | None = None  # size, latency, energy on the target device (estimated)
+    preprocessing: dict | None = None  # how an image becomes the input (the calibration folder's preprocess.toml)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
