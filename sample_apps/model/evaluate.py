@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Top-1 accuracy of an ONNX / ORT model on the digits test split (numpy + onnxruntime only).
+"""Top-1 accuracy of a model or an edgepack bundle on the digits test split.
 
 Usage:
   python sample_apps/model/evaluate.py [MODEL] [--data digits_test.npz]
 
 MODEL defaults to digits_cnn.onnx next to this file. Any model with a single float input
-of shape [batch,1,8,8] and a [batch,10] scores output works (.onnx or .ort).
+of shape [batch,1,8,8] and a [batch,10] scores output works: .onnx or .ort (onnxruntime),
+an OpenVINO IR .xml (openvino), or a bundle folder (the model its manifest.json names).
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,31 @@ _NP_TYPES = {
 }
 
 
+def resolve(model_path: str | Path) -> Path:
+    """A bundle folder stands for the model its manifest.json names."""
+    path = Path(model_path)
+    if path.is_dir():
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        return path / manifest["models"][0]["artifact"]
+    return path
+
+
+def predict_openvino(xml: Path, x: np.ndarray) -> np.ndarray:
+    """The first output for x with OpenVINO's CPU plugin, one sample per request if the IR's batch is fixed."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": "1"})
+    dim0 = compiled.inputs[0].get_partial_shape()[0]
+    bs = dim0.get_length() if dim0.is_static else len(x)
+    out = compiled.outputs[0]
+    return np.concatenate([np.asarray(compiled(x[i : i + bs].astype(np.float32))[out]) for i in range(0, len(x), bs)])
+
+
 def predict(model_path: str | Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Return the model's first output (scores) for x, run in batches."""
+    model_path = resolve(model_path)
+    if model_path.suffix == ".xml":
+        return predict_openvino(model_path, x)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
