@@ -142,16 +142,12 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_build(args) -> int:
-    from .build import build
+    from . import api
     from .render.text import manifest_sha256
-    from .shapes import parse_shape_args
-    from .target import load_targets
 
-    profiles = load_targets(args.target)
     progress = _progress(args.json)
-    results = build(args.models, profiles, args.output, calibration=args.calibration,
-                    shapes=parse_shape_args(args.shape), force=args.force, progress=progress,
-                    per_hour=_per_hour(args))
+    results = api.build(args.models, args.target, args.output, calibration=args.calibration, shapes=args.shape,
+                        force=args.force, progress=progress, per_hour=_per_hour(args))
     if progress:
         progress.done()
     if args.json:
@@ -165,65 +161,70 @@ def _cmd_build(args) -> int:
     return 0
 
 
+def _budget_flags(args) -> dict:
+    from .budgets import KEYS
+
+    return {key: getattr(args, key.replace("-", "_")) for key in KEYS}
+
+
 def _cmd_compare(args) -> int:
     from pathlib import Path
 
-    from . import budgets as bm
-    from .compare import compare
-    from .shapes import parse_shape_args
-    from .target import load_targets
+    from . import api
 
-    refs = ["all"] if args.targets == "all" else [t for t in args.targets.split(",") if t]
-    profiles = load_targets(refs)
-    names = [p.name for p in profiles]
+    refs = "all" if args.targets == "all" else [t for t in args.targets.split(",") if t]
     if args.jobs < 1:
         raise UsageError("--jobs must be 1 or more")
-    budgets = bm.from_pyproject(Path(args.config), names)
-    for key in bm.KEYS:
-        value = getattr(args, key.replace("-", "_"))
-        if value is not None:
-            budgets.append(bm.Budget(key, bm._number(key, value, f"--{key}"), None, f"--{key}"))
-    budgets += [bm.parse_budget_arg(b, names) for b in args.budget]
     progress = _progress(args.json)
-    report = compare(args.models, profiles, args.output, calibration=args.calibration,
-                     shapes=parse_shape_args(args.shape), budgets=budgets, baseline=args.baseline,
-                     jobs=args.jobs, force=args.force, progress=progress, per_hour=_per_hour(args))
+    result = api.compare(args.models, refs, args.output, calibration=args.calibration, shapes=args.shape,
+                         budgets=_budget_flags(args), target_budgets=args.budget, config=args.config,
+                         baseline=args.baseline, jobs=args.jobs, force=args.force, progress=progress,
+                         per_hour=_per_hour(args))
     if progress:
         progress.done()
-    if args.json:
+    return _report_outcome(result, args.json, Path(args.output))
+
+
+def _report_outcome(result, json_only: bool, out) -> int:
+    """Print a compare or merge report (markdown, or JSON only), then the broken budgets and failed
+    targets on stderr; the exit code."""
+    report = result.report
+    if json_only:
         print(json.dumps(report, indent=2, default=float))
     else:
         from .render.report import markdown
 
         print(markdown(report))
-        _print_compare_summary(report, Path(args.output))
-    failed = [b for b in report["budgets"] if b["passed"] is False]
-    for b in failed:
+        _print_compare_summary(report, out)
+    for b in result.broken_budgets:
         print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
-    for target, why in report["failed_targets"].items():
+    for target, why in result.failed_targets.items():
         print(f"target not built: {why}", file=sys.stderr)
-    return 1 if failed or report["failed_targets"] else 0
+    return result.exit_code
 
 
 def _print_compare_summary(report: dict, out) -> None:
     """The last lines of ``compare``: one line per target, then where the report is."""
     print()
     for name, t in report["targets"].items():
-        recipes = ", ".join(sorted(set(t.get("recipes", {}).values()))) or "-"
+        recipes = ", ".join(sorted(set(v or "?" for v in t.get("recipes", {}).values()))) or "-"
         acc = t.get("accuracy") or {}
         checked = f"cos {acc['cosine_min']:.4f}" if acc.get("cosine_min") is not None else "not verified"
         lat = (t.get("estimates") or {}).get("latency_ms") or {}
         est = f", ~{lat['value']:.3g} ms on the device (estimated)" if lat.get("value") is not None else ""
-        print(f"  {name}: {recipes}, {t['bundle_bytes'] / 1e6:.2f} MB bundle, {checked}{est}")
+        size = t.get("size")
+        shipped = (f"{size['total_bytes'] / 1e6:.2f} MB with its runtime" if size else
+                   f"{t['model_bytes'] / 1e6:.2f} MB model")
+        print(f"  {name}: {recipes}, {shipped}, {checked}{est}")
     for name, why in report.get("failed_targets", {}).items():
         print(f"  {name}: NOT BUILT - {why}")
     print(f"report: {out / 'report.html'} (also report.md, report.json)")
 
 
 def _cmd_verify(args) -> int:
-    from .bundle_check import check_bundle
+    from . import api
 
-    findings = check_bundle(args.bundle, args.manifest_sha256)
+    findings = api.verify(args.bundle, manifest_sha256=args.manifest_sha256)
     if args.json:
         print(json.dumps(findings.to_json(), indent=2))
     else:
@@ -318,50 +319,16 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
-class _Progress:
-    """Per target and stage: one status line rewritten in place on a terminal, plain lines otherwise.
-
-    It writes to its own copy of the stderr descriptor, so lines from one target still appear while
-    another target's noisy tool has the process's output captured (edgepack.runtime.capture)."""
-
-    def __init__(self, tty: bool):
-        self.tty = tty
-        self.started = 0.0
-        self.stream = sys.stderr
-        try:
-            import os
-
-            self.stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8",
-                                    errors="replace")
-        except (AttributeError, OSError, ValueError):  # no real descriptor (tests capture sys.stderr)
-            pass
-
-    def __call__(self, msg: str) -> None:
-        import time
-
-        if not self.started:
-            self.started = time.perf_counter()
-        elapsed = time.perf_counter() - self.started
-        if self.tty:
-            self.stream.write(f"\r\033[K[{elapsed:6.1f}s] {msg}")
-        else:
-            self.stream.write(f"... {msg}\n")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.tty and self.started:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
-def _progress(json_only: bool) -> _Progress | None:
-    return None if json_only else _Progress(sys.stderr.isatty())
-
-
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _progress(json_only: bool):
+    from .render.progress import Progress
+
+    return None if json_only else Progress(sys.stderr.isatty())
 
 
 _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "compare": _cmd_compare, "calibrate": _cmd_calibrate,
@@ -379,14 +346,15 @@ def _main(argv: Sequence[str] | None) -> int:
     from .cleanup import Terminated
     from .last_resort import user_failure
 
+    import os
+
     parser = _build_parser()
     args = None
     handler = None
+    debug_before = os.environ.get("EDGEPACK_DEBUG")
     try:
         args = parser.parse_args(argv)
         if _debug(args):
-            import os
-
             os.environ["EDGEPACK_DEBUG"] = "1"  # the libraries' own warnings and logs stay visible too
             handler = _log_to_stderr()
         if args.version:
@@ -416,8 +384,6 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # e.g. `edgepack inspect ... | head`: stop quietly
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except InternalError as exc:
@@ -430,6 +396,10 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"error: {bug}", file=sys.stderr)
         return bug.exit_code
     finally:
+        if debug_before is None:  # main() is called many times in one process (tests, the API's users):
+            os.environ.pop("EDGEPACK_DEBUG", None)  # --debug lasts one command
+        else:
+            os.environ["EDGEPACK_DEBUG"] = debug_before
         if handler is not None:
             import logging
 

@@ -11,6 +11,14 @@ def _fmt_num(x: float) -> str:
     return f"{x:.0f}"
 
 
+def fmt_count(x: float, unit: str) -> str:
+    """``1.20 GFLOPs``, ``8 FLOPs``, ``0 FLOPs``: a count with an SI prefix and its unit, spaced."""
+    text = _fmt_num(x)
+    if text[-1].isalpha():
+        return f"{text[:-1]} {text[-1]}{unit}"
+    return f"{text} {unit}"
+
+
 def _fmt_dims(shape) -> str:
     return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -33,7 +41,8 @@ def print_inspect(report: dict) -> None:
     w = report["work"]
     shapes = report["shapes"]
     basis = ", ".join(f"{k}={_fmt_dims(v)}" for k, v in shapes["used_for_flops"].items())
-    print(f"work      {_fmt_num(w['total_flops'])}FLOPs ({_fmt_num(w['total_macs'])}MACs) at {basis}")
+    none = " (no node with countable arithmetic)" if not w["total_flops"] else ""
+    print(f"work      {fmt_count(w['total_flops'], 'FLOPs')} ({fmt_count(w['total_macs'], 'MACs')}){none} at {basis}")
     if w["flops_by_class"]:
         print("          by class: " + ", ".join(f"{k} {_fmt_num(v)}" for k, v in w["flops_by_class"].items()))
     if w["nodes_with_unknown_shapes"]:
