@@ -170,13 +170,37 @@ def compare(models: PathLike | Iterable[PathLike], targets: Targets = "all", out
     return CompareResult(report, Path(out))
 
 
-def verify(bundle: PathLike, *, manifest_sha256: str | None = None) -> Findings:
+def verify(bundle: PathLike, *, manifest_sha256: str | None = None, measure: bool = False, runs: int | None = None,
+           threads: int | None = None) -> Findings:
     """Re-check a bundle (``edgepack verify``): checksums, files, runtime pin, and a run of every model
     on its reference input against the reference output. ``findings.ok`` is False when anything is
-    wrong (``findings.problems`` says what); a folder that is not a bundle raises OutputError."""
+    wrong (``findings.problems`` says what); a folder that is not a bundle raises OutputError.
+    With ``measure``: also the bundle's latency on this machine with its own runtime and execution
+    provider, labelled with the machine (``findings.measurement``; ``edgepack verify --measure``)."""
     from .bundle_check import check_bundle
 
-    return check_bundle(bundle, manifest_sha256)
+    for name, value in (("runs", runs), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            msg = f"{name} must be a whole number, 1 or more"
+            raise UsageError(msg)
+    return check_bundle(bundle, manifest_sha256, measure=measure, runs=runs, threads=threads)
+
+
+def merge(inputs: Iterable[PathLike], out: PathLike, *, budgets: Mapping[str, Any] | None = None,
+          target_budgets: Mapping[str, Mapping[str, Any]] | Sequence[str] | None = None, config: PathLike | None = None,
+          baseline: PathLike | None = None, by_model: bool = False) -> list[CompareResult]:
+    """Per-target compare reports (CI jobs on different runners) and ``verify --measure`` records as one
+    report (``edgepack merge``): one CompareResult, or one per model with ``by_model``. Reports of
+    different models or edgepack/onnxruntime versions raise UsageError; budgets as in :func:`compare`."""
+    from .merge import merge as _merge
+
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if not items:
+        msg = "no report to merge"
+        raise UsageError(msg)
+    per_target = target_budgets if target_budgets is None or isinstance(target_budgets, Mapping) else list(target_budgets)
+    return _merge([Path(i) for i in items], Path(out), budgets=dict(budgets or {}), target_budgets=per_target,
+                  config=config, baseline=baseline, by_model=by_model)
 
 
 def _rate(per_hour: float) -> None:

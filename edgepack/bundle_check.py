@@ -36,8 +36,14 @@ class Findings:
     def ok(self) -> bool:
         return not self.problems
 
+    measurement: dict | None = None  # verify --measure: edgepack.measure's record
+    measurement_skipped: str | None = None
+
     def to_json(self) -> dict:
-        return {"bundle": self.bundle, "ok": self.ok, "checked": self.checked, "problems": self.problems}
+        out = {"bundle": self.bundle, "ok": self.ok, "checked": self.checked, "problems": self.problems}
+        if self.measurement is not None or self.measurement_skipped:
+            out["measurement"] = self.measurement
+        return out
 
 
 def _inside(bundle: Path, rel: str) -> Path | None:
@@ -107,7 +113,7 @@ def _feed(inputs) -> dict:
     return feed
 
 
-def _read_reference(bundle: Path, tensors) -> dict[str, np.ndarray]:
+def read_reference(bundle: Path, tensors) -> dict[str, np.ndarray]:
     from .reference import from_bytes
 
     out = {}
@@ -126,8 +132,8 @@ def _run_models(bundle: Path, checked: mc.Checked, backend, f: Findings) -> None
             continue  # already reported
         ref = run.reference
         try:
-            feed = _read_reference(bundle, ref.inputs) if ref else _feed(run.inputs)
-            expected = _read_reference(bundle, ref.outputs) if ref else None
+            feed = read_reference(bundle, ref.inputs) if ref else _feed(run.inputs)
+            expected = read_reference(bundle, ref.outputs) if ref else None
         except (OSError, ValueError) as exc:
             f.problems.append(f"{run.artifact}: its reference pair cannot be read: {first_line(exc)}")
             continue
@@ -188,7 +194,10 @@ def _refuse_output_folder(folder: Path) -> None:
         raise OutputError(msg)
 
 
-def check_bundle(bundle: str | Path, manifest_sha256: str | None = None) -> Findings:
+def check_bundle(bundle: str | Path, manifest_sha256: str | None = None, *, measure: bool = False,
+                 runs: int | None = None, threads: int | None = None) -> Findings:
+    """Every check; with ``measure`` (and no problem found) also the bundle's latency on this machine
+    with its own runtime and execution provider (``findings.measurement``, see :mod:`edgepack.measure`)."""
     bundle = Path(bundle)
     pin = parse_sha256(manifest_sha256) if manifest_sha256 is not None else None
     _refuse_output_folder(bundle)
@@ -205,4 +214,23 @@ def check_bundle(bundle: str | Path, manifest_sha256: str | None = None) -> Find
     backend = _check_runtime(checked, f)
     if backend is not None and not any(p.startswith(("missing", "changed")) for p in f.problems):
         _run_models(bundle, checked, backend, f)
+    if measure:
+        _measure(bundle, doc, raw, checked, backend, f, runs, threads)
     return f
+
+
+def _measure(bundle: Path, doc: dict, raw: bytes, checked, backend, f: Findings, runs, threads) -> None:
+    from . import measure as m
+    from .errors import EdgepackError
+
+    if f.problems or backend is None:
+        f.measurement_skipped = "not measured: the bundle has problems (above)"
+        return
+    try:
+        f.measurement = m.measure(bundle, doc, raw, checked, backend, runs=runs or m.DEFAULT_RUNS, threads=threads)
+    except (EdgepackError, OSError, ValueError) as exc:
+        f.problems.append(f"measurement failed: {m.measure_error(exc)}")
+        return
+    failed = [c for c in f.measurement["reference_check"] if ": FAILED: " in c]
+    if failed:
+        f.problems.append(f"on {f.measurement['provider']}: {failed[0]}")

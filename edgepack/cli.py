@@ -62,20 +62,18 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, default=2, metavar="N", help="targets built in parallel (default 2)")
     c.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     c.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to show the change against")
-    for key in ("max-bundle-mb", "max-latency-ms", "max-accuracy-drop", "max-battery-pct-per-hour"):
-        c.add_argument(f"--{key}", type=str, metavar="X", help=f"budget for every target: {key}")
-    c.add_argument("--budget", action="append", default=[], metavar="T:KEY=X",
-                   help="budget for one target, e.g. android-nnapi:max-bundle-mb=8 (repeatable)")
+    _budget_args(c)
     c.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
                    help="inferences per hour for battery/energy estimates and budgets (default 1000)")
     c.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
-    c.add_argument("--config", default="pyproject.toml", metavar="FILE",
-                   help="read budgets from its [tool.edgepack] table (default: ./pyproject.toml)")
     c.add_argument("--json", action="store_true", help="print the report as JSON only")
     _time_limit_arg(c)
 
     k = sub.add_parser("calibrate", help="measure this machine and write a profile that extends a base target")
-    k.add_argument("-o", "--output", required=True, metavar="FILE.toml", help="profile file to write")
+    k.add_argument("-o", "--output", metavar="FILE.toml", help="profile file to write")
+    k.add_argument("--check", action="append", default=[], metavar="MEASURED.json",
+                   help="instead: does each bundle's latency estimate (from its profile) bracket what verify --measure "
+                        "measured on the device? exit 1 if one does not")
     k.add_argument("--base", default="rpi5-cpu", metavar="T", help="built-in target to extend (default rpi5-cpu)")
     k.add_argument("--threads", type=int, default=1, metavar="N", help="threads the micro-benchmarks use (default 1)")
     k.add_argument("--name", metavar="NAME", help="the new profile's name (default: <base>-calibrated)")
@@ -85,7 +83,21 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
     v.add_argument("--json", action="store_true", help="print JSON")
     v.add_argument("--manifest-sha256", metavar="HEX", help="also check manifest.json against this sha256 (build prints it)")
+    v.add_argument("--measure", action="store_true",
+                   help="also time the bundle on this machine with its own runtime and execution provider")
+    v.add_argument("--runs", type=int, metavar="N", help="timed runs with --measure (default 50)")
+    v.add_argument("--threads", type=int, metavar="N", help="intra-op threads with --measure (default: CPUs, at most 4)")
     _time_limit_arg(v)
+
+    g = sub.add_parser("merge", help="merge per-target compare reports and verify --measure results into one report")
+    g.add_argument("inputs", nargs="+", metavar="REPORT.json",
+                   help="report.json of each compare job, and verify --measure --json outputs")
+    g.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: report.{json,md,html}")
+    g.add_argument("--by-model", action="store_true",
+                   help="reports of several models (a model zoo): one merged report per model in OUT/<model>/")
+    g.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to show the change against")
+    _budget_args(g)
+    g.add_argument("--json", action="store_true", help="print the merged report as JSON only")
 
     e = sub.add_parser("emulator", help="the target-CPU emulator that runs Pi bundles on their own onnxruntime (aarch64)")
     esub = e.add_subparsers(dest="emulator_command", parser_class=_Parser, required=True)
@@ -96,9 +108,19 @@ def _build_parser() -> argparse.ArgumentParser:
         x.add_argument("--root", metavar="DIR", help="the root's folder (default: $EDGEPACK_EMULATOR_ROOT or "
                        "$XDG_CACHE_HOME/edgepack/emulator/<arch>)")
         x.add_argument("--json", action="store_true", help="print JSON")
-    for command in (t, i, b, c, k, v, *esub.choices.values()):  # also accepted after the command
+    for command in (t, i, b, c, k, v, g, *esub.choices.values()):  # also accepted after the command
         command.add_argument("--debug", action="store_true", dest="debug_here", help=argparse.SUPPRESS)
     return p
+
+
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    """The budget flags of ``compare`` and ``merge`` (the same ones, the same [tool.edgepack] table)."""
+    for key in ("max-bundle-mb", "max-latency-ms", "max-accuracy-drop", "max-battery-pct-per-hour"):
+        p.add_argument(f"--{key}", type=str, metavar="X", help=f"budget for every target: {key}")
+    p.add_argument("--budget", action="append", default=[], metavar="T:KEY=X",
+                   help="budget for one target, e.g. android-nnapi:max-bundle-mb=8 (repeatable)")
+    p.add_argument("--config", default="pyproject.toml", metavar="FILE",
+                   help="read budgets from its [tool.edgepack] table (default: ./pyproject.toml)")
 
 
 def _time_limit_arg(p: argparse.ArgumentParser) -> None:
@@ -185,17 +207,21 @@ def _cmd_compare(args) -> int:
     return _report_outcome(result, args.json, Path(args.output))
 
 
-def _report_outcome(result, json_only: bool, out) -> int:
-    """Print a compare or merge report (markdown, or JSON only), then the broken budgets and failed
-    targets on stderr; the exit code."""
+def _report_outcome(result, json_only: bool | None, out, quiet: bool = False) -> int:
+    """Print a compare or merge report (markdown, JSON only, or nothing with ``quiet``), then the broken
+    budgets and failed targets on stderr; the exit code."""
     report = result.report
-    if json_only:
+    if quiet:
+        pass
+    elif json_only:
         print(json.dumps(report, indent=2, default=float))
     else:
         from .render.report import markdown
 
         print(markdown(report))
-        _print_compare_summary(report, out)
+        from .render.text import print_compare_summary
+
+        print_compare_summary(report, out)
     for b in result.broken_budgets:
         print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
     for target, why in result.failed_targets.items():
@@ -203,40 +229,43 @@ def _report_outcome(result, json_only: bool, out) -> int:
     return result.exit_code
 
 
-def _print_compare_summary(report: dict, out) -> None:
-    """The last lines of ``compare``: one line per target, then where the report is."""
-    print()
-    for name, t in report["targets"].items():
-        recipes = ", ".join(sorted(set(v or "?" for v in t.get("recipes", {}).values()))) or "-"
-        acc = t.get("accuracy") or {}
-        checked = f"cos {acc['cosine_min']:.4f}" if acc.get("cosine_min") is not None else "not verified"
-        lat = (t.get("estimates") or {}).get("latency_ms") or {}
-        est = f", ~{lat['value']:.3g} ms on the device (estimated)" if lat.get("value") is not None else ""
-        size = t.get("size")
-        shipped = (f"{size['total_bytes'] / 1e6:.2f} MB with its runtime" if size else
-                   f"{t['model_bytes'] / 1e6:.2f} MB model")
-        print(f"  {name}: {recipes}, {shipped}, {checked}{est}")
-    for name, why in report.get("failed_targets", {}).items():
-        print(f"  {name}: NOT BUILT - {why}")
-    print(f"report: {out / 'report.html'} (also report.md, report.json)")
-
-
 def _cmd_verify(args) -> int:
     from . import api
 
-    findings = api.verify(args.bundle, manifest_sha256=args.manifest_sha256)
+    for flag in ("runs", "threads"):
+        value = getattr(args, flag)
+        if value is not None and (not args.measure or value < 1):
+            raise UsageError(f"--{flag} needs --measure and a value of 1 or more")
+    findings = api.verify(args.bundle, manifest_sha256=args.manifest_sha256, measure=args.measure, runs=args.runs,
+                          threads=args.threads)
     if args.json:
         print(json.dumps(findings.to_json(), indent=2))
     else:
-        for line in findings.checked:
-            print(f"checked: {line}")
-        for line in findings.problems:
-            print(f"PROBLEM: {line}")
-        print(f"{args.bundle}: {'ok' if findings.ok else f'{len(findings.problems)} problem(s)'}")
+        from .render.text import print_verify
+
+        print_verify(findings, args.bundle)
     if not findings.ok:  # one line on stderr for CI logs; the full list is on stdout
         more = f" (and {len(findings.problems) - 1} more)" if len(findings.problems) > 1 else ""
         print(f"verify failed: {args.bundle}: {findings.problems[0]}{more}", file=sys.stderr)
     return 0 if findings.ok else 1
+
+
+def _cmd_merge(args) -> int:
+    from pathlib import Path
+
+    from . import api
+
+    results = api.merge(args.inputs, args.output, budgets=_budget_flags(args), target_budgets=args.budget,
+                        config=args.config, baseline=args.baseline, by_model=args.by_model)
+    codes = []
+    for r in results:
+        if args.json:
+            if r is results[0]:
+                print(json.dumps(r.report if len(results) == 1 else [x.report for x in results], indent=2, default=float))
+            codes.append(_report_outcome(r, None, r.out, quiet=True))
+        else:
+            codes.append(_report_outcome(r, False, Path(r.out)))
+    return max(codes)
 
 
 def _cmd_emulator(args) -> int:
@@ -287,6 +316,14 @@ def _cmd_calibrate(args) -> int:
     from .estimate.calibrate import run_calibration
     from .target import load_target
 
+    if args.check:
+        if args.output:
+            raise UsageError("--check compares measurements with the estimates their bundles carry; give it without -o")
+        from .measure import check_files
+
+        return check_files(args.check)
+    if not args.output:
+        raise UsageError("calibrate needs -o FILE.toml (or --check MEASURED.json)")
     out = Path(args.output)
     if out.suffix != ".toml":
         raise UsageError(f"-o {args.output}: the profile file must end in .toml")
@@ -332,7 +369,7 @@ def _progress(json_only: bool):
 
 
 _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "compare": _cmd_compare, "calibrate": _cmd_calibrate,
-             "verify": _cmd_verify, "emulator": _cmd_emulator}
+             "verify": _cmd_verify, "merge": _cmd_merge, "emulator": _cmd_emulator}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

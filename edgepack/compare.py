@@ -226,10 +226,12 @@ def compare(
     sources = [Path(m) for m in models]
     hosts = time_targets(results, targets, sources, progress)  # serially, now that nothing else runs
     by_name = {t.name: t for t in targets}
+    host = meta.host_info()
     rows = {}
     for r in results:
         rows[r.target] = row(r, hosts.get(r.target))
         rows[r.target]["estimates_fp32"] = meta.fp32_estimates(sources, r.manifest, by_name[r.target], per_hour)
+        rows[r.target]["host"] = host  # each row says where it was made: a merged report holds rows of many hosts
     names = [t.name for t in targets]
     applied = budget_mod.effective(list(budgets or []), names)
     checks = budget_mod.check(rows, applied)
@@ -240,7 +242,7 @@ def compare(
         "models": [m["source_model"] for m in results[0].manifest["models"]],
         "source": meta.source_section(sources, results[0].manifest, Path(results[0].bundle)),
         "toolchain": meta.toolchain([r.manifest for r in results]),
-        "host": meta.host_info(),
+        "host": host,
         "targets": rows,
         "failed_targets": failed,
         "budget_settings": meta.budget_settings(applied),

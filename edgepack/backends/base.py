@@ -175,3 +175,13 @@ class Backend(ABC):
         """Load and run one model of a bundle (``session_config``: the manifest's checked runtime settings)
         under the run time limit (:mod:`edgepack.limits`); the engine's errors propagate. Returns
         {output name: array} (None when the engine cannot give them: the reference check is skipped)."""
+
+    def measure_session(self, path: Path, checked: Any, threads: int) -> tuple[Callable[[dict], dict], dict]:
+        """``verify --measure``: a run function for one model of a bundle with the bundle's own runtime
+        and execution provider on this machine (``checked``: the manifest's type-checked fields), and
+        what it is: {"runtime", "provider" (what runs), "requested" (what the bundle asks for),
+        "threads", "note" (a fallback, said)}."""
+        from ..errors import StageError
+
+        msg = f"{self.label} bundles cannot be measured on this machine"
+        raise StageError(msg)

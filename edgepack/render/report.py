@@ -99,6 +99,18 @@ NOTES = ("Measured = on this host, after all targets were built, one target at a
          "Sizes include the runtime each target ships with, named in each row.")
 
 
+def _hosts_line(report: dict) -> str:
+    """Where the host figures were measured: one machine, or (a merged report) one per target."""
+    def cpu(host) -> str:
+        return f"{host.get('cpu', '?')} ({host.get('machine', '?')}, {host.get('os', '?')})" if isinstance(host, dict) else "?"
+
+    hosts = {name: r.get("host") for name, r in report["targets"].items()}
+    distinct = {cpu(h) for h in hosts.values()}
+    if report.get("merged_from") and len(distinct) > 1:
+        return "Host figures measured on: " + "; ".join(f"{n}: {cpu(h)}" for n, h in hosts.items()) + "."
+    return f"Host figures measured on: {next(iter(distinct)) if distinct else cpu(report.get('host'))}."
+
+
 def _why_lines(report: dict) -> list[str]:
     return [f"- **{name}**: {r['why']}" for name, r in report["targets"].items() if r.get("why")]
 
@@ -131,7 +143,7 @@ def markdown(report: dict) -> str:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
     for target, why in report.get("failed_targets", {}).items():
         lines.append(f"| {target} | **not built**: {why.replace('|', '/')} |" + " |" * (len(HEADERS) - 2))
-    lines += ["", NOTES, ""]
+    lines += ["", NOTES, "", _hosts_line(report), ""]
     why = _why_lines(report)
     if why:
         lines += ["### Why these recipes", "", *why, ""]
@@ -239,7 +251,7 @@ def html_page(report: dict) -> str:
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>edgepack compare</title>"
             f"<style>{_CSS}</style></head><body><h1>edgepack compare</h1>"
             f"<table id='summary'>{body}</table>"
-            f"<p class='note'>{html.escape(NOTES)}</p>"
+            f"<p class='note'>{html.escape(NOTES)}</p><p class='note'>{html.escape(_hosts_line(report))}</p>"
             + (f"<h2>Why these recipes</h2><ul>{why}</ul>" if why else "")
             + f"{measured}{budgets}<h2>Charts</h2>{charts}</body></html>\n")
 

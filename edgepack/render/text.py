@@ -118,3 +118,41 @@ def manifest_sha256(bundle) -> str:
     from ..model import sha256_file
 
     return sha256_file(Path(bundle) / "manifest.json")
+
+
+def print_compare_summary(report: dict, out) -> None:
+    """The last lines of ``compare``: one line per target, then where the report is."""
+    print()
+    for name, t in report["targets"].items():
+        recipes = ", ".join(sorted(set(v or "?" for v in t.get("recipes", {}).values()))) or "-"
+        acc = t.get("accuracy") or {}
+        checked = f"cos {acc['cosine_min']:.4f}" if acc.get("cosine_min") is not None else "not verified"
+        lat = (t.get("estimates") or {}).get("latency_ms") or {}
+        est = f", ~{lat['value']:.3g} ms on the device (estimated)" if lat.get("value") is not None else ""
+        size = t.get("size")
+        shipped = (f"{size['total_bytes'] / 1e6:.2f} MB with its runtime" if size else
+                   f"{t['model_bytes'] / 1e6:.2f} MB model")
+        print(f"  {name}: {recipes}, {shipped}, {checked}{est}")
+    for name, why in report.get("failed_targets", {}).items():
+        print(f"  {name}: NOT BUILT - {why}")
+    print(f"report: {out / 'report.html'} (also report.md, report.json)")
+
+
+def print_verify(findings, bundle) -> None:
+    """``verify``'s lines: what was checked, the problems, the measurement (``--measure``), the verdict."""
+    for line in findings.checked:
+        print(f"checked: {line}")
+    for line in findings.problems:
+        print(f"PROBLEM: {line}")
+    if findings.measurement:
+        from ..measure import describe
+
+        m = findings.measurement
+        print(f"measured: {describe(m)}")
+        for line in m["reference_check"]:
+            print(f"reference check on {m['provider']}: {line}")
+        if m.get("note"):
+            print(f"note: {m['note']}")
+    elif findings.measurement_skipped:
+        print(findings.measurement_skipped)
+    print(f"{bundle}: {'ok' if findings.ok else f'{len(findings.problems)} problem(s)'}")

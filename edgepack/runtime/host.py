@@ -17,6 +17,16 @@ def host_cpu() -> str:
         for line in lines:
             if line.lower().startswith(key):
                 return line.split(":", 1)[1].strip()
+    if platform.system() == "Darwin":  # macOS: "Apple M2" (no /proc/cpuinfo)
+        import subprocess
+
+        try:
+            brand = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                   timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            brand = ""
+        if brand:
+            return brand
     return platform.processor() or platform.machine() or "unknown"
 
 

@@ -255,8 +255,51 @@ class OnnxRuntimeBackend(Backend):
         sess = ort_runtime.inference_session(path, options)
         return dict(zip([o.name for o in sess.get_outputs()], limits.run_ort(sess, feed, name)))
 
+    def measure_session(self, path, checked, threads):
+        import onnxruntime as ort
+
+        from ... import limits, quiet
+        from ...errors import StageError, first_line
+        from ...runtime import ort as ort_runtime
+
+        wanted = ORT_PROVIDERS.get(checked.provider or "CPU", "CPUExecutionProvider")
+        cpu = "CPUExecutionProvider"
+        available = ort.get_available_providers()
+        note = None
+        providers: list = [cpu]
+        if wanted != cpu:
+            if wanted in available:
+                providers = [(wanted, dict(checked.provider_options)), cpu]
+            else:
+                note = f"{wanted} is not in this onnxruntime ({', '.join(available)}): measured on {cpu}"
+
+        def make(chosen):
+            options = ort_runtime.session_options(log_severity=quiet.ort_severity(), threads=threads,
+                                                  config=sorted(checked.session_config.items()))
+            return ort.InferenceSession(str(path), options, providers=chosen)
+
+        try:
+            sess = make(providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
+            if providers == [cpu]:
+                msg = f"onnxruntime cannot load {path.name}: {first_line(exc)}"
+                raise StageError(msg) from exc
+            note = f"the {wanted} session could not be created ({first_line(exc)[:160]}): measured on {cpu}"
+            sess = make([cpu])
+        names = [o.name for o in sess.get_outputs()]
+
+        def infer(feed):
+            return dict(zip(names, limits.run_ort(sess, feed, path.name)))
+
+        return infer, {"runtime": f"onnxruntime {ort.__version__}", "provider": sess.get_providers()[0],
+                       "requested": wanted, "threads": threads, "note": note}
+
     def foreign_errors(self) -> tuple[type[BaseException], ...]:
         return ()
+
+
+# the manifest's execution_provider -> onnxruntime's provider name
+ORT_PROVIDERS = {"CPU": "CPUExecutionProvider", "NNAPI": "NnapiExecutionProvider", "CoreML": "CoreMLExecutionProvider"}
 
 
 # ---------------------------------------------------------------------- helpers

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""docs/ci.md's matrix workflow, run on this machine: one `edgepack compare --targets T` process per
+target (the build jobs, each in its own folder), `verify --measure --json` on the bundles this host
+can run with their own engine (the measure jobs), then `edgepack merge` (the report job).
+
+    python benchmarks/ci_matrix_local.py [-o OUT] [--model M] [--calibration DIR] [--measure T1,T2]
+
+Prints the merged report.md; OUT/merged/ holds report.{json,md,html}. Measurements are labelled with
+this machine: an x86 host is not a Pi (the workflow measures Pi bundles on an arm64 runner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = ("android-nnapi", "ios-coreml", "intel-openvino", "rpi4-cpu", "rpi5-cpu")
+
+
+def edgepack(*args: str, stdout=None) -> int:
+    return subprocess.run([sys.executable, "-m", "edgepack", *args], stdout=stdout, cwd=REPO).returncode
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-o", "--output", default="ci-matrix-out")
+    ap.add_argument("--model", default=str(REPO / "sample_apps/model/digits_cnn.onnx"))
+    ap.add_argument("--calibration", default=str(REPO / "sample_apps/model/calibration"))
+    ap.add_argument("--measure", default="intel-openvino,rpi5-cpu", help="targets to measure on this machine")
+    args = ap.parse_args()
+    out = Path(args.output).resolve()
+    reports, measured = [], []
+    for target in TARGETS:  # the build jobs: separate processes, separate folders
+        job = out / "jobs" / target
+        code = edgepack("compare", args.model, "--targets", target, "-o", str(job), "--calibration", args.calibration,
+                        "--jobs", "1", "--force", "--json", stdout=subprocess.DEVNULL)
+        if code > 1:
+            print(f"build job {target} failed ({code})", file=sys.stderr)
+            return code
+        reports.append(job / "report.json")
+    for target in [t for t in args.measure.split(",") if t]:  # the measure jobs
+        path = out / "measure" / f"measure-{target}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as fh:
+            code = edgepack("verify", str(out / "jobs" / target / target), "--measure", "--runs", "100", "--json",
+                            stdout=fh)
+        if code != 0:
+            print(f"measure job {target} failed ({code}): {json.loads(path.read_text()).get('problems')}", file=sys.stderr)
+            return code
+        measured.append(path)
+    merged = out / "merged"
+    code = edgepack("merge", *map(str, reports), *map(str, measured), "-o", str(merged), stdout=subprocess.DEVNULL)
+    print((merged / "report.md").read_text())
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
