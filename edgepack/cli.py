@@ -1,7 +1,8 @@
 """Command line: argument parsing and printing only. ``main(argv) -> int``.
 
-Exit codes: 0 success; 1 a budget or quality gate failed; 2 bad input or usage
-(one line ``error: ...`` on stderr, no traceback); 70 a bug in edgepack (one line
+Exit codes (README "Exit codes"): 0 every target built and every gate passed; 1 a target could not be
+built (the others were, and each failure is reported) or a budget broke; 2 bad input or usage found
+before any work (one line ``error: ...`` on stderr, no traceback); 70 a bug in edgepack (one line
 ``error: internal error in ...``; ``--debug`` prints the traceback).
 """
 
@@ -12,6 +13,7 @@ import json
 import sys
 from typing import Sequence
 
+from . import judging
 from .errors import EdgepackError, InternalError, OutputError, UsageError
 
 
@@ -51,6 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="inferences per hour for battery/energy estimates (default 1000)")
     b.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     b.add_argument("--json", action="store_true", help="print JSON only")
+    judging.add_args(b, gate=True, config=True)
     _time_limit_arg(b)
 
     c = sub.add_parser("compare", help="build all targets side by side; reports, CI budgets, baseline")
@@ -72,6 +75,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default="pyproject.toml", metavar="FILE",
                    help="read budgets from its [tool.edgepack] table (default: ./pyproject.toml)")
     c.add_argument("--json", action="store_true", help="print the report as JSON only")
+    judging.add_args(c, gate=False, config=False)
     _time_limit_arg(c)
 
     k = sub.add_parser("calibrate", help="measure this machine and write a profile that extends a base target")
@@ -142,27 +146,33 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_build(args) -> int:
-    from .build import build
+    from .build import BuildResult, build
     from .render.text import manifest_sha256
     from .shapes import parse_shape_args
     from .target import load_targets
 
     profiles = load_targets(args.target)
     progress = _progress(args.json)
-    results = build(args.models, profiles, args.output, calibration=args.calibration,
-                    shapes=parse_shape_args(args.shape), force=args.force, progress=progress,
-                    per_hour=_per_hour(args))
+    outcomes = build(args.models, profiles, args.output, calibration=args.calibration,
+                     shapes=parse_shape_args(args.shape), force=args.force, progress=progress,
+                     per_hour=_per_hour(args), keep_going=True, **judging.options(args))
     if progress:
         progress.done()
+    results = [r for r in outcomes if isinstance(r, BuildResult)]
+    failures = [r for r in outcomes if not isinstance(r, BuildResult)]
     if args.json:
         print(json.dumps([{"target": r.target, "bundle": str(r.bundle), "build_record": str(r.record),
-                           "manifest_sha256": manifest_sha256(r.bundle), "manifest": r.manifest} for r in results],
-                         indent=2))
-        return 0
-    from .render.text import print_build
+                           "manifest_sha256": manifest_sha256(r.bundle), "manifest": r.manifest} for r in results]
+                         + [{"target": f.target, "failed": f.to_json()} for f in failures], indent=2))
+    else:
+        from .render.text import print_build
 
-    print_build(results)
-    return 0
+        print_build(results)
+        for f in failures:
+            print(f"{f.target}: NOT BUILT - failed at {f.stage}: {f.reason}")
+    for f in failures:
+        print(f"target not built: {f}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _cmd_compare(args) -> int:
@@ -187,7 +197,8 @@ def _cmd_compare(args) -> int:
     progress = _progress(args.json)
     report = compare(args.models, profiles, args.output, calibration=args.calibration,
                      shapes=parse_shape_args(args.shape), budgets=budgets, baseline=args.baseline,
-                     jobs=args.jobs, force=args.force, progress=progress, per_hour=_per_hour(args))
+                     jobs=args.jobs, force=args.force, progress=progress, per_hour=_per_hour(args),
+                     **judging.options(args, gate_is_budget=True))
     if progress:
         progress.done()
     if args.json:
@@ -200,8 +211,8 @@ def _cmd_compare(args) -> int:
     failed = [b for b in report["budgets"] if b["passed"] is False]
     for b in failed:
         print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
-    for target, why in report["failed_targets"].items():
-        print(f"target not built: {why}", file=sys.stderr)
+    for f in report["failures"]:
+        print(f"target not built: {f['target']}: {f['stage']}: {f['reason']}", file=sys.stderr)
     return 1 if failed or report["failed_targets"] else 0
 
 
@@ -211,7 +222,11 @@ def _print_compare_summary(report: dict, out) -> None:
     for name, t in report["targets"].items():
         recipes = ", ".join(sorted(set(t.get("recipes", {}).values()))) or "-"
         acc = t.get("accuracy") or {}
-        checked = f"cos {acc['cosine_min']:.4f}" if acc.get("cosine_min") is not None else "not verified"
+        checked = acc.get("status") or "not verified"
+        if acc.get("agreement") is not None:
+            checked += f", agreement {acc['agreement']:.4f}"
+        elif acc.get("cosine_min") is not None:
+            checked += f", cos {acc['cosine_min']:.4f}"
         lat = (t.get("estimates") or {}).get("latency_ms") or {}
         est = f", ~{lat['value']:.3g} ms on the device (estimated)" if lat.get("value") is not None else ""
         print(f"  {name}: {recipes}, {t['bundle_bytes'] / 1e6:.2f} MB bundle, {checked}{est}")
@@ -382,11 +397,12 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = _build_parser()
     args = None
     handler = None
+    import os
+
+    debug_before = os.environ.get("EDGEPACK_DEBUG")
     try:
         args = parser.parse_args(argv)
         if _debug(args):
-            import os
-
             os.environ["EDGEPACK_DEBUG"] = "1"  # the libraries' own warnings and logs stay visible too
             handler = _log_to_stderr()
         if args.version:
@@ -430,6 +446,10 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"error: {bug}", file=sys.stderr)
         return bug.exit_code
     finally:
+        if debug_before is None:  # main() called in-process (tests, scripts): the setting ends with the command
+            os.environ.pop("EDGEPACK_DEBUG", None)
+        else:
+            os.environ["EDGEPACK_DEBUG"] = debug_before
         if handler is not None:
             import logging
 

@@ -23,21 +23,38 @@ def _artifact_bytes(manifest: dict, names: set[str]) -> int:
 
 
 def _accuracy(manifest: dict) -> dict:
-    cos, top1 = [], []
+    """The worst figures of the verification: cosine, agreement of the output kinds, the user's metric,
+    and the accuracy drop the budget reads (the --eval drop; else 1 - the worst kind agreement; else 1 - cosine)."""
+    from .metrics.bars import PRIMARY
+
+    cos, top1, agree, drops, statuses = [], [], [], [], []
     for m in manifest["models"]:
-        for out in (m.get("verification") or {}).get("outputs", {}).values():
+        ver = m.get("verification") or {}
+        statuses.append(ver.get("status", "verified"))
+        if (ver.get("user_metric") or {}).get("drop") is not None:
+            drops.append(ver["user_metric"]["drop"])
+        for out in ver.get("outputs", {}).values():
             cos.append(out["cosine_min"])
             if out.get("top1_agreement") is not None:
                 top1.append(out["top1_agreement"])
+            kind = out.get("kind", "embedding")
+            if kind != "embedding" and out.get(PRIMARY[kind]) is not None and out.get("status") == "passed":
+                agree.append((out[PRIMARY[kind]], f"{kind}: {PRIMARY[kind]}"))
     worst_cos = min(cos) if cos else None
     worst_top1 = min(top1) if top1 else None
-    if worst_top1 is not None:
-        drop, basis = 1.0 - worst_top1, "1 - top-1 agreement with the fp32 model"
+    worst_agree = min(agree) if agree else None
+    if drops:
+        drop, basis = max(drops), "your --eval metric: fp32 value minus the shipped model's"
+    elif worst_agree is not None:
+        drop, basis = 1.0 - worst_agree[0], f"1 - the lowest agreement with the fp32 model ({worst_agree[1]})"
     elif worst_cos is not None:
         drop, basis = 1.0 - worst_cos, "1 - lowest cosine similarity to the fp32 outputs"
     else:
         drop, basis = None, "no verification metrics"
-    return {"cosine_min": worst_cos, "top1_agreement": worst_top1, "drop": drop, "drop_basis": basis}
+    order = ("not verifiable", "weakly verified", "verified")
+    status = next((s for s in order if s in statuses), None)
+    return {"cosine_min": worst_cos, "top1_agreement": worst_top1, "agreement": worst_agree[0] if worst_agree else None,
+            "status": status, "drop": drop, "drop_basis": basis}
 
 
 def _coverage(manifest: dict) -> dict:
@@ -141,6 +158,19 @@ def baseline_deltas(rows: dict[str, dict], baseline: dict) -> dict:
     return out
 
 
+def _source_models(results: list[BuildResult], paths) -> list[dict]:
+    if results:
+        return [m["source_model"] for m in results[0].manifest["models"]]
+    from .model import load_model  # every target failed: describe the models from their files
+
+    out = []
+    for p in paths:
+        info = load_model(p).info
+        out.append({"file": info.name, "sha256": info.sha256, "bytes": info.file_bytes + info.external_data_bytes,
+                    "inputs": [t.to_json() for t in info.inputs], "outputs": [t.to_json() for t in info.outputs]})
+    return out
+
+
 def compare(
     models: list[str | Path],
     targets: list[TargetProfile],
@@ -154,8 +184,11 @@ def compare(
     force: bool = False,
     progress: Callable[[str], None] | None = None,
     per_hour: float = 1000.0,
+    output_kinds: list | None = None,
+    user_metric=None,
 ) -> dict:
-    """Build every target (shared work once, targets in parallel), then write report.{json,md,html}."""
+    """Build every target (shared work once, targets in parallel), then write report.{json,md,html}: always,
+    also when targets failed (each with its stage and reason in ``failures``)."""
     out = Path(out)
     old = None
     if baseline is not None:
@@ -169,20 +202,19 @@ def compare(
         check_file_slot(out / name)
     start = time.perf_counter()
     outcomes = build(models, targets, out, calibration=calibration, shapes=shapes, force=force, progress=progress,
-                     jobs=jobs, per_hour=per_hour, keep_going=True)
+                     jobs=jobs, per_hour=per_hour, keep_going=True, output_kinds=output_kinds, user_metric=user_metric)
     seconds = time.perf_counter() - start
     results = [r for r in outcomes if isinstance(r, BuildResult)]
-    failed = {t.name: str(r) for t, r in zip(targets, outcomes) if not isinstance(r, BuildResult)}
-    if not results:
-        raise next(r for r in outcomes if not isinstance(r, BuildResult))
+    failures = [r for r in outcomes if not isinstance(r, BuildResult)]
     rows = {r.target: row(r) for r in results}
     names = [t.name for t in targets]
     checks = budget_mod.check(rows, budget_mod.effective(list(budgets or []), names))
     report = {
         "report_version": REPORT_VERSION,
-        "models": [results[0].manifest["models"][i]["source_model"] for i in range(len(results[0].manifest["models"]))],
+        "models": _source_models(results, models),
         "targets": rows,
-        "failed_targets": failed,
+        "failed_targets": {f.target: f"{f.stage}: {f.reason}" for f in failures},
+        "failures": [f.to_json() for f in failures],
         "budgets": checks,
         "budgets_passed": all(c["passed"] is not False for c in checks),
         "baseline": baseline_deltas(rows, old) if old is not None else None,

@@ -41,7 +41,12 @@ STOCK_SIZE_SOURCES = ("published", "measured")  # estimate/size.py's published f
 _TOLERANCE = {
     "cosine_min": Field(float, minimum=0.0, maximum=1.0),
     "top1_agreement_min": Field(float, minimum=0.0, maximum=1.0),
-    "max_accuracy_drop": Field(float, minimum=0.0, maximum=1.0),
+    "max_accuracy_drop": Field(float, minimum=0.0),
+    "class_agreement_min": Field(float, minimum=0.0, maximum=1.0),
+    "sequence_agreement_min": Field(float, minimum=0.0, maximum=1.0),
+    "pixel_agreement_min": Field(float, minimum=0.0, maximum=1.0),
+    "mask_iou_min": Field(float, minimum=0.0, maximum=1.0),
+    "box_agreement_min": Field(float, minimum=0.0, maximum=1.0),
 }
 _RECIPE = {
     "name": Field(str, required=True, choices=RECIPES),
@@ -127,9 +132,17 @@ SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Tolerance:
-    cosine_min: float = 0.99
-    top1_agreement_min: float | None = None
-    max_accuracy_drop: float | None = None
+    """A recipe's bars, per output kind (edgepack.metrics.bars: which apply to which kind, and the
+    defaults of those left None); ``max_accuracy_drop`` bounds the drop of the user's own metric (--eval)."""
+
+    cosine_min: float = 0.99  # embeddings
+    top1_agreement_min: float | None = None  # classes, every decision
+    max_accuracy_drop: float | None = None  # --eval: fp32 value minus the candidate's (in the metric's units)
+    class_agreement_min: float | None = None  # classes, confident decisions
+    sequence_agreement_min: float | None = None  # sequences, decoded
+    pixel_agreement_min: float | None = None  # maps, thresholded pixels
+    mask_iou_min: float | None = None  # maps, IoU of the thresholded masks
+    box_agreement_min: float | None = None  # boxes, confident detections
 
 
 @dataclass(frozen=True)

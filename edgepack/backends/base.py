@@ -119,6 +119,14 @@ class Backend(ABC):
     def run_shipped(self, ctx: Context, m: ModelState) -> list[dict]:
         """Run the shipped artifact exactly as the device's runtime will, on the held-out inputs."""
 
+    def open_runner(self, path: Path, profile: TargetProfile) -> tuple[Callable[[dict], dict], dict, list]:
+        """``path`` opened as :meth:`run_shipped` runs it, for the user's metric (``--eval``): a callable
+        feed -> {output name: array}, {input name: dims (None where free)} and the output names."""
+        from ..errors import StageError
+
+        msg = f"--eval cannot run {self.label} bundles on this host"
+        raise StageError(msg)
+
     def verified_on(self, profile: TargetProfile) -> str:
         """Words after 'verified against the fp32 original' naming where the check ran ('' for the default)."""
         return ""

@@ -51,7 +51,9 @@ def _model_bytes(path: Path) -> int:
 
 
 def _fail(what: str, exc: BaseException) -> StageError:
-    msg = f"{what} failed: {first_line(exc)}"
+    from ...foreign import describe, is_foreign
+
+    msg = describe(exc, "onnxruntime quantizer", what) if is_foreign(exc) else f"{what} failed: {first_line(exc)}"
     return StageError(msg)
 
 
