@@ -207,32 +207,15 @@ def _cmd_compare(args) -> int:
         from .render.report import markdown
 
         print(markdown(report))
-        _print_compare_summary(report, Path(args.output))
+        from .render.text import print_compare_summary
+
+        print_compare_summary(report, Path(args.output))
     failed = [b for b in report["budgets"] if b["passed"] is False]
     for b in failed:
         print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
     for f in report["failures"]:
         print(f"target not built: {f['target']}: {f['stage']}: {f['reason']}", file=sys.stderr)
     return 1 if failed or report["failed_targets"] else 0
-
-
-def _print_compare_summary(report: dict, out) -> None:
-    """The last lines of ``compare``: one line per target, then where the report is."""
-    print()
-    for name, t in report["targets"].items():
-        recipes = ", ".join(sorted(set(t.get("recipes", {}).values()))) or "-"
-        acc = t.get("accuracy") or {}
-        checked = acc.get("status") or "not verified"
-        if acc.get("agreement") is not None:
-            checked += f", agreement {acc['agreement']:.4f}"
-        elif acc.get("cosine_min") is not None:
-            checked += f", cos {acc['cosine_min']:.4f}"
-        lat = (t.get("estimates") or {}).get("latency_ms") or {}
-        est = f", ~{lat['value']:.3g} ms on the device (estimated)" if lat.get("value") is not None else ""
-        print(f"  {name}: {recipes}, {t['bundle_bytes'] / 1e6:.2f} MB bundle, {checked}{est}")
-    for name, why in report.get("failed_targets", {}).items():
-        print(f"  {name}: NOT BUILT - {why}")
-    print(f"report: {out / 'report.html'} (also report.md, report.json)")
 
 
 def _cmd_verify(args) -> int:

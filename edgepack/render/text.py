@@ -100,6 +100,25 @@ def print_build(results) -> None:
         print(f"  manifest sha256: {manifest_sha256(r.bundle)} (check later: edgepack verify BUNDLE --manifest-sha256 HEX)")
 
 
+def print_compare_summary(report: dict, out) -> None:
+    """The last lines of ``compare``: one line per target, then where the report is."""
+    print()
+    for name, t in report["targets"].items():
+        recipes = ", ".join(sorted(set(t.get("recipes", {}).values()))) or "-"
+        acc = t.get("accuracy") or {}
+        checked = acc.get("status") or "not verified"
+        if acc.get("agreement") is not None:
+            checked += f", agreement {acc['agreement']:.4f}"
+        elif acc.get("cosine_min") is not None:
+            checked += f", cos {acc['cosine_min']:.4f}"
+        lat = (t.get("estimates") or {}).get("latency_ms") or {}
+        est = f", ~{lat['value']:.3g} ms on the device (estimated)" if lat.get("value") is not None else ""
+        print(f"  {name}: {recipes}, {t['bundle_bytes'] / 1e6:.2f} MB bundle, {checked}{est}")
+    for name, why in report.get("failed_targets", {}).items():
+        print(f"  {name}: NOT BUILT - {why}")
+    print(f"report: {out / 'report.html'} (also report.md, report.json)")
+
+
 def verification_line(ver: dict) -> str:
     """'weakly verified, n=16: ...' - with the hint that lifts a weak or missing verification."""
     line = ver.get("summary") or ver.get("status", "")
