@@ -17,6 +17,7 @@ from .errors import StageError
 from .gates import _as_array, compare_outputs, round_metrics
 from .metrics.bars import BAR_OF, PRIMARY, bars_for
 from .metrics.kinds import OutputKind
+from .quiet import numeric
 from .records import FAILED, NOT_VERIFIABLE, VERIFIED, WEAK, Evidence, Verification
 
 PASSED = "passed"
@@ -91,6 +92,7 @@ def _user(user: dict | None) -> tuple[str, str | None]:
     return PASSED, None
 
 
+@numeric  # inf/NaN in hostile outputs are values here, not warnings on stderr
 def judge(reference: list[dict], outputs: list[dict], kinds: dict[str, OutputKind], tolerance,
           evidence: Evidence | None = None, user: dict | None = None) -> Judgement:
     """Judge ``outputs`` (one {name: value} per verification input) against the fp32 ``reference``."""
