@@ -256,6 +256,7 @@ def convert_model(ctx, m, decisions: list[str]):
                            extra_disabled=tuple(x for x in record["disabled_optimizers"] if x != "NchwcTransformer"))
         canonicalize_ort(artifact, artifact)
         check_ort_loads(artifact)
+        record = {**record, "bytes": artifact.stat().st_size}  # the shipped bytes (before canonicalizing they vary)
         if ctx.memo is None:
             return record, notes, None
         keep = ctx.memo.folder / f"{ctx.memo.file_key(artifact)}.ort"
