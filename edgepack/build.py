@@ -14,11 +14,11 @@ from . import cleanup, safe_io
 from .backends import Packaging, backend_for
 from .bundle import check_destination, write_bundle
 from .data.inputs import SampleSets
-from .errors import EdgepackError, OutputError, ShapeError
+from .errors import EdgepackError, OutputError
 from .model import LoadedModel, TensorSpec, load_model
 from .pipeline import Context, Memo, ModelState, StageRecord, run_stages
 from .profile_checks import control_char
-from .shapes import plan_shapes, require_fixed
+from .shapes import ShapeTarget, plan_shapes, require_fixed, shapes_per_model
 from .stages.convert import convert_stage
 from .stages.estimate import estimate_stage
 from .stages.package import package_stage
@@ -115,8 +115,7 @@ def _fixed_specs(specs: tuple[TensorSpec, ...], shapes: dict) -> list[TensorSpec
     return [TensorSpec(s.name, s.dtype, tuple(shapes[s.name])) if s.name in shapes else s for s in specs]
 
 
-def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dict, inputs: SampleSets) -> ModelState:
-    mine = {k: v for k, v in given.items() if k in {t.name for t in lm.info.inputs}}
+def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, mine: dict, inputs: SampleSets) -> ModelState:
     plan = plan_shapes(lm.info, mine, target.default_batch)
     if target.requires_fixed_shapes:
         fixed = require_fixed(plan, lm.info, f"{target.name} needs fixed input shapes ({lm.path.name})")
@@ -131,6 +130,25 @@ def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dic
     return ModelState(name=name, source=lm, current=lm.path, reference_outputs=samples.reference_outputs,
                       verify_inputs=samples.verify_inputs, calibration=samples.calibration, input_notes=samples.notes,
                       shapes=shapes, fixed_shapes=is_fixed)
+
+
+def _initial_states(loaded: list[LoadedModel], names: list[str], per_model: list[dict], target: TargetProfile,
+                    inputs: SampleSets) -> list[ModelState]:
+    several = len(loaded) > 1
+    return [_naming(lm, several, lambda: _initial_state(lm, n, target, mine, inputs))  # noqa: B023 - called at once
+            for lm, n, mine in zip(loaded, names, per_model)]
+
+
+def _naming(lm: LoadedModel, several: bool, make):
+    """``make()``; with several models, an error from it names the model's file first."""
+    if not several:
+        return make()
+    try:
+        return make()
+    except EdgepackError as exc:
+        if str(exc).startswith(lm.path.name):
+            raise
+        raise type(exc)(f"{lm.path.name}: {exc}") from exc
 
 
 def build(
@@ -161,13 +179,9 @@ def build(
     cleanup.sweep_temp()  # temporary folders that killed edgepack processes left behind
     _check_output(out, paths, targets, force)
     loaded = [load_model(p) for p in paths]
-    known = {t.name for lm in loaded for t in lm.info.inputs}
-    for name in given:
-        if name not in known:
-            from ._toml_check import did_you_mean
-
-            msg = f"--shape names unknown input '{name}'{did_you_mean(name, sorted(known))}; inputs: {', '.join(sorted(known))}"
-            raise ShapeError(msg)
+    names = _names(loaded)
+    per_model = shapes_per_model(given, [ShapeTarget(lm.path.stem, lm.path.name, tuple(t.name for t in lm.info.inputs))
+                                         for lm in loaded])
     calib = Path(calibration) if calibration is not None else None
     if calib is not None and not calib.is_dir():
         from .errors import CalibrationError
@@ -180,10 +194,9 @@ def build(
         stages_for(t)  # refuse a target we cannot package before any work
         if not keep_going:
             _check_models(loaded, t)
-    inputs = SampleSets(calib)
-    names = _names(loaded)
+    inputs = SampleSets(calib, [lm.path.stem for lm in loaded])
     # shared work first, once for every target: intake, shape plans, calibration, fp32 reference outputs
-    initial = {t.name: [_initial_state(lm, n, t, given, inputs) for lm, n in zip(loaded, names)] for t in targets}
+    initial = {t.name: _initial_states(loaded, names, per_model, t, inputs) for t in targets}
 
     shared_dir = tempfile.TemporaryDirectory(prefix=cleanup.tmp_prefix("shared"))
     memo = Memo(Path(shared_dir.name))

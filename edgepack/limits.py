@@ -44,6 +44,7 @@ GRACE_SECONDS = 5.0  # after the limit, how long a stopped run may take to retur
 CAP_ENV = "EDGEPACK_MAX_CALIBRATION_MB"
 DEFAULT_CAP_BYTES = 2 * 2**30
 MAX_NPZ_MEMBERS = 1024
+MAX_CALIBRATION_FILES = 100_000  # .npy/.npz files read from one calibration folder (each header is checked)
 MAX_DEFLATE_RATIO = 1100  # deflate cannot exceed ~1032:1; a member claiming more is malformed
 
 _override: float | None = None

@@ -82,10 +82,14 @@ def print_build(results) -> None:
         for m in doc["models"]:
             q = m["quantization"]
             cov = m["coverage"]
-            art = next(a for a in doc["artifacts"] if a["path"] == m["artifact"])
+            # the artifact and the files shipped beside it (OpenVINO's .bin beside model.xml)
+            stem = m["artifact"].rsplit(".", 1)[0]
+            parts = {m["artifact"], *(f for f in r.model_files if f.startswith(stem + "."))}
+            art = {"bytes": sum(a["bytes"] for a in doc["artifacts"] if a["path"] in parts)}
+            shown = " + ".join(sorted(parts, key=lambda f: f != m["artifact"]))
             worst = min(o["cosine_min"] for o in m["verification"]["outputs"].values())
             top1 = [o["top1_agreement"] for o in m["verification"]["outputs"].values() if o.get("top1_agreement") is not None]
-            print(f"  {m['artifact']:<18} {q['recipe']:<13} {art['bytes']:>10,} bytes (fp32 source {m['source_model']['bytes']:,})")
+            print(f"  {shown:<18} {q['recipe']:<13} {art['bytes']:>10,} bytes (fp32 source {m['source_model']['bytes']:,})")
             print(f"  {'':<18} coverage {cov['nodes_on_accelerator']}/{cov['nodes_total']} nodes in {cov['partitions']} partition(s); "
                   f"verified: cosine_min {worst:.5f}" + (f", top-1 agreement {min(top1):.3f}" if top1 else ""))
             lat = measured.get(m["name"])
