@@ -97,9 +97,10 @@ def print_build(results) -> None:
                 print(f"  {'':<18} measured on this host (fp32: onnxruntime CPU; shipped: {r.host_runtime}; "
                       f"{lat['shipped']['threads']} thread): fp32 {lat['fp32_original']['median_ms']:.3f} ms, "
                       f"shipped {lat['shipped']['median_ms']:.3f} ms (median)")
+        several = len(doc["models"]) > 1  # then a note keeps the model's name
         for d in doc["recipe"]["decisions"]:
             if d.startswith("quantize: ") and ("skipped" in d or "dropped" in d or "warning" in d):
-                print(f"  note: {d.split(': ', 2)[-1] if d.count(': ') >= 2 else d}")
+                print(f"  note: {d.split(': ', 1 if several else 2)[-1] if d.count(': ') >= 2 else d}")
         if r.package is not None:
             print(f"  {r.package.summary()}")
         print(f"  decisions and checksums: {r.bundle / 'manifest.json'}; timings: {r.record}")

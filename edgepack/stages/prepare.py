@@ -147,8 +147,8 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
     ops = partition.decomposable_ops(profile, set(m.source.info.op_histogram)) if profile.is_accelerator else frozenset()
     chosen = _checked(ctx, m, base, proto, ops, f"{m.name}.prepared", "onnxruntime basic optimization", decisions)
     if chosen is None:
-        decisions.append(f"{m.name}: kept the unrewritten graph (shapes fixed only): every rewrite changed the "
-                         "outputs by more than onnxruntime's own noise")
+        decisions.append(f"{m.name}: kept the unrewritten graph{' (input shapes fixed)' if m.fixed_shapes else ''}: "
+                         "no rewrite passed its check")
         chosen = _Rewritten(base.path, {}, False, "")
     dq_kept = False  # weight-only int8 MatMul/Conv weights shipped as DequantizeLinear
     protected_proto, protected = protect_weight_only_int8(proto)
