@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -379,8 +380,15 @@ _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_bui
 def main(argv: Sequence[str] | None = None) -> int:
     from . import cleanup
 
-    with cleanup.signals():  # SIGTERM unwinds like Ctrl-C: temporary folders are removed
-        return _main(argv)
+    debug_env = os.environ.get("EDGEPACK_DEBUG")
+    try:
+        with cleanup.signals():  # SIGTERM unwinds like Ctrl-C: temporary folders are removed
+            return _main(argv)
+    finally:  # --debug sets it for its own command only (tests call main many times in one process)
+        if debug_env is None:
+            os.environ.pop("EDGEPACK_DEBUG", None)
+        else:
+            os.environ["EDGEPACK_DEBUG"] = debug_env
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -393,8 +401,6 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         args = parser.parse_args(argv)
         if _debug(args):
-            import os
-
             os.environ["EDGEPACK_DEBUG"] = "1"  # the libraries' own warnings and logs stay visible too
             handler = _log_to_stderr()
         if args.version:
@@ -424,8 +430,6 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # e.g. `edgepack inspect ... | head`: stop quietly
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except InternalError as exc:

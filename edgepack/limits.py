@@ -242,7 +242,10 @@ def run_ort(sess, feed: dict, name: str | None = None) -> list:
     loops use it too."""
     import onnxruntime as ort
 
+    from .quiet import ort_severity
+
     options = ort.RunOptions()  # fresh per run: a terminate flag set late never stops the next run
+    options.log_severity_level = ort_severity()  # a terminated run's ERROR line repeats what edgepack reports
     with guard(name or (lambda: _session_name(sess)), lambda: setattr(options, "terminate", True)) as g:
         try:
             return sess.run(None, feed, options)
