@@ -16,11 +16,11 @@ from .bundle import check_destination, write_bundle
 from .data.inputs import SampleSets
 from .metrics.kinds import kinds_of
 from .metrics.kinds import resolve as resolve_kinds
-from .errors import EdgepackError, OutputError, ShapeError
+from .errors import EdgepackError, OutputError
 from .model import LoadedModel, TensorSpec, load_model
 from .pipeline import Context, Memo, ModelState, StageRecord, run_stages
 from .profile_checks import control_char
-from .shapes import plan_shapes, require_fixed
+from .shapes import ShapeTarget, plan_shapes, require_fixed, shapes_per_model
 from .stages.convert import convert_stage
 from .stages.estimate import estimate_stage
 from .stages.package import package_stage
@@ -141,9 +141,9 @@ def _fixed_specs(specs: tuple[TensorSpec, ...], shapes: dict) -> list[TensorSpec
     return [TensorSpec(s.name, s.dtype, tuple(shapes[s.name])) if s.name in shapes else s for s in specs]
 
 
-def _plan(lm: LoadedModel, target: TargetProfile, given: dict):
-    """The shape plan of ``lm`` for ``target`` (ShapeError: --shape contradicts the model, bad input for all)."""
-    mine = {k: v for k, v in given.items() if k in {t.name for t in lm.info.inputs}}
+def _plan(lm: LoadedModel, target: TargetProfile, mine: dict):
+    """The shape plan of ``lm`` for ``target`` from its own --shape values ``mine`` (ShapeError: --shape
+    contradicts the model, bad input for all)."""
     return plan_shapes(lm.info, mine, target.default_batch), bool(mine)
 
 
@@ -158,9 +158,9 @@ def _shapes(lm: LoadedModel, target: TargetProfile, planned):
     return plan, dict(plan.shapes), False
 
 
-def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dict, inputs: SampleSets,
+def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, mine: dict, inputs: SampleSets,
                    kinds: dict | None = None, user_fp32: float | None = None) -> ModelState:
-    plan, shapes, is_fixed = _shapes(lm, target, _plan(lm, target, given))
+    plan, shapes, is_fixed = _shapes(lm, target, _plan(lm, target, mine))
     verify_specs = _fixed_specs(lm.info.inputs, plan.fixed if plan.all_fixed else shapes)
     why = None if inputs.calibration is not None else f"verification inputs for {lm.path.name}"
     calibrates = any(r.needs_calibration for r in target.recipes)
@@ -171,27 +171,41 @@ def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dic
                       kinds=kinds_of(lm.proto.graph, samples.reference_outputs[0], kinds or {}), user_fp32=user_fp32)
 
 
-def _plan_targets(loaded, names, targets, given, inputs, kinds, user_fp32, keep_going):
+def _plan_targets(loaded, names, targets, per_model, inputs, kinds, user_fp32, keep_going):
     """Every target's initial model states. A target that cannot take a model (an engine without its
     operators, an accelerator that needs shapes nobody fixed) is a TargetFailure at 'plan' when
     ``keep_going``; bad input that concerns every target (calibration data, generated inputs) raises."""
     initial, failed = {}, {}
     for t in targets:
-        plans = [_plan(lm, t, given) for lm in loaded]
+        several = len(loaded) > 1
+        plans = [_naming(lm, several, lambda: _plan(lm, t, mine)) for lm, mine in zip(loaded, per_model)]  # noqa: B023
         try:
             _check_models(loaded, t)
             for lm, p in zip(loaded, plans):
-                _shapes(lm, t, p)
+                _naming(lm, several, lambda: _shapes(lm, t, p))  # noqa: B023 - called at once
         except EdgepackError as exc:
             if not keep_going:
                 raise
             failed[t.name] = failure_of(t.name, exc, "plan")
             continue
-        initial[t.name] = [_initial_state(lm, n, t, given, inputs, kinds.get(n, {}), user_fp32.get(n))
-                           for lm, n in zip(loaded, names)]
+        initial[t.name] = [_naming(lm, several, lambda: _initial_state(lm, n, t, mine, inputs, kinds.get(n, {}),  # noqa: B023
+                                                                     user_fp32.get(n)))
+                           for lm, n, mine in zip(loaded, names, per_model)]
     if failed and not initial:  # no asked target can take the model: bad input, before any work
         raise next(iter(failed.values())).error
     return initial, failed
+
+
+def _naming(lm: LoadedModel, several: bool, make):
+    """``make()``; with several models, an error from it names the model's file first."""
+    if not several:
+        return make()
+    try:
+        return make()
+    except EdgepackError as exc:
+        if str(exc).startswith(lm.path.name):
+            raise
+        raise type(exc)(f"{lm.path.name}: {exc}") from exc
 
 
 def build(
@@ -227,13 +241,9 @@ def build(
     cleanup.sweep_temp()  # temporary folders that killed edgepack processes left behind
     _check_output(out, paths, targets, force)
     loaded = [load_model(p) for p in paths]
-    known = {t.name for lm in loaded for t in lm.info.inputs}
-    for name in given:
-        if name not in known:
-            from ._toml_check import did_you_mean
-
-            msg = f"--shape names unknown input '{name}'{did_you_mean(name, sorted(known))}; inputs: {', '.join(sorted(known))}"
-            raise ShapeError(msg)
+    names = _names(loaded)
+    per_model = shapes_per_model(given, [ShapeTarget(lm.path.stem, lm.path.name, tuple(t.name for t in lm.info.inputs))
+                                         for lm in loaded])
     calib = Path(calibration) if calibration is not None else None
     if calib is not None and not calib.is_dir():
         from .errors import CalibrationError
@@ -244,16 +254,15 @@ def build(
     safe_io.refuse_inputs_under(replaced, safe_io.input_paths(loaded, calib, targets))
     for t in targets:
         stages_for(t)  # refuse a target we cannot package before any work
-    names = _names(loaded)
     # the user names models by their file's stem (a single model's artifact is called "model")
     stems = {lm.path.stem: n for lm, n in zip(loaded, names)}
     given_kinds = resolve_kinds(list(output_kinds or []), {lm.path.stem: [o.name for o in lm.info.outputs] for lm in loaded})
     kinds = {stems[k]: v for k, v in given_kinds.items()}
     fp32 = fp32_values(user_metric, [(lm.path.stem, lm.path) for lm in loaded]) if user_metric else {}
     user_fp32 = {stems[k]: v for k, v in fp32.items()}
-    inputs = SampleSets(calib)
+    inputs = SampleSets(calib, [lm.path.stem for lm in loaded])
     # shared work first, once for every target: intake, shape plans, calibration, fp32 reference outputs
-    initial, failed = _plan_targets(loaded, names, targets, given, inputs, kinds, user_fp32, keep_going)
+    initial, failed = _plan_targets(loaded, names, targets, per_model, inputs, kinds, user_fp32, keep_going)
 
     shared_dir = tempfile.TemporaryDirectory(prefix=cleanup.tmp_prefix("shared"))
     memo = Memo(Path(shared_dir.name))

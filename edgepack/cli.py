@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
 from . import judging
 from .errors import EdgepackError, InternalError, OutputError, UsageError
+
+
+_SHAPE_HELP = ("fix an input shape, e.g. images=1x3x640x640; with several models NAME=DIMS sets that input of every "
+               "model that has it and MODEL:NAME=DIMS one model's (MODEL: its file stem, det:x=1x3x640x640)")
+_CALIBRATION_HELP = ("folder of real input samples: <input>.npy stacks, .npz files (one per sample or stacked), "
+                     "<input>/ folders of per-sample .npy files, or images with a preprocess.toml; with several "
+                     "models, DIR/<model file stem>/ per model")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +43,8 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="path to an .onnx model")
     i.add_argument("--target", action="append", default=[], metavar="T",
                    help="target name or profile .toml path (repeatable; 'all' for every built-in target)")
-    i.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
+    i.add_argument("--shape", action="append", default=[], metavar="[MODEL:]NAME=DIMS",
+                   help="fix an input shape, e.g. images=1x3x640x640 (MODEL: the model file's stem)")
     i.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
                    help="inferences per hour for battery/energy estimates (default 1000)")
     i.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
@@ -46,8 +55,8 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target", action="append", default=[], metavar="T", required=True,
                    help="target name or profile .toml path (repeatable; 'all' for every built-in target)")
     b.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: one bundle per target in OUT/<target>/")
-    b.add_argument("--calibration", metavar="DIR", help="folder of .npy/.npz samples keyed by input name, and/or images with a preprocess.toml")
-    b.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
+    b.add_argument("--calibration", metavar="DIR", help=_CALIBRATION_HELP)
+    b.add_argument("--shape", action="append", default=[], metavar="[MODEL:]NAME=DIMS", help=_SHAPE_HELP)
     b.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     b.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
                    help="inferences per hour for battery/energy estimates (default 1000)")
@@ -60,8 +69,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("models", nargs="+", metavar="MODEL", help=".onnx model(s)")
     c.add_argument("--targets", default="all", metavar="all|T1,T2", help="targets to compare (default: all)")
     c.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: bundles and report.{json,md,html}")
-    c.add_argument("--calibration", metavar="DIR", help="folder of .npy/.npz samples, and/or images with a preprocess.toml")
-    c.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape")
+    c.add_argument("--calibration", metavar="DIR", help=_CALIBRATION_HELP)
+    c.add_argument("--shape", action="append", default=[], metavar="[MODEL:]NAME=DIMS", help=_SHAPE_HELP)
     c.add_argument("--jobs", type=int, default=2, metavar="N", help="targets built in parallel (default 2)")
     c.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     c.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to show the change against")
@@ -369,8 +378,15 @@ _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_bui
 def main(argv: Sequence[str] | None = None) -> int:
     from . import cleanup
 
-    with cleanup.signals():  # SIGTERM unwinds like Ctrl-C: temporary folders are removed
-        return _main(argv)
+    debug_env = os.environ.get("EDGEPACK_DEBUG")
+    try:
+        with cleanup.signals():  # SIGTERM unwinds like Ctrl-C: temporary folders are removed
+            return _main(argv)
+    finally:  # --debug sets it for its own command only (tests call main many times in one process)
+        if debug_env is None:
+            os.environ.pop("EDGEPACK_DEBUG", None)
+        else:
+            os.environ["EDGEPACK_DEBUG"] = debug_env
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -415,8 +431,6 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # e.g. `edgepack inspect ... | head`: stop quietly
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except InternalError as exc:

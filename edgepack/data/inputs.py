@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ShapeError, StageError
+from ..errors import CalibrationError, ShapeError, StageError
 from ..model import LoadedModel, TensorSpec
 from ..records import Evidence
 from ..shapes import require_fixed
@@ -69,17 +69,33 @@ class _Loaded:
 
 
 class SampleSets:
-    """Samples per (model, input shapes), loaded on first use; reference outputs per subset."""
+    """Samples per (model, input shapes), loaded on first use; reference outputs per subset.
 
-    def __init__(self, calibration: Path | None):
+    ``stems``: the file stems of the build's models. A model's calibration data is in
+    ``calibration/<stem>/`` when that folder exists (for a single model whose stem is also one of its
+    input names, that folder is the input's per-sample folder instead), else in ``calibration`` itself.
+    """
+
+    def __init__(self, calibration: Path | None, stems: list[str] | tuple[str, ...] = ()):
         self.calibration = calibration
+        self.stems = tuple(stems)
         self._cache: dict = {}
         self._views: dict = {}
+
+    def folder_for(self, lm: LoadedModel) -> Path | None:
+        """The folder ``lm``'s calibration samples come from (None without --calibration)."""
+        if self.calibration is None:
+            return None
+        own = self.calibration / lm.path.stem
+        several = len(self.stems) > 1
+        if own.is_dir() and (several or lm.path.stem not in {t.name for t in lm.info.inputs}):
+            return own
+        return self.calibration
 
     def get(self, lm: LoadedModel, specs: list[TensorSpec], need_fixed_why: str | None, plan,
             calibrates: bool = True) -> Samples:
         """The samples for a target whose recipes calibrate (``calibrates``) or not."""
-        key = (lm.info.sha256, tuple((s.name, s.shape) for s in specs))
+        key = (lm.info.sha256, lm.path.stem, tuple((s.name, s.shape) for s in specs))
         if key not in self._cache:
             self._cache[key] = self._load(lm, specs, need_fixed_why, plan)
         if (key, calibrates) not in self._views:  # one object per view: targets share it (and memo keys on it)
@@ -120,10 +136,9 @@ class SampleSets:
 
     def _load(self, lm: LoadedModel, specs: list[TensorSpec], need_fixed_why: str | None, plan) -> _Loaded:
         notes: list[str] = []
-        if self.calibration is not None:
-            own = self.calibration / lm.path.stem
-            samples = load_calibration(own if own.is_dir() else self.calibration, specs, notes=notes)
-            return _Loaded(samples, notes, False)
+        folder = self.folder_for(lm)
+        if folder is not None:
+            return _Loaded(self._load_folder(lm, folder, specs, notes), notes, False)
         if need_fixed_why:
             require_fixed(plan, lm.info, need_fixed_why)
         if any(not s.is_fixed for s in specs):
@@ -146,3 +161,18 @@ class SampleSets:
             msg = (f"the fp32 model {lm.path.name} does not run on {source}: {exc}; "
                    "pass --calibration DIR with real inputs")
             raise StageError(msg) from exc
+
+    def _load_folder(self, lm: LoadedModel, folder: Path, specs: list[TensorSpec], notes: list[str]) -> list[dict]:
+        several = len(self.stems) > 1
+        try:
+            samples = load_calibration(folder, specs, notes=notes)
+        except CalibrationError as exc:
+            if several and folder == self.calibration:
+                msg = (f"{exc} (with several models, give each its own folder: "
+                       f"{self.calibration.name}/{lm.path.stem}/ for {lm.path.name})")
+                raise CalibrationError(msg) from exc
+            raise
+        if several:
+            where = f"{self.calibration.name}/{lm.path.stem}/" if folder != self.calibration else f"{folder.name}/"
+            notes.insert(0, f"calibration data for {lm.path.name} from {where}")
+        return samples

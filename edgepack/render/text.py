@@ -82,8 +82,12 @@ def print_build(results) -> None:
         for m in doc["models"]:
             q = m["quantization"]
             cov = m["coverage"]
-            art = next(a for a in doc["artifacts"] if a["path"] == m["artifact"])
-            print(f"  {m['artifact']:<18} {q['recipe']:<13} {art['bytes']:>10,} bytes (fp32 source {m['source_model']['bytes']:,})")
+            # the artifact and the files shipped beside it (OpenVINO's .bin beside model.xml)
+            stem = m["artifact"].rsplit(".", 1)[0]
+            parts = {m["artifact"], *(f for f in r.model_files if f.startswith(stem + "."))}
+            art = {"bytes": sum(a["bytes"] for a in doc["artifacts"] if a["path"] in parts)}
+            shown = " + ".join(sorted(parts, key=lambda f: f != m["artifact"]))
+            print(f"  {shown:<18} {q['recipe']:<13} {art['bytes']:>10,} bytes (fp32 source {m['source_model']['bytes']:,})")
             print(f"  {'':<18} coverage {cov['nodes_on_accelerator']}/{cov['nodes_total']} nodes in {cov['partitions']} partition(s)")
             print(f"  {'':<18} {verification_line(m['verification'])}")
             lat = measured.get(m["name"])
@@ -91,9 +95,10 @@ def print_build(results) -> None:
                 print(f"  {'':<18} measured on this host (fp32: onnxruntime CPU; shipped: {r.host_runtime}; "
                       f"{lat['shipped']['threads']} thread): fp32 {lat['fp32_original']['median_ms']:.3f} ms, "
                       f"shipped {lat['shipped']['median_ms']:.3f} ms (median)")
+        several = len(doc["models"]) > 1  # then a note keeps the model's name
         for d in doc["recipe"]["decisions"]:
             if d.startswith("quantize: ") and ("skipped" in d or "dropped" in d or "warning" in d):
-                print(f"  note: {d.split(': ', 2)[-1] if d.count(': ') >= 2 else d}")
+                print(f"  note: {d.split(': ', 1 if several else 2)[-1] if d.count(': ') >= 2 else d}")
         if r.package is not None:
             print(f"  {r.package.summary()}")
         print(f"  decisions and checksums: {r.bundle / 'manifest.json'}; timings: {r.record}")

@@ -24,7 +24,7 @@ import onnx
 from .. import foreign
 from ..backends import backend_for
 from ..errors import EdgepackError, StageError
-from ..flops import classify_model
+from ..flops import classify, sample_shapes
 from ..gates import MAX_SLOWDOWN
 from ..judge import check_artifact
 from ..pipeline import Context, ModelState
@@ -99,8 +99,9 @@ def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, referen
 def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> ModelState:
     profile = ctx.target
     backend = backend_for(profile)
-    model_class = classify_model(onnx.load_model(str(m.prepared), load_external_data=False))
-    decisions.append(f"{m.name}: model class '{model_class}'")
+    model_class, evidence = classify(onnx.load_model(str(m.prepared), load_external_data=False),
+                                     sample_shapes(m.verify_inputs))
+    decisions.append(f"{m.name}: model class '{model_class}' ({evidence})")
     m, reference = backend.prepare_candidates(ctx, m, model_class, decisions, host)
     attempts: list[Attempt] = []
     for recipe in profile.recipes:
