@@ -343,6 +343,10 @@ def test_tiny_build_ships_a_reproducible_context_binary_verified_on_the_htp(conv
     assert lat["value"] > 0 and "QNN HTP partition" in " ".join(lat["assumptions"])
     code, out, err = cli("verify", bundles[0])
     assert code == 0, out + err
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "manifest.schema.json").read_text())
+    jsonschema.validate(doc, schema)
 
 
 @QNN
