@@ -53,7 +53,7 @@ def _inspect_then_build(key, tmp_path, cli) -> dict:
     assert cov["nodes_on_accelerator"] / cov["nodes_total"] >= 0.99 and cov["partitions"] == 1
     assert {"model_ctx.onnx", "model_ctx_qnn.bin", "model.onnx", "runtime_config.json"} <= {p.name for p in bundle.iterdir()}
     assert doc["verification"]["passed"]
-    assert any("simulated NPU numerics" in d or "NPU numerics" in d for d in doc["recipe"]["decisions"] if d.startswith("verify:"))
+    assert any("NPU numerics (QNN HTP backend on" in d for d in doc["recipe"]["decisions"] if d.startswith("verify:"))
     return doc | {"_bundle": str(bundle)}
 
 

@@ -114,10 +114,19 @@ class QnnBackend(Backend):
                          reference.stat().st_size, dst.stat().st_size)
 
     def run(self, path, inputs, profile):
+        from ...errors import StageError
         from .qdq import is_fp16
         from .session import run
 
-        return run(path, inputs, self._options(profile, "fp16" if is_fp16(path) else None))
+        opts = self._options(profile, "fp16" if is_fp16(path) else None)
+        try:
+            return run(path, inputs, opts)
+        except StageError as exc:
+            refused = _refused(path, opts)
+            if refused is None:
+                raise
+            msg = f"the QNN HTP backend cannot take {path.name}: it refuses {refused}"
+            raise StageError(msg) from exc
 
     def chosen(self, ctx, m, candidate, decisions):
         from ...records import ShippedCoverage
@@ -134,7 +143,7 @@ class QnnBackend(Backend):
     def convert(self, ctx, m, decisions):
         from .package import convert_model
 
-        return convert_model(ctx, m, decisions, self.verified_on(ctx.target).strip(" ()"))
+        return convert_model(ctx, m, decisions, numerics_label(ctx.target))
 
     def run_shipped(self, ctx, m):
         from .session import run
@@ -142,12 +151,7 @@ class QnnBackend(Backend):
         return run(m.artifact, list(m.verify_inputs), self._options(ctx.target, m.recipe.name))
 
     def verified_on(self, profile) -> str:
-        from .session import versions
-
-        soc = qnn_options.device_options(profile.provider_options)["soc_model"]
-        machine = platform.machine().lower()
-        kind = "simulated NPU numerics" if machine in ("x86_64", "amd64") else "NPU numerics"
-        return f" ({kind}: QNN HTP backend on {machine}, QNN SDK {versions()['qnn_sdk']}, soc_model {soc})"
+        return f" with {numerics_label(profile)}"
 
     def measure_shipped(self, ctx, m) -> dict:
         return {}  # the HTP backend here is a simulator: its timings are no latency of the phone (see estimates)
@@ -207,6 +211,17 @@ class QnnBackend(Backend):
 # ---------------------------------------------------------------------- helpers
 
 
+def numerics_label(profile) -> str:
+    """Where the shipped model's outputs were checked: the QNN HTP backend of this host (a simulator of
+    the NPU on x86_64, the NPU itself on a Snapdragon host) for the profile's SoC."""
+    from .session import versions
+
+    soc = qnn_options.device_options(profile.provider_options)["soc_model"]
+    machine = platform.machine().lower()
+    kind = "simulated NPU numerics" if machine in ("x86_64", "amd64") else "NPU numerics"
+    return f"{kind} (QNN HTP backend on {machine}, QNN SDK {versions()['qnn_sdk']}, soc_model {soc})"
+
+
 def _ops(path) -> dict[str, int]:
     from collections import Counter
 
@@ -229,6 +244,24 @@ def _same_outputs(m, path) -> float:
                f"{worst:.2e} relative to max(|output|, 1) (limit {REWRITE_RTOL})")
         raise StageError(msg)
     return worst
+
+
+def _refused(path, opts) -> str | None:
+    """What the QNN EP refuses in a model, in its own words (a placement with CPU fallback allowed), or None."""
+    from collections import Counter
+
+    from ...errors import StageError
+    from .coverage import IO_QDQ, placement
+
+    try:
+        pl = placement(path, opts, fallback=True)
+    except StageError:
+        return None
+    ops = Counter((op, pl.reasons.get(name, "no reason reported")) for name, op in pl.on_cpu
+                  if IO_QDQ not in pl.reasons.get(name, ""))
+    if not ops:
+        return None
+    return "; ".join(f"{op} ({n} node{'s' if n > 1 else ''}: {why})" for (op, why), n in sorted(ops.items()))
 
 
 def _main_graph_keys(model) -> set[tuple]:
