@@ -120,7 +120,7 @@ def _run_models(bundle: Path, checked: mc.Checked, backend, f: Findings) -> None
         except Exception as exc:  # noqa: BLE001 - any runtime failure is a finding
             f.problems.append(f"{run.artifact} does not run: {first_line(exc)[:300]}")
             continue
-        f.checked.append(f"{run.artifact} loads and runs on generated inputs ({backend.name}, CPU)")
+        f.checked.append(f"{run.artifact} loads and runs on generated inputs ({backend.host_runtime})")
 
 
 def parse_sha256(text: str) -> str:

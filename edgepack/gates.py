@@ -1,5 +1,5 @@
-"""Raw numeric comparison of outputs (cosine, max abs/rel error, top-1 of [N,C] outputs), their rounding,
-the rewrite bar (REWRITE_RTOL: prepare, fusion) and the host speed bar (MAX_SLOWDOWN).
+"""Raw numeric comparison of outputs (cosine, max abs/rel error, top-1 of [N,C] outputs), their rounding
+and the host speed bar (MAX_SLOWDOWN). Graph rewrites are checked in :mod:`edgepack.rewrite_check`.
 
 Whether a candidate is *accepted* is decided in one place only, :func:`edgepack.judge.judge` (metrics
 that fit each output, the profile's bars per kind, not-verifiable outputs never passed); it uses
@@ -14,7 +14,6 @@ from .errors import StageError
 from .quiet import numeric
 
 MAX_SLOWDOWN = 1.10  # a candidate (recipe, rewrite) may run at most 10% slower than what it replaces on the host
-REWRITE_RTOL = 1e-5  # a graph rewrite must keep outputs within this of max(|output|, 1)
 
 
 def round_metrics(metrics: dict) -> dict:

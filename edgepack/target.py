@@ -30,11 +30,12 @@ EXECUTION_PROVIDERS = tuple(ep for b in BACKENDS.values() for ep in b.execution_
 OP_TABLES = tuple(t for b in BACKENDS.values() for t in b.op_tables)
 FORMATS = tuple(f for b in BACKENDS.values() for f in b.formats)
 ACCELERATOR_EPS = tuple(ep for b in BACKENDS.values() for ep in b.accelerator_providers)  # hand nodes to an NPU/GPU
-RECIPES = ("static-int8", "fp16", "dynamic-int8", "none")
-PRECISION_OF = {"static-int8": "int8", "dynamic-int8": "int8", "fp16": "fp16", "none": "fp32"}  # what each recipe computes in
-RECIPES_NEEDING_CALIBRATION = ("static-int8",)
+RECIPES = ("static-int8", "static-w8a16", "fp16", "dynamic-int8", "none")
+# what each recipe computes in ("int16": int8 weights with 16-bit activations, QNN's w8a16)
+PRECISION_OF = {"static-int8": "int8", "static-w8a16": "int16", "dynamic-int8": "int8", "fp16": "fp16", "none": "fp32"}
+RECIPES_NEEDING_CALIBRATION = ("static-int8", "static-w8a16")
 APPLIES_TO = ("any", "matmul-heavy", "conv-heavy")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int16")
 STOCK_INDEXES = ("pypi", "maven", "cocoapods")  # where the stock runtime package is published
 STOCK_SIZE_SOURCES = ("published", "measured")  # estimate/size.py's published figures, targets/data/runtime_sizes.json
 

@@ -82,6 +82,15 @@ class Backend(ABC):
         """Coverage of the prepared ONNX graph, where the engine's placement can be known from it."""
         return None
 
+    def estimate_placement(self, model: Any, profile: TargetProfile) -> tuple[set[tuple], int, str]:
+        """(keys of the main-graph nodes the accelerator runs, partitions, how that is known) for the
+        latency estimate of a shape-inferred model; by default onnxruntime's partitioning of the
+        profile's op table (NNAPI, Core ML), nothing for a CPU target."""
+        from ..partition import placement
+
+        keys, partitions = placement(model, profile, ort_checker_quirks=True)
+        return keys, partitions, f"onnxruntime partitioning of the {profile.op_table} table"
+
     # ------------------------------------------------------------------ quantize: candidates
 
     def prepare_candidates(self, ctx: Context, m: ModelState, model_class: str, decisions: list[str],

@@ -8,14 +8,16 @@ plugins {
 // The runtime must be the onnxruntime version that wrote model.ort: read it from the bundle's
 // manifest.json (toolchain.onnxruntime) so the two cannot disagree. Override with -PortVersion=1.x.y.
 val bundleManifest = file("src/main/assets/manifest.json")
-val ortVersion: String = (findProperty("ortVersion") as String?)
-    ?: if (bundleManifest.isFile) {
-        @Suppress("UNCHECKED_CAST")
-        val toolchain = (JsonSlurper().parse(bundleManifest) as Map<String, Any?>)["toolchain"] as Map<String, Any?>
-        toolchain["onnxruntime"] as String
-    } else {
-        throw GradleException("copy the bundle's manifest.json and model.ort into app/src/main/assets/ (see README.md)")
-    }
+@Suppress("UNCHECKED_CAST")
+val toolchain: Map<String, Any?> = if (bundleManifest.isFile) {
+    (JsonSlurper().parse(bundleManifest) as Map<String, Any?>)["toolchain"] as Map<String, Any?>
+} else {
+    throw GradleException("copy the bundle's manifest.json and model files into app/src/main/assets/ (see README.md)")
+}
+val ortVersion: String = (findProperty("ortVersion") as String?) ?: (toolchain["onnxruntime"] as String)
+// QNN bundles (android-qnn*): the QNN EP plugin of the version that compiled the context binaries, and a QNN
+// runtime whose QAIRT version accepts them (toolchain.qnn_sdk; pass -PqnnRuntimeVersion=2.x.y, see README.md)
+val qnnPluginVersion: String? = toolchain["onnxruntime-qnn"] as String?
 
 android {
     namespace = "dev.edgepack.sample"
@@ -31,7 +33,11 @@ android {
     }
 
     androidResources {
-        noCompress += "ort" // keep the model uncompressed in the APK
+        noCompress += listOf("ort", "onnx", "bin") // keep the models uncompressed in the APK
+    }
+
+    packaging {
+        jniLibs { useLegacyPackaging = true } // QNN: the EP and the HTP skeleton are loaded from nativeLibraryDir
     }
 
     buildTypes {
@@ -50,4 +56,11 @@ dependencies {
     // Or the reduced AAR the bundle's build_runtime.sh builds (only this model's operators): put it in
     // app/libs/ and swap the line above for this one:
     // implementation(files("libs/onnxruntime-release.aar"))
+    if (qnnPluginVersion != null) {
+        val qnnRuntime = findProperty("qnnRuntimeVersion") as String?
+            ?: throw GradleException("a QNN bundle: pass -PqnnRuntimeVersion=<com.qualcomm.qti:qnn-runtime version compatible " +
+                                     "with QAIRT ${toolchain["qnn_sdk"]}> (see README.md)")
+        implementation("com.qualcomm.qti:onnxruntime-android-qnn:$qnnPluginVersion")
+        implementation("com.qualcomm.qti:qnn-runtime:$qnnRuntime")
+    }
 }
