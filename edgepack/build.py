@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import cleanup, safe_io
+from . import cleanup, reference, safe_io
 from .backends import Packaging, backend_for
 from .bundle import check_destination, write_bundle
 from .data.inputs import SampleSets
 from .metrics.kinds import kinds_of
 from .metrics.kinds import resolve as resolve_kinds
-from .errors import EdgepackError, OutputError
+from .errors import EdgepackError, OutputError, ShapeError, StageError
 from .model import LoadedModel, TensorSpec, load_model
 from .pipeline import Context, Memo, ModelState, StageRecord, run_stages
 from .profile_checks import control_char
@@ -164,11 +164,22 @@ def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, mine: dict
     verify_specs = _fixed_specs(lm.info.inputs, plan.fixed if plan.all_fixed else shapes)
     why = None if inputs.calibration is not None else f"verification inputs for {lm.path.name}"
     calibrates = any(r.needs_calibration for r in target.recipes)
-    samples = inputs.get(lm, verify_specs, why, plan, calibrates)
+    try:
+        samples = inputs.get(lm, verify_specs, why, plan, calibrates)
+    except StageError as exc:
+        if not mine or inputs.calibration is not None:
+            raise
+        # the user's --shape is what the model cannot run on: say so, in words, without onnxruntime's dump
+        shown = " ".join(f"--shape {k}={'x'.join(map(str, v))}" for k, v in sorted(mine.items()))
+        declared = ", ".join(f"{t.name} [{', '.join(str(d) for d in (t.shape or ()))}]" for t in lm.info.inputs)
+        msg = (f"{lm.path.name} does not run with {shown}: {runtime_reason(exc)}; the model declares {declared} - "
+               "check the dimensions it expects")
+        raise ShapeError(msg) from exc
     return ModelState(name=name, source=lm, current=lm.path, reference_outputs=samples.reference_outputs,
                       verify_inputs=samples.verify_inputs, calibration=samples.calibration, input_notes=samples.notes,
                       shapes=shapes, fixed_shapes=is_fixed, evidence=samples.evidence, samples_key=samples.key,
-                      kinds=kinds_of(lm.proto.graph, samples.reference_outputs[0], kinds or {}), user_fp32=user_fp32)
+                      kinds=kinds_of(lm.proto.graph, samples.reference_outputs[0], kinds or {}), user_fp32=user_fp32,
+                      preprocessing=_preprocessing(inputs, lm))
 
 
 def _plan_targets(loaded, names, targets, per_model, inputs, kinds, user_fp32, keep_going):
@@ -206,6 +217,32 @@ def _naming(lm: LoadedModel, several: bool, make):
         if str(exc).startswith(lm.path.name):
             raise
         raise type(exc)(f"{lm.path.name}: {exc}") from exc
+
+
+def runtime_reason(exc: BaseException) -> str:
+    """The human part of an onnxruntime run failure: its status message, without the source file and line."""
+    import re
+
+    text = str(exc)
+    text = text.split("Status Message: ", 1)[-1]
+    text = re.sub(r"^[\w./\\-]+\.(?:h|cc|cpp):\d+\s+(?:\w+\s+)?", "", text.strip())
+    return text.split("; pass --calibration")[0].strip() or "onnxruntime could not run it"
+
+
+def _preprocessing(inputs: SampleSets, lm: LoadedModel) -> dict | None:
+    """The image preprocessing of the model's calibration folder (its preprocess.toml), for the
+    manifest and README; None when the calibration data are arrays."""
+    folder = inputs.folder_for(lm)
+    if folder is None:
+        return None
+    from .data.images import plan_images
+
+    plan = plan_images(folder, lm.info.inputs)
+    if plan is None:
+        return None
+    return {"input": plan.spec.name, "size": list(plan.size), "resize": plan.resize, "pad_value": plan.pad_value,
+            "layout": plan.layout, "color": plan.color, "scale": plan.scale, "mean": list(plan.mean),
+            "std": list(plan.std)}
 
 
 def build(
@@ -285,6 +322,7 @@ def build(
             ctx = Context(target=target, work=Path(tmp), models=tuple(initial[target.name]), per_hour=per_hour,
                           memo=memo, user_metric=user_metric)
             ctx = run_stages(ctx, stages_for(target), progress)
+            ctx = ctx.add_files(reference.write(ctx))  # the pair the device checks its first run against
             dest, doc = write_bundle(ctx, out, backend.readme(ctx), force,
                                      lambda artifacts: manifest(ctx, artifacts, backend))
         record = out / f"{target.name}.build.json"

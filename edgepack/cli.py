@@ -155,16 +155,14 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_build(args) -> int:
-    from .build import BuildResult, build
+    from . import api
+    from .build import BuildResult
     from .render.text import manifest_sha256
-    from .shapes import parse_shape_args
-    from .target import load_targets
 
-    profiles = load_targets(args.target)
     progress = _progress(args.json)
-    outcomes = build(args.models, profiles, args.output, calibration=args.calibration,
-                     shapes=parse_shape_args(args.shape), force=args.force, progress=progress,
-                     per_hour=_per_hour(args), keep_going=True, **judging.options(args))
+    outcomes = api.build(args.models, args.target, args.output, calibration=args.calibration, shapes=args.shape,
+                         force=args.force, progress=progress, per_hour=_per_hour(args), keep_going=True,
+                         **judging.options(args))
     if progress:
         progress.done()
     results = [r for r in outcomes if isinstance(r, BuildResult)]
@@ -184,33 +182,35 @@ def _cmd_build(args) -> int:
     return 1 if failures else 0
 
 
+def _budget_flags(args) -> dict:
+    from .budgets import KEYS
+
+    return {key: getattr(args, key.replace("-", "_")) for key in KEYS}
+
+
 def _cmd_compare(args) -> int:
     from pathlib import Path
 
-    from . import budgets as bm
-    from .compare import compare
-    from .shapes import parse_shape_args
-    from .target import load_targets
+    from . import api
 
-    refs = ["all"] if args.targets == "all" else [t for t in args.targets.split(",") if t]
-    profiles = load_targets(refs)
-    names = [p.name for p in profiles]
+    refs = "all" if args.targets == "all" else [t for t in args.targets.split(",") if t]
     if args.jobs < 1:
         raise UsageError("--jobs must be 1 or more")
-    budgets = bm.from_pyproject(Path(args.config), names)
-    for key in bm.KEYS:
-        value = getattr(args, key.replace("-", "_"))
-        if value is not None:
-            budgets.append(bm.Budget(key, bm._number(key, value, f"--{key}"), None, f"--{key}"))
-    budgets += [bm.parse_budget_arg(b, names) for b in args.budget]
     progress = _progress(args.json)
-    report = compare(args.models, profiles, args.output, calibration=args.calibration,
-                     shapes=parse_shape_args(args.shape), budgets=budgets, baseline=args.baseline,
-                     jobs=args.jobs, force=args.force, progress=progress, per_hour=_per_hour(args),
-                     **judging.options(args, gate_is_budget=True))
+    result = api.compare(args.models, refs, args.output, calibration=args.calibration, shapes=args.shape,
+                         budgets=_budget_flags(args), target_budgets=args.budget, config=args.config,
+                         baseline=args.baseline, jobs=args.jobs, force=args.force, progress=progress,
+                         per_hour=_per_hour(args), **judging.options(args, gate_is_budget=True))
     if progress:
         progress.done()
-    if args.json:
+    return _report_outcome(result, args.json, Path(args.output))
+
+
+def _report_outcome(result, json_only: bool, out) -> int:
+    """Print a compare or merge report (markdown, or JSON only), then the broken budgets and failed
+    targets on stderr; the exit code."""
+    report = result.report
+    if json_only:
         print(json.dumps(report, indent=2, default=float))
     else:
         from .render.report import markdown
@@ -218,19 +218,18 @@ def _cmd_compare(args) -> int:
         print(markdown(report))
         from .render.text import print_compare_summary
 
-        print_compare_summary(report, Path(args.output))
-    failed = [b for b in report["budgets"] if b["passed"] is False]
-    for b in failed:
+        print_compare_summary(report, out)
+    for b in result.broken_budgets:
         print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
-    for f in report["failures"]:
-        print(f"target not built: {f['target']}: {f['stage']}: {f['reason']}", file=sys.stderr)
-    return 1 if failed or report["failed_targets"] else 0
+    for target, why in result.failed_targets.items():
+        print(f"target not built: {target}: {why}", file=sys.stderr)
+    return result.exit_code
 
 
 def _cmd_verify(args) -> int:
-    from .bundle_check import check_bundle
+    from . import api
 
-    findings = check_bundle(args.bundle, args.manifest_sha256)
+    findings = api.verify(args.bundle, manifest_sha256=args.manifest_sha256)
     if args.json:
         print(json.dumps(findings.to_json(), indent=2))
     else:
@@ -325,50 +324,16 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
-class _Progress:
-    """Per target and stage: one status line rewritten in place on a terminal, plain lines otherwise.
-
-    It writes to its own copy of the stderr descriptor, so lines from one target still appear while
-    another target's noisy tool has the process's output captured (edgepack.runtime.capture)."""
-
-    def __init__(self, tty: bool):
-        self.tty = tty
-        self.started = 0.0
-        self.stream = sys.stderr
-        try:
-            import os
-
-            self.stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8",
-                                    errors="replace")
-        except (AttributeError, OSError, ValueError):  # no real descriptor (tests capture sys.stderr)
-            pass
-
-    def __call__(self, msg: str) -> None:
-        import time
-
-        if not self.started:
-            self.started = time.perf_counter()
-        elapsed = time.perf_counter() - self.started
-        if self.tty:
-            self.stream.write(f"\r\033[K[{elapsed:6.1f}s] {msg}")
-        else:
-            self.stream.write(f"... {msg}\n")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.tty and self.started:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
-def _progress(json_only: bool) -> _Progress | None:
-    return None if json_only else _Progress(sys.stderr.isatty())
-
-
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _progress(json_only: bool):
+    from .render.progress import Progress
+
+    return None if json_only else Progress(sys.stderr.isatty())
 
 
 _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "compare": _cmd_compare, "calibrate": _cmd_calibrate,
@@ -396,8 +361,6 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = _build_parser()
     args = None
     handler = None
-    import os
-
     debug_before = os.environ.get("EDGEPACK_DEBUG")
     try:
         args = parser.parse_args(argv)
@@ -443,8 +406,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"error: {bug}", file=sys.stderr)
         return bug.exit_code
     finally:
-        if debug_before is None:  # main() called in-process (tests, scripts): the setting ends with the command
-            os.environ.pop("EDGEPACK_DEBUG", None)
+        if debug_before is None:  # main() is called many times in one process (tests, the API's users):
+            os.environ.pop("EDGEPACK_DEBUG", None)  # --debug lasts one command
         else:
             os.environ["EDGEPACK_DEBUG"] = debug_before
         if handler is not None:

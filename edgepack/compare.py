@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from . import budgets as budget_mod
+from . import report_meta as meta
 from .build import BuildResult, build
 from .errors import UsageError
+from .host_timing import time_targets
 from .report_checks import check_baseline
 from .render.report import REPORTS
 from .safe_io import check_file_slot
 from .target import TargetProfile
 
-REPORT_VERSION = 1
 
 
 def _artifact_bytes(manifest: dict, names: set[str]) -> int:
@@ -68,8 +70,9 @@ def _coverage(manifest: dict) -> dict:
             "fraction": round(on / total, 4) if total else 0.0}
 
 
-def _host(measurements: dict) -> dict | None:
-    # a backend whose host run is no stand-in for the device (the QNN HTP simulator) measures nothing
+def _host_from_build(measurements: dict) -> dict | None:
+    """The build's own host latency (taken while other targets built in parallel): a fallback only. A backend
+    whose host run is no stand-in for the device (the QNN HTP simulator) measures nothing."""
     lat = {k: v for k, v in measurements.get("host_latency", {}).items() if v}
     if not lat:
         return None
@@ -77,7 +80,8 @@ def _host(measurements: dict) -> dict | None:
     shipped = sum(v["shipped"]["median_ms"] for v in lat.values())
     first = next(iter(lat.values()))
     return {"fp32_ms": round(fp32, 4), "shipped_ms": round(shipped, 4), "ratio": round(shipped / fp32, 4) if fp32 else None,
-            "where": first.get("where"), "threads": first["shipped"].get("threads"), "host_cpu": first["shipped"].get("host_cpu")}
+            "where": first.get("where"), "threads": first["shipped"].get("threads"), "host_cpu": first["shipped"].get("host_cpu"),
+            "timing": "timed during the build, while other targets may have been building: not comparable across targets"}
 
 
 def _estimates(manifest: dict) -> dict:
@@ -94,21 +98,62 @@ def _est_value(est: dict, *path: str) -> dict | None:
     return node if isinstance(node, dict) and "value" in node else None
 
 
-def row(result: BuildResult) -> dict:
-    """One target's line of the comparison, from its build result (manifest and measurements, in memory)."""
+def _why(manifest: dict) -> str:
+    """One line: the recipe shipped, why the profile prefers it, and what happened to the ones before it."""
+    parts = []
+    for model in manifest["models"]:
+        q = model.get("quantization") or {}
+        recipe = q.get("recipe") or "?"
+        passed_over = []
+        for d in manifest["recipe"]["decisions"]:
+            m = re.match(rf"quantize: {re.escape(model['name'])}: ([\w-]+) (skipped|dropped): (.*)$", d)
+            if m and m.group(1) != recipe:
+                passed_over.append(f"{m.group(1)} {m.group(2)}: {m.group(3)}")
+        text = f"{recipe}: {q.get('why') or 'the profile lists no reason'}"
+        if passed_over:
+            text += " (" + "; ".join(passed_over) + ")"
+        parts.append(text if len(manifest["models"]) == 1 else f"{model['name']}: {text}")
+    return " | ".join(parts)
+
+
+def _size(manifest: dict, model_bytes: int) -> dict:
+    """Like for like: the model files plus the runtime the app ships with them, each named."""
+    est = _estimates(manifest)
+    minimal = _est_value(est, "size", "runtime_minimal")
+    stock = _est_value(est, "size", "runtime_stock")
+    if minimal:
+        runtime, what = minimal["value"], "minimal onnxruntime build (est.)"
+    elif stock:
+        runtime = stock["value"]
+        what = f"{manifest['target']['engine']} runtime libraries ({'measured, stock wheel' if stock['method'].startswith('measured') else 'published figure'})"
+    else:
+        runtime, what = 0.0, "no runtime figure"
+    app = _est_value(est, "size")
+    return {"model_bytes": model_bytes, "runtime_bytes": round(runtime), "runtime": what,
+            "total_bytes": round(model_bytes + runtime),
+            "includes": f"model + {what}",
+            "app_download_bytes": round(app["value"]) if app else None}
+
+
+def row(result: BuildResult, host: dict | None = None) -> dict:
+    """One target's line of the comparison, from its build result (manifest and measurements, in memory)
+    and its host latency timed after the builds (``host``; the build's own figure when None)."""
     manifest = result.manifest
     est = _estimates(manifest)
     model_bytes = _artifact_bytes(manifest, set(result.model_files))
     bundle_bytes = sum(a["bytes"] for a in manifest["artifacts"])
     recipes = {m["name"]: (m.get("quantization") or {}).get("recipe") for m in manifest["models"]}
     accuracy = _accuracy(manifest)
-    host = _host(result.measurements)
-    runtime_min = _est_value(est, "size", "runtime_minimal")
+    if host is None or "error" in host:
+        fallback = _host_from_build(result.measurements)
+        if fallback and host:
+            fallback["retime_error"] = host["error"]
+        host = fallback
+    size = _size(manifest, model_bytes)
     latency = _est_value(est, "latency_ms")
     battery = _est_value(est, "energy", "battery_pct_per_hour")
-    bundle_mb = (model_bytes + (runtime_min["value"] if runtime_min else 0)) / 1e6
     figures = {
-        "max-bundle-mb": (bundle_mb, "model files + minimal runtime estimate" if runtime_min else "model files (no runtime estimate)"),
+        "max-bundle-mb": (size["total_bytes"] / 1e6, size["includes"]),
         "max-accuracy-drop": (accuracy["drop"], accuracy["drop_basis"]),
     }
     if latency:
@@ -124,9 +169,12 @@ def row(result: BuildResult) -> dict:
         "bundle": Path(result.bundle).name,
         "engine": manifest["target"]["engine"],
         "provider": manifest["target"]["execution_provider"],
+        "device": manifest["target"].get("device"),
         "recipes": recipes,
+        "why": _why(manifest),
         "model_bytes": model_bytes,
         "bundle_bytes": bundle_bytes,
+        "size": size,
         "coverage": _coverage(manifest),
         "accuracy": accuracy,
         "host_latency": host,
@@ -207,21 +255,35 @@ def compare(
     seconds = time.perf_counter() - start
     results = [r for r in outcomes if isinstance(r, BuildResult)]
     failures = [r for r in outcomes if not isinstance(r, BuildResult)]
-    rows = {r.target: row(r) for r in results}
+    sources = [Path(m) for m in models]
+    hosts = time_targets(results, targets, sources, progress) if results else {}  # serially, now nothing else runs
+    by_name = {t.name: t for t in targets}
+    rows = {}
+    for r in results:
+        rows[r.target] = row(r, hosts.get(r.target))
+        rows[r.target]["estimates_fp32"] = meta.fp32_estimates(sources, r.manifest, by_name[r.target], per_hour)
     names = [t.name for t in targets]
-    checks = budget_mod.check(rows, budget_mod.effective(list(budgets or []), names))
+    applied = budget_mod.effective(list(budgets or []), names)
+    checks = budget_mod.check(rows, applied)
+    if progress:
+        progress("reports: fp32 source row, budgets, report.{json,md,html}")
     report = {
-        "report_version": REPORT_VERSION,
+        "report_version": meta.REPORT_VERSION,
         "models": _source_models(results, models),
+        "source": meta.source_section(sources, results[0].manifest, Path(results[0].bundle)) if results else None,
+        "toolchain": meta.toolchain([r.manifest for r in results]),
+        "host": meta.host_info(),
         "targets": rows,
         "failed_targets": {f.target: f"{f.stage}: {f.reason}" for f in failures},
         "failures": [f.to_json() for f in failures],
+        "budget_settings": meta.budget_settings(applied),
         "budgets": checks,
         "budgets_passed": all(c["passed"] is not False for c in checks),
         "baseline": baseline_deltas(rows, old) if old is not None else None,
         "build_seconds": round(seconds, 2),
         "jobs": jobs,
         "per_hour": per_hour,
+        "measured": {},
     }
     from .render.report import write_reports
 

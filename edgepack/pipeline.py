@@ -71,6 +71,7 @@ class ModelState:
     samples_key: str = ""  # names the verification inputs (memo keys of runs on them)
     user_fp32: float | None = None  # --eval on the fp32 original
     conversion_notes: tuple[str, ...] = ()  # the chosen artifact's conversion decisions (the convert stage records them)
+    preprocessing: dict | None = None  # how an image becomes the input (the calibration folder's preprocess.toml)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:

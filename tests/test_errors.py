@@ -41,6 +41,9 @@ def test_a_bug_in_a_stage_is_reported_as_a_bug_not_as_bad_input(cli, tiny_cnn_pa
 
 
 def test_debug_prints_the_traceback_of_the_bug(cli, tiny_cnn_path, tmp_path, monkeypatch):
+    import os
+
+    before = os.environ.get("EDGEPACK_DEBUG")
     _plant_key_error(monkeypatch)
     code, _, err = cli("--debug", "build", tiny_cnn_path, "--target", "rpi4-cpu", "-o", tmp_path / "out")
     assert code == 70
@@ -48,6 +51,7 @@ def test_debug_prints_the_traceback_of_the_bug(cli, tiny_cnn_path, tmp_path, mon
     assert err.strip().splitlines()[-1].startswith("error: internal error in rpi4-cpu: reduce: KeyError")
     code, _, err = cli("build", tiny_cnn_path, "--target", "rpi4-cpu", "-o", tmp_path / "out2", "--debug")
     assert code == 70 and "Traceback" in err  # also accepted after the command
+    assert os.environ.get("EDGEPACK_DEBUG") == before  # --debug lasts one command, not the rest of the process
 
 
 def test_compare_does_not_file_a_bug_as_one_more_failed_target(cli, tiny_cnn_path, tmp_path, monkeypatch):

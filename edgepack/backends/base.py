@@ -164,6 +164,14 @@ class Backend(ABC):
     def estimate_inputs(self, ctx: Context, m: ModelState) -> EstimateInputs:
         """The graph (ONNX form) and files the estimate stage analyses for one model."""
 
+    def host_runners(self, source: Path, artifact: Path, profile: TargetProfile,
+                     threads: int = 1) -> list[tuple[str, str, Callable[[dict], Any]]]:
+        """What ``compare`` times on this host for one shipped model, after every target is built:
+        ``(key, what runs, run(feed))`` with key ``fp32`` (the fp32 original in onnxruntime CPU, the
+        common yardstick), ``fp32_engine`` (the fp32 original in this engine, where that is not
+        onnxruntime) and ``shipped``. Empty where this host cannot run the engine."""
+        return []
+
     def emulation(self, profile: TargetProfile) -> dict | None:
         """``{"arch", "cpu"}`` when this host can run the target's own runtime build under user-mode
         emulation (:mod:`edgepack.emulator`), else None."""
@@ -180,6 +188,7 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def run_bundled(self, path: Path, session_config: dict[str, str], feed: dict, name: str) -> None:
+    def run_bundled(self, path: Path, session_config: dict[str, str], feed: dict, name: str) -> dict | None:
         """Load and run one model of a bundle (``session_config``: the manifest's checked runtime settings)
-        under the run time limit (:mod:`edgepack.limits`); the engine's errors propagate."""
+        under the run time limit (:mod:`edgepack.limits`); the engine's errors propagate. Returns
+        {output name: array} (None when the engine cannot give them: the reference check is skipped)."""

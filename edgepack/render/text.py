@@ -11,6 +11,14 @@ def _fmt_num(x: float) -> str:
     return f"{x:.0f}"
 
 
+def fmt_count(x: float, unit: str) -> str:
+    """``1.20 GFLOPs``, ``8 FLOPs``, ``0 FLOPs``: a count with an SI prefix and its unit, spaced."""
+    text = _fmt_num(x)
+    if text[-1].isalpha():
+        return f"{text[:-1]} {text[-1]}{unit}"
+    return f"{text} {unit}"
+
+
 def _fmt_dims(shape) -> str:
     return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -33,7 +41,8 @@ def print_inspect(report: dict) -> None:
     w = report["work"]
     shapes = report["shapes"]
     basis = ", ".join(f"{k}={_fmt_dims(v)}" for k, v in shapes["used_for_flops"].items())
-    print(f"work      {_fmt_num(w['total_flops'])}FLOPs ({_fmt_num(w['total_macs'])}MACs) at {basis}")
+    none = " (no node with countable arithmetic)" if not w["total_flops"] else ""
+    print(f"work      {fmt_count(w['total_flops'], 'FLOPs')} ({fmt_count(w['total_macs'], 'MACs')}){none} at {basis}")
     if w["flops_by_class"]:
         print("          by class: " + ", ".join(f"{k} {_fmt_num(v)}" for k, v in w["flops_by_class"].items()))
     if w["nodes_with_unknown_shapes"]:
@@ -109,7 +118,7 @@ def print_compare_summary(report: dict, out) -> None:
     """The last lines of ``compare``: one line per target, then where the report is."""
     print()
     for name, t in report["targets"].items():
-        recipes = ", ".join(sorted(set(t.get("recipes", {}).values()))) or "-"
+        recipes = ", ".join(sorted(set(v or "?" for v in t.get("recipes", {}).values()))) or "-"
         acc = t.get("accuracy") or {}
         checked = acc.get("status") or "not verified"
         if acc.get("agreement") is not None:
@@ -118,7 +127,10 @@ def print_compare_summary(report: dict, out) -> None:
             checked += f", cos {acc['cosine_min']:.4f}"
         lat = (t.get("estimates") or {}).get("latency_ms") or {}
         est = f", ~{lat['value']:.3g} ms on the device (estimated)" if lat.get("value") is not None else ""
-        print(f"  {name}: {recipes}, {t['bundle_bytes'] / 1e6:.2f} MB bundle, {checked}{est}")
+        size = t.get("size")
+        shipped = (f"{size['total_bytes'] / 1e6:.2f} MB with its runtime" if size else
+                   f"{t['bundle_bytes'] / 1e6:.2f} MB bundle")
+        print(f"  {name}: {recipes}, {shipped}, {checked}{est}")
     for name, why in report.get("failed_targets", {}).items():
         print(f"  {name}: NOT BUILT - {why}")
     print(f"report: {out / 'report.html'} (also report.md, report.json)")

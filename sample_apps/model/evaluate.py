@@ -11,12 +11,14 @@ On its own:
 
   python sample_apps/model/evaluate.py [MODEL] [--data digits_test.npz]
 
-MODEL defaults to digits_cnn.onnx next to this file: an .onnx or .ort (onnxruntime) or an OpenVINO
-.xml (openvino) with one float input [batch,1,8,8] and a [batch,10] scores output.
+MODEL defaults to digits_cnn.onnx next to this file: an .onnx or .ort (onnxruntime), an OpenVINO
+.xml (openvino), or a bundle folder (the model its manifest.json names), with one float input
+[batch,1,8,8] and a [batch,10] scores output.
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +55,20 @@ def _scores(runner, x: np.ndarray) -> np.ndarray:
     return np.concatenate(chunks)
 
 
+def resolve(model_path: str | Path) -> Path:
+    """A bundle folder stands for the model its manifest.json names."""
+    path = Path(model_path)
+    if path.is_dir():
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        return path / manifest["models"][0]["artifact"]
+    return path
+
+
 class _Runner:
     """A runner like edgepack's, for this script's command line: onnxruntime, or OpenVINO for a .xml."""
 
     def __init__(self, model_path: str | Path):
-        path = Path(model_path)
+        path = resolve(model_path)
         if path.suffix == ".xml":
             import openvino as ov
 

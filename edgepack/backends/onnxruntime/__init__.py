@@ -200,6 +200,15 @@ class OnnxRuntimeBackend(Backend):
                 "session": {**settings, "lean": lat.get("lean", False)},
                 "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"]}
 
+    def host_runners(self, source, artifact, profile, threads=1):
+        from ...runtime import ort as ort_runtime
+
+        settings = ort_runtime.host_settings(profile)
+        ref = ort_runtime.session(source, threads, settings["level"], settings["disabled_optimizers"])
+        shipped = ort_runtime.session(artifact, threads, settings["level"], settings["disabled_optimizers"])
+        return [("fp32", "fp32 original, onnxruntime CPU", lambda feed: ort_runtime.run(ref, feed)),
+                ("shipped", f"shipped {artifact.name}, onnxruntime CPU", lambda feed: ort_runtime.run(shipped, feed))]
+
     def package(self, ctx, decisions):
         from .minimal_build import package
 
@@ -246,12 +255,13 @@ class OnnxRuntimeBackend(Backend):
                     "(ORT-format models are tied to the version that wrote them, onnxruntime#8044)")
         return None
 
-    def run_bundled(self, path, session_config, feed, name) -> None:
+    def run_bundled(self, path, session_config, feed, name) -> dict:
         from ... import limits, quiet
         from ...runtime import ort as ort_runtime
 
         options = ort_runtime.session_options(log_severity=quiet.ort_severity(), config=sorted(session_config.items()))
-        limits.run_ort(ort_runtime.inference_session(path, options), feed, name)
+        sess = ort_runtime.inference_session(path, options)
+        return dict(zip([o.name for o in sess.get_outputs()], limits.run_ort(sess, feed, name)))
 
     def foreign_errors(self) -> tuple[type[BaseException], ...]:
         return ()

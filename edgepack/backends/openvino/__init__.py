@@ -160,6 +160,20 @@ class OpenVinoBackend(Backend):
             "openvino": load,
         }
 
+    def host_runners(self, source, artifact, profile, threads=1):
+        from ...runtime import ort as ort_runtime
+        from .run import compile_ir, infer
+
+        device = self._device(profile)
+        ref = ort_runtime.session(source, threads)
+        fp32 = compile_ir(source, threads, device)  # OpenVINO reads the ONNX model itself: its fp32 figure
+        shipped = compile_ir(artifact, threads, device)
+        fp32_request, shipped_request = fp32.create_infer_request(), shipped.create_infer_request()
+        return [("fp32", "fp32 original, onnxruntime CPU", lambda feed: ort_runtime.run(ref, feed)),
+                ("fp32_engine", f"fp32 original, OpenVINO {device}", lambda feed: infer(fp32_request, fp32, feed)),
+                ("shipped", f"shipped {artifact.name}, OpenVINO {device}",
+                 lambda feed: infer(shipped_request, shipped, feed))]
+
     def package(self, ctx, decisions):
         from .package import package
 
@@ -202,13 +216,15 @@ class OpenVinoBackend(Backend):
             return None
         return getattr(openvino, "__version__", "?")
 
-    def run_bundled(self, path, session_config, feed, name) -> None:
+    def run_bundled(self, path, session_config, feed, name) -> dict:
+        import numpy as np
         import openvino as ov
 
         from ... import limits
 
-        request = ov.Core().compile_model(str(path), "CPU").create_infer_request()
-        limits.run_openvino(request, feed, name)
+        compiled = ov.Core().compile_model(str(path), "CPU")
+        result = limits.run_openvino(compiled.create_infer_request(), feed, name)
+        return {o.get_any_name(): np.asarray(result[o]) for o in compiled.outputs}
 
 
 def _shipped_coverage(xml, profile):

@@ -44,6 +44,9 @@ def infer(request, compiled, feed: dict) -> dict[str, np.ndarray]:
     return outs
 
 
+infer = _infer  # one run of a compiled model (request, compiled, feed) -> {output name: array}
+
+
 def run_ir(xml: Path, inputs: list[dict], threads: int = 1, device: str = DEVICE_DEFAULT) -> list[dict]:
     """Run an IR on the OpenVINO device for each input dict; one {output name: array} per input."""
     compiled = compile_ir(Path(xml), threads, device)
