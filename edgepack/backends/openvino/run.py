@@ -44,7 +44,6 @@ def infer(request, compiled, feed: dict) -> dict[str, np.ndarray]:
     return outs
 
 
-infer = _infer  # one run of a compiled model (request, compiled, feed) -> {output name: array}
 
 
 def run_ir(xml: Path, inputs: list[dict], threads: int = 1, device: str = DEVICE_DEFAULT) -> list[dict]:
