@@ -126,8 +126,14 @@ def shapes_of(shapes: Shapes) -> dict[str, tuple[int, ...]]:
 
 def build(models: PathLike | Iterable[PathLike], targets: Targets, out: PathLike, *,
           calibration: PathLike | None = None, shapes: Shapes = None, force: bool = False, per_hour: float = 1000.0,
-          jobs: int = 1, progress: Callable[[str], None] | None = None) -> list[BuildResult]:
+          jobs: int = 1, progress: Callable[[str], None] | None = None, keep_going: bool = False,
+          output_kinds: Sequence[tuple[str, str, dict, str]] | None = None,
+          user_metric: Any = None) -> list[BuildResult]:
     """One verified bundle per target in ``out/<target>/`` (``edgepack build``); one BuildResult each.
+
+    A target that cannot be built raises its error (a StageError naming the stage), unless ``keep_going``:
+    then it is returned as a :class:`~edgepack.build.TargetFailure` in its place and the others go on.
+    ``output_kinds`` and ``user_metric``: what ``--output-kind`` and ``--eval`` give (see edgepack.judging).
 
     >>> results = edgepack.build("model.onnx", ["rpi5-cpu"], "out", calibration="calib/")  # doctest: +SKIP
     """
@@ -138,14 +144,16 @@ def build(models: PathLike | Iterable[PathLike], targets: Targets, out: PathLike
         msg = "jobs must be 1 or more"
         raise UsageError(msg)
     return _build(_models(models), profiles(targets), Path(out), calibration=calibration, shapes=shapes_of(shapes),
-                  force=force, progress=progress, jobs=jobs, per_hour=per_hour)
+                  force=force, progress=progress, jobs=jobs, per_hour=per_hour, keep_going=keep_going,
+                  output_kinds=list(output_kinds or []), user_metric=user_metric)
 
 
 def compare(models: PathLike | Iterable[PathLike], targets: Targets = "all", out: PathLike = "out", *,
             calibration: PathLike | None = None, shapes: Shapes = None, budgets: Mapping[str, Any] | None = None,
             target_budgets: Mapping[str, Mapping[str, Any]] | Sequence[str] | None = None,
             config: PathLike | None = None, baseline: PathLike | None = None, jobs: int = 2, force: bool = False,
-            per_hour: float = 1000.0, progress: Callable[[str], None] | None = None) -> CompareResult:
+            per_hour: float = 1000.0, progress: Callable[[str], None] | None = None,
+            output_kinds: Sequence[tuple[str, str, dict, str]] | None = None, user_metric: Any = None) -> CompareResult:
     """Every target side by side plus ``out/report.{json,md,html}`` (``edgepack compare``).
 
     ``budgets``: {key: limit} for every target (``max-bundle-mb``, ``max-latency-ms``,
@@ -166,7 +174,8 @@ def compare(models: PathLike | Iterable[PathLike], targets: Targets = "all", out
                         per_target=target_budgets if target_budgets is None or isinstance(target_budgets, Mapping)
                         else list(target_budgets))
     report = _compare(_models(models), chosen, Path(out), calibration=calibration, shapes=shapes_of(shapes),
-                      budgets=limits, baseline=baseline, jobs=jobs, force=force, progress=progress, per_hour=per_hour)
+                      budgets=limits, baseline=baseline, jobs=jobs, force=force, progress=progress, per_hour=per_hour,
+                      output_kinds=list(output_kinds or []), user_metric=user_metric)
     return CompareResult(report, Path(out))
 
 

@@ -90,6 +90,8 @@ def from_pyproject(path: Path, targets: list[str]) -> list[Budget]:
         raise UsageError(msg)
     out = []
     for key, value in table.items():
+        if key in ("eval", "output_kinds"):  # the judgement's settings (edgepack.judging), not budgets
+            continue
         if key == "budgets":
             if not isinstance(value, dict):
                 msg = f"{where}: 'budgets' must be a table of targets"

@@ -146,16 +146,16 @@ def _run_models(bundle: Path, checked: mc.Checked, backend, f: Findings) -> None
             f.problems.append(f"{run.artifact} does not run: {first_line(exc)[:300]}")
             continue
         if expected is None:
-            f.checked.append(f"{run.artifact} loads and runs on generated inputs ({backend.name}, CPU; the bundle "
-                             "has no reference pair)")
+            f.checked.append(f"{run.artifact} loads and runs on generated inputs ({backend.host_runtime}; the bundle has no "
+                             "reference pair)")
             continue
         if got is None:
-            f.checked.append(f"{run.artifact} loads and runs on its reference input ({backend.name}, CPU; outputs "
-                             "not compared)")
+            f.checked.append(f"{run.artifact} loads and runs on its reference input ({backend.host_runtime}; "
+                             "outputs not compared)")
             continue
         ok, why = reference.check(expected, got, ref.rule)
         if ok:
-            f.checked.append(f"{run.artifact} runs on its reference input and {why} ({backend.name}, CPU)")
+            f.checked.append(f"{run.artifact} runs on its reference input and {why} ({backend.host_runtime})")
         else:
             f.problems.append(f"{run.artifact} on its reference input: {why} (the fp32 original's output on the "
                               "same input, the recipe's tolerance)")

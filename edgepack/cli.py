@@ -1,7 +1,8 @@
 """Command line: argument parsing and printing only. ``main(argv) -> int``.
 
-Exit codes: 0 success; 1 a budget or quality gate failed; 2 bad input or usage
-(one line ``error: ...`` on stderr, no traceback); 70 a bug in edgepack (one line
+Exit codes (README "Exit codes"): 0 every target built and every gate passed; 1 a target could not be
+built (the others were, and each failure is reported) or a budget broke; 2 bad input or usage found
+before any work (one line ``error: ...`` on stderr, no traceback); 70 a bug in edgepack (one line
 ``error: internal error in ...``; ``--debug`` prints the traceback).
 """
 
@@ -9,10 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
+from . import judging
 from .errors import EdgepackError, InternalError, OutputError, UsageError
+
+
+_SHAPE_HELP = ("fix an input shape, e.g. images=1x3x640x640; with several models NAME=DIMS sets that input of every "
+               "model that has it and MODEL:NAME=DIMS one model's (MODEL: its file stem, det:x=1x3x640x640)")
+_CALIBRATION_HELP = ("folder of real input samples: <input>.npy stacks, .npz files (one per sample or stacked), "
+                     "<input>/ folders of per-sample .npy files, or images with a preprocess.toml; with several "
+                     "models, DIR/<model file stem>/ per model")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,7 +43,8 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="path to an .onnx model")
     i.add_argument("--target", action="append", default=[], metavar="T",
                    help="target name or profile .toml path (repeatable; 'all' for every built-in target)")
-    i.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
+    i.add_argument("--shape", action="append", default=[], metavar="[MODEL:]NAME=DIMS",
+                   help="fix an input shape, e.g. images=1x3x640x640 (MODEL: the model file's stem)")
     i.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
                    help="inferences per hour for battery/energy estimates (default 1000)")
     i.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
@@ -44,21 +55,22 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target", action="append", default=[], metavar="T", required=True,
                    help="target name or profile .toml path (repeatable; 'all' for every built-in target)")
     b.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: one bundle per target in OUT/<target>/")
-    b.add_argument("--calibration", metavar="DIR", help="folder of .npy/.npz samples keyed by input name, and/or images with a preprocess.toml")
-    b.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
+    b.add_argument("--calibration", metavar="DIR", help=_CALIBRATION_HELP)
+    b.add_argument("--shape", action="append", default=[], metavar="[MODEL:]NAME=DIMS", help=_SHAPE_HELP)
     b.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     b.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
                    help="inferences per hour for battery/energy estimates (default 1000)")
     b.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     b.add_argument("--json", action="store_true", help="print JSON only")
+    judging.add_args(b, gate=True, config=True)
     _time_limit_arg(b)
 
     c = sub.add_parser("compare", help="build all targets side by side; reports, CI budgets, baseline")
     c.add_argument("models", nargs="+", metavar="MODEL", help=".onnx model(s)")
     c.add_argument("--targets", default="all", metavar="all|T1,T2", help="targets to compare (default: all)")
     c.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: bundles and report.{json,md,html}")
-    c.add_argument("--calibration", metavar="DIR", help="folder of .npy/.npz samples, and/or images with a preprocess.toml")
-    c.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape")
+    c.add_argument("--calibration", metavar="DIR", help=_CALIBRATION_HELP)
+    c.add_argument("--shape", action="append", default=[], metavar="[MODEL:]NAME=DIMS", help=_SHAPE_HELP)
     c.add_argument("--jobs", type=int, default=2, metavar="N", help="targets built in parallel (default 2)")
     c.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     c.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to show the change against")
@@ -67,6 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="inferences per hour for battery/energy estimates and budgets (default 1000)")
     c.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     c.add_argument("--json", action="store_true", help="print the report as JSON only")
+    judging.add_args(c, gate=False, config=False)
     _time_limit_arg(c)
 
     k = sub.add_parser("calibrate", help="measure this machine and write a profile that extends a base target")
@@ -165,22 +178,30 @@ def _cmd_inspect(args) -> int:
 
 def _cmd_build(args) -> int:
     from . import api
+    from .build import BuildResult
     from .render.text import manifest_sha256
 
     progress = _progress(args.json)
-    results = api.build(args.models, args.target, args.output, calibration=args.calibration, shapes=args.shape,
-                        force=args.force, progress=progress, per_hour=_per_hour(args))
+    outcomes = api.build(args.models, args.target, args.output, calibration=args.calibration, shapes=args.shape,
+                         force=args.force, progress=progress, per_hour=_per_hour(args), keep_going=True,
+                         **judging.options(args))
     if progress:
         progress.done()
+    results = [r for r in outcomes if isinstance(r, BuildResult)]
+    failures = [r for r in outcomes if not isinstance(r, BuildResult)]
     if args.json:
         print(json.dumps([{"target": r.target, "bundle": str(r.bundle), "build_record": str(r.record),
-                           "manifest_sha256": manifest_sha256(r.bundle), "manifest": r.manifest} for r in results],
-                         indent=2))
-        return 0
-    from .render.text import print_build
+                           "manifest_sha256": manifest_sha256(r.bundle), "manifest": r.manifest} for r in results]
+                         + [{"target": f.target, "failed": f.to_json()} for f in failures], indent=2))
+    else:
+        from .render.text import print_build
 
-    print_build(results)
-    return 0
+        print_build(results)
+        for f in failures:
+            print(f"{f.target}: NOT BUILT - failed at {f.stage}: {f.reason}")
+    for f in failures:
+        print(f"target not built: {f}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _budget_flags(args) -> dict:
@@ -201,7 +222,7 @@ def _cmd_compare(args) -> int:
     result = api.compare(args.models, refs, args.output, calibration=args.calibration, shapes=args.shape,
                          budgets=_budget_flags(args), target_budgets=args.budget, config=args.config,
                          baseline=args.baseline, jobs=args.jobs, force=args.force, progress=progress,
-                         per_hour=_per_hour(args))
+                         per_hour=_per_hour(args), **judging.options(args, gate_is_budget=True))
     if progress:
         progress.done()
     return _report_outcome(result, args.json, Path(args.output))
@@ -225,7 +246,7 @@ def _report_outcome(result, json_only: bool | None, out, quiet: bool = False) ->
     for b in result.broken_budgets:
         print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
     for target, why in result.failed_targets.items():
-        print(f"target not built: {why}", file=sys.stderr)
+        print(f"target not built: {target}: {why}", file=sys.stderr)
     return result.exit_code
 
 
@@ -375,15 +396,20 @@ _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_bui
 def main(argv: Sequence[str] | None = None) -> int:
     from . import cleanup
 
-    with cleanup.signals():  # SIGTERM unwinds like Ctrl-C: temporary folders are removed
-        return _main(argv)
+    debug_env = os.environ.get("EDGEPACK_DEBUG")
+    try:
+        with cleanup.signals():  # SIGTERM unwinds like Ctrl-C: temporary folders are removed
+            return _main(argv)
+    finally:  # --debug sets it for its own command only (tests call main many times in one process)
+        if debug_env is None:
+            os.environ.pop("EDGEPACK_DEBUG", None)
+        else:
+            os.environ["EDGEPACK_DEBUG"] = debug_env
 
 
 def _main(argv: Sequence[str] | None) -> int:
     from .cleanup import Terminated
     from .last_resort import user_failure
-
-    import os
 
     parser = _build_parser()
     args = None

@@ -25,21 +25,38 @@ def _artifact_bytes(manifest: dict, names: set[str]) -> int:
 
 
 def _accuracy(manifest: dict) -> dict:
-    cos, top1 = [], []
+    """The worst figures of the verification: cosine, agreement of the output kinds, the user's metric,
+    and the accuracy drop the budget reads (the --eval drop; else 1 - the worst kind agreement; else 1 - cosine)."""
+    from .metrics.bars import PRIMARY
+
+    cos, top1, agree, drops, statuses = [], [], [], [], []
     for m in manifest["models"]:
-        for out in (m.get("verification") or {}).get("outputs", {}).values():
+        ver = m.get("verification") or {}
+        statuses.append(ver.get("status", "verified"))
+        if (ver.get("user_metric") or {}).get("drop") is not None:
+            drops.append(ver["user_metric"]["drop"])
+        for out in ver.get("outputs", {}).values():
             cos.append(out["cosine_min"])
             if out.get("top1_agreement") is not None:
                 top1.append(out["top1_agreement"])
+            kind = out.get("kind", "embedding")
+            if kind != "embedding" and out.get(PRIMARY[kind]) is not None and out.get("status") == "passed":
+                agree.append((out[PRIMARY[kind]], f"{kind}: {PRIMARY[kind]}"))
     worst_cos = min(cos) if cos else None
     worst_top1 = min(top1) if top1 else None
-    if worst_top1 is not None:
-        drop, basis = 1.0 - worst_top1, "1 - top-1 agreement with the fp32 model"
+    worst_agree = min(agree) if agree else None
+    if drops:
+        drop, basis = max(drops), "your --eval metric: fp32 value minus the shipped model's"
+    elif worst_agree is not None:
+        drop, basis = 1.0 - worst_agree[0], f"1 - the lowest agreement with the fp32 model ({worst_agree[1]})"
     elif worst_cos is not None:
         drop, basis = 1.0 - worst_cos, "1 - lowest cosine similarity to the fp32 outputs"
     else:
         drop, basis = None, "no verification metrics"
-    return {"cosine_min": worst_cos, "top1_agreement": worst_top1, "drop": drop, "drop_basis": basis}
+    order = ("not verifiable", "weakly verified", "verified")
+    status = next((s for s in order if s in statuses), None)
+    return {"cosine_min": worst_cos, "top1_agreement": worst_top1, "agreement": worst_agree[0] if worst_agree else None,
+            "status": status, "drop": drop, "drop_basis": basis}
 
 
 def _coverage(manifest: dict) -> dict:
@@ -54,8 +71,9 @@ def _coverage(manifest: dict) -> dict:
 
 
 def _host_from_build(measurements: dict) -> dict | None:
-    """The build's own host latency (taken while other targets built in parallel): a fallback only."""
-    lat = measurements.get("host_latency", {})
+    """The build's own host latency (taken while other targets built in parallel): a fallback only. A backend
+    whose host run is no stand-in for the device (the QNN HTP simulator) measures nothing."""
+    lat = {k: v for k, v in measurements.get("host_latency", {}).items() if v}
     if not lat:
         return None
     fp32 = sum(v["fp32_original"]["median_ms"] for v in lat.values())
@@ -189,6 +207,19 @@ def baseline_deltas(rows: dict[str, dict], baseline: dict) -> dict:
     return out
 
 
+def _source_models(results: list[BuildResult], paths) -> list[dict]:
+    if results:
+        return [m["source_model"] for m in results[0].manifest["models"]]
+    from .model import load_model  # every target failed: describe the models from their files
+
+    out = []
+    for p in paths:
+        info = load_model(p).info
+        out.append({"file": info.name, "sha256": info.sha256, "bytes": info.file_bytes + info.external_data_bytes,
+                    "inputs": [t.to_json() for t in info.inputs], "outputs": [t.to_json() for t in info.outputs]})
+    return out
+
+
 def compare(
     models: list[str | Path],
     targets: list[TargetProfile],
@@ -202,8 +233,11 @@ def compare(
     force: bool = False,
     progress: Callable[[str], None] | None = None,
     per_hour: float = 1000.0,
+    output_kinds: list | None = None,
+    user_metric=None,
 ) -> dict:
-    """Build every target (shared work once, targets in parallel), then write report.{json,md,html}."""
+    """Build every target (shared work once, targets in parallel), then write report.{json,md,html}: always,
+    also when targets failed (each with its stage and reason in ``failures``)."""
     out = Path(out)
     old = None
     if baseline is not None:
@@ -217,14 +251,12 @@ def compare(
         check_file_slot(out / name)
     start = time.perf_counter()
     outcomes = build(models, targets, out, calibration=calibration, shapes=shapes, force=force, progress=progress,
-                     jobs=jobs, per_hour=per_hour, keep_going=True)
+                     jobs=jobs, per_hour=per_hour, keep_going=True, output_kinds=output_kinds, user_metric=user_metric)
     seconds = time.perf_counter() - start
     results = [r for r in outcomes if isinstance(r, BuildResult)]
-    failed = {t.name: str(r) for t, r in zip(targets, outcomes) if not isinstance(r, BuildResult)}
-    if not results:
-        raise next(r for r in outcomes if not isinstance(r, BuildResult))
+    failures = [r for r in outcomes if not isinstance(r, BuildResult)]
     sources = [Path(m) for m in models]
-    hosts = time_targets(results, targets, sources, progress)  # serially, now that nothing else runs
+    hosts = time_targets(results, targets, sources, progress) if results else {}  # serially, now nothing else runs
     by_name = {t.name: t for t in targets}
     host = meta.host_info()
     rows = {}
@@ -239,12 +271,13 @@ def compare(
         progress("reports: fp32 source row, budgets, report.{json,md,html}")
     report = {
         "report_version": meta.REPORT_VERSION,
-        "models": [m["source_model"] for m in results[0].manifest["models"]],
-        "source": meta.source_section(sources, results[0].manifest, Path(results[0].bundle)),
+        "models": _source_models(results, models),
+        "source": meta.source_section(sources, results[0].manifest, Path(results[0].bundle)) if results else None,
         "toolchain": meta.toolchain([r.manifest for r in results]),
         "host": host,
         "targets": rows,
-        "failed_targets": failed,
+        "failed_targets": {f.target: f"{f.stage}: {f.reason}" for f in failures},
+        "failures": [f.to_json() for f in failures],
         "budget_settings": meta.budget_settings(applied),
         "budgets": checks,
         "budgets_passed": all(c["passed"] is not False for c in checks),

@@ -40,6 +40,16 @@ def read_json(path: Path, what: str) -> Any:
         raise UsageError(msg) from None
 
 
+def label(path: Path) -> str:
+    """A report's name in messages and in the merged report: the path as given when it is relative (in CI
+    every artifact's file is report.json; its folder tells them apart), else its folder and name - never
+    an absolute path of the machine that merged."""
+    path = Path(path)
+    if not path.is_absolute() and ".." not in path.parts:
+        return path.as_posix()
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 def _model_key(doc: dict) -> tuple[str, ...]:
     return tuple(m["sha256"] for m in doc["models"])
 
@@ -75,14 +85,14 @@ def _refuse_mismatches(reports: list[tuple[Path, dict]], by_model: bool) -> None
     for key in meta.MERGE_KEYS:
         versions = {}
         for path, doc in reports:
-            versions.setdefault(doc["toolchain"][key], []).append(path.name)
+            versions.setdefault(doc["toolchain"][key], []).append(label(path))
         if len(versions) > 1:
             problems.append(f"{key} versions differ (" + "; ".join(f"{v} in {', '.join(p)}" for v, p in versions.items())
                             + ")")
     if not by_model:
         groups = {}
         for path, doc in reports:
-            groups.setdefault(_model_key(doc), (doc, []))[1].append(path.name)
+            groups.setdefault(_model_key(doc), (doc, []))[1].append(label(path))
         if len(groups) > 1:
             problems.append("they are of different models (" + "; ".join(
                 f"{_model_label(doc)} in {', '.join(p)}" for doc, p in groups.values()) + "); merge one model's "
@@ -92,23 +102,41 @@ def _refuse_mismatches(reports: list[tuple[Path, dict]], by_model: bool) -> None
         raise UsageError(msg)
 
 
-def _merge_rows(group: list[tuple[Path, dict]]) -> tuple[dict, dict, list[dict]]:
+def _merge_rows(group: list[tuple[Path, dict]]) -> tuple[dict, dict, list[dict], list[dict]]:
+    """The rows of every report, the failed targets (with their stage and reason) and where each came from;
+    a target in two reports (built or failed in both) is refused: one job per target."""
     rows: dict[str, dict] = {}
-    where: dict[str, str] = {}
     failed: dict[str, str] = {}
+    failures: list[dict] = []
+    where: dict[str, str] = {}
     merged_from = []
     for path, doc in group:
-        for name, row in doc["targets"].items():
-            if name in rows:
-                msg = f"target {name} is in both {where[name]} and {path.name}; give one report per target"
+        mine = list(doc["targets"]) + [t for t in doc.get("failed_targets") or {} if t not in doc["targets"]]
+        for name in mine:
+            if name in where:
+                msg = f"target {name} is in both {where[name]} and {label(path)}; give one report per target"
                 raise UsageError(msg)
-            rows[name] = {**row, "host": row.get("host") or doc["host"], "report": path.name}
-            where[name] = path.name
+            where[name] = label(path)
+        for name, row in doc["targets"].items():
+            rows[name] = {**row, "host": row.get("host") or doc["host"], "report": label(path)}
         for name, why in (doc.get("failed_targets") or {}).items():
-            failed.setdefault(name, why)
-        merged_from.append({"file": path.name, "targets": list(doc["targets"]), "host": doc["host"],
-                            "toolchain": doc["toolchain"]})
-    return rows, {k: v for k, v in failed.items() if k not in rows}, merged_from
+            if name not in doc["targets"]:
+                failed[name] = why
+        failures += [f for f in doc.get("failures") or [] if f["target"] in failed]
+        merged_from.append({"file": label(path), "targets": list(doc["targets"]), "failed_targets": list(
+            doc.get("failed_targets") or {}), "host": doc["host"], "toolchain": doc["toolchain"]})
+    return rows, failed, failures, merged_from
+
+
+def _toolchain(group: list[tuple[Path, dict]]) -> dict:
+    """The versions the jobs used: the same edgepack and onnxruntime (checked); an engine's version the
+    jobs disagree on (OpenVINO on two runners) is kept as every value, named by report."""
+    seen: dict[str, dict[str, list[str]]] = {}
+    for path, doc in group:
+        for k, v in doc["toolchain"].items():
+            seen.setdefault(k, {}).setdefault(v, []).append(label(path))
+    return {k: next(iter(vs)) if len(vs) == 1 else "; ".join(f"{v} ({', '.join(p)})" for v, p in vs.items())[:200]
+            for k, vs in sorted(seen.items())}
 
 
 def _measured(measurements: list[tuple[Path, dict]], doc: dict, rows: dict) -> dict:
@@ -121,7 +149,7 @@ def _measured(measurements: list[tuple[Path, dict]], doc: dict, rows: dict) -> d
         if meas["target"] not in rows:
             msg = f"{path}: a measurement of target {meas['target']}, which none of the reports holds"
             raise UsageError(msg)
-        out.setdefault(meas["target"], []).append({**meas, "file": path.name})
+        out.setdefault(meas["target"], []).append({**meas, "file": label(path)})
     return out
 
 
@@ -154,7 +182,7 @@ def merge(inputs: list[str | Path], out: str | Path, *, budgets: dict | None = N
     groups: dict[tuple, list] = {}
     for path, doc in reports:
         groups.setdefault(_model_key(doc), []).append((path, doc))
-    stray = [p.name for p, m in measurements if _model_key(m["measurement"]) not in groups]
+    stray = [label(p) for p, m in measurements if _model_key(m["measurement"]) not in groups]
     if stray:
         msg = f"measurements of a model none of the reports is about: {', '.join(stray)}"
         raise UsageError(msg)
@@ -162,7 +190,7 @@ def merge(inputs: list[str | Path], out: str | Path, *, budgets: dict | None = N
     taken: set[str] = set()
     for key, group in groups.items():
         first = group[0][1]
-        rows, failed, merged_from = _merge_rows(group)
+        rows, failed, failures, merged_from = _merge_rows(group)
         names = list(rows)
         applied = budget_mod.effective(budget_mod.collect(
             names, config=Path(config) if config is not None else None, every=dict(budgets or {}),
@@ -172,11 +200,12 @@ def merge(inputs: list[str | Path], out: str | Path, *, budgets: dict | None = N
             "report_version": meta.REPORT_VERSION,
             "models": first["models"],
             "source": first.get("source"),
-            "toolchain": first["toolchain"],
+            "toolchain": _toolchain(group),
             "host": None,
             "merged_from": merged_from,
             "targets": rows,
             "failed_targets": failed,
+            "failures": failures,
             "budget_settings": meta.budget_settings(applied),
             "budgets": checks,
             "budgets_passed": all(c["passed"] is not False for c in checks),

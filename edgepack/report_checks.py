@@ -179,7 +179,14 @@ def check_report(doc: Any, where: str) -> dict:
         d.text(name, "targets (a target name)", limit=200)
         _check_row(d, name, row)
     for name, why in d.obj(doc.get("failed_targets") or {}, "failed_targets").items():
+        d.text(name, "failed_targets (a target name)", limit=200)
         d.text(why, f"failed_targets.{name}")
+    failures = doc.get("failures") or []
+    if not isinstance(failures, list):
+        d.fail("failures", "a list")
+    for i, f in enumerate(failures):
+        for k in ("target", "stage", "reason"):
+            d.text(d.obj(f, f"failures[{i}]").get(k), f"failures[{i}].{k}")
     source = doc.get("source")
     if source is not None:
         d.obj(source, "source")

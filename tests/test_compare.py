@@ -240,7 +240,7 @@ def test_a_target_that_cannot_be_built_does_not_stop_the_others(cli, tmp_path):
     model = Path(onnxruntime.__file__).parent / "datasets" / "logreg_iris.onnx"  # ai.onnx.ml: no OpenVINO
     code, out, err = cli("compare", model, "--targets", "rpi4-cpu,intel-openvino", "-o", tmp_path / "o", "--jobs", "1")
     assert code == 1
-    assert "target not built: intel-openvino: OpenVINO has no ai.onnx.ml operators" in err
+    assert "target not built: intel-openvino: plan: OpenVINO has no ai.onnx.ml operators" in err
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert list(report["targets"]) == ["rpi4-cpu"] and "intel-openvino" in report["failed_targets"]
     assert "**not built**" in out

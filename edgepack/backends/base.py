@@ -82,6 +82,15 @@ class Backend(ABC):
         """Coverage of the prepared ONNX graph, where the engine's placement can be known from it."""
         return None
 
+    def estimate_placement(self, model: Any, profile: TargetProfile) -> tuple[set[tuple], int, str]:
+        """(keys of the main-graph nodes the accelerator runs, partitions, how that is known) for the
+        latency estimate of a shape-inferred model; by default onnxruntime's partitioning of the
+        profile's op table (NNAPI, Core ML), nothing for a CPU target."""
+        from ..partition import placement
+
+        keys, partitions = placement(model, profile, ort_checker_quirks=True)
+        return keys, partitions, f"onnxruntime partitioning of the {profile.op_table} table"
+
     # ------------------------------------------------------------------ quantize: candidates
 
     def prepare_candidates(self, ctx: Context, m: ModelState, model_class: str, decisions: list[str],
@@ -118,6 +127,14 @@ class Backend(ABC):
     @abstractmethod
     def run_shipped(self, ctx: Context, m: ModelState) -> list[dict]:
         """Run the shipped artifact exactly as the device's runtime will, on the held-out inputs."""
+
+    def open_runner(self, path: Path, profile: TargetProfile) -> tuple[Callable[[dict], dict], dict, list]:
+        """``path`` opened as :meth:`run_shipped` runs it, for the user's metric (``--eval``): a callable
+        feed -> {output name: array}, {input name: dims (None where free)} and the output names."""
+        from ..errors import StageError
+
+        msg = f"--eval cannot run {self.label} bundles on this host"
+        raise StageError(msg)
 
     def verified_on(self, profile: TargetProfile) -> str:
         """Words after 'verified against the fp32 original' naming where the check ran ('' for the default)."""

@@ -61,7 +61,8 @@ def _cells(r: dict) -> list[str]:
     fp32 = r.get("estimates_fp32") or {}
     recipes = ", ".join(sorted(set(v or "?" for v in r["recipes"].values())))
     accuracy = "–" if acc["cosine_min"] is None else f"cos {acc['cosine_min']:.4f}" + (
-        f", top-1 {acc['top1_agreement']:.3f}" if acc["top1_agreement"] is not None else "")
+        f", agreement {acc['agreement']:.3f}" if acc.get("agreement") is not None else "") + (
+        f" ({acc['status']})" if acc.get("status") not in (None, "verified") else "")
     return [
         r["target"],
         f"{r['engine']} / {r['provider']}",

@@ -181,6 +181,14 @@ class OnnxRuntimeBackend(Backend):
         # exactly the stored graph: a minimal build applies no further optimizations to a .ort
         return run_model(m.artifact, list(m.verify_inputs), level="disable")
 
+    def open_runner(self, path, profile):
+        from ...runtime.ort import _own, run, session
+
+        sess = session(path, 1, "disable")  # as run_shipped: the graph exactly as stored
+        names = [o.name for o in sess.get_outputs()]
+        shapes = {i.name: [d if isinstance(d, int) else None for d in i.shape] for i in sess.get_inputs()}
+        return (lambda feed: dict(zip(names, map(_own, run(sess, feed))))), shapes, names
+
     def measure_shipped(self, ctx, m):
         from ...runtime.ort import host_settings
         from ...runtime.timing import compare_latency

@@ -130,6 +130,16 @@ class OpenVinoBackend(Backend):
 
         return run_ir(m.artifact, list(m.verify_inputs), device=self._device(ctx.target))
 
+    def open_runner(self, path, profile):
+        from .run import compile_ir, infer
+
+        compiled = compile_ir(path, 1, self._device(profile))
+        request = compiled.create_infer_request()
+        shapes = {p.get_any_name(): [d.get_length() if d.is_static else None for d in p.get_partial_shape()]
+                  for p in compiled.inputs}
+        names = [p.get_any_name() for p in compiled.outputs]
+        return (lambda feed: infer(request, compiled, feed)), shapes, names
+
     def verified_on(self, profile) -> str:
         return f" (OpenVINO {self._device(profile)})"
 

@@ -14,6 +14,20 @@ data class BundleManifest(
     /** toolchain.onnxruntime: the version that wrote model.ort; the app's runtime must match it. */
     val onnxruntimeVersion: String,
     val model: ModelEntry,
+    /** QNN bundles (runtime.execution_provider "QNN"): the plugin EP and this model's files; null otherwise. */
+    val qnn: QnnFiles? = null,
+)
+
+/**
+ * A QNN bundle's model: [context] (EPContext model) + [contextBinary] compiled for one SoC, and
+ * [fallback] (the model they came from) for other SoCs, NNAPI or the CPU (runtime.models.<name>).
+ */
+data class QnnFiles(
+    val epLibrary: String,
+    val registrationName: String,
+    val context: String,
+    val contextBinary: String,
+    val fallback: String,
 )
 
 data class ModelEntry(
@@ -70,13 +84,28 @@ object ManifestReader {
         require(version == SCHEMA_VERSION) { "manifest schema_version $version; this app reads $SCHEMA_VERSION" }
         val target = root.getJSONObject("target")
         val runtime = root.getJSONObject("runtime")
+        val model = pickModel(root.getJSONArray("models"), modelName)
         return BundleManifest(
             targetName = target.getString("name"),
             executionProvider = runtime.getString("execution_provider"),
             providerOptions = toMap(runtime.optJSONObject("provider_options")),
             sessionConfig = toMap(runtime.optJSONObject("session_config")).mapValues { it.value.toString() },
             onnxruntimeVersion = root.getJSONObject("toolchain").getString("onnxruntime"),
-            model = pickModel(root.getJSONArray("models"), modelName),
+            model = model,
+            qnn = qnnFiles(runtime, model.name),
+        )
+    }
+
+    /** runtime.ep_library, runtime.ep_registration_name and runtime.models.<name> of a QNN bundle. */
+    private fun qnnFiles(runtime: JSONObject, modelName: String): QnnFiles? {
+        if (runtime.getString("execution_provider") != "QNN") return null
+        val files = runtime.getJSONObject("models").getJSONObject(modelName)
+        return QnnFiles(
+            epLibrary = runtime.getString("ep_library"),
+            registrationName = runtime.getString("ep_registration_name"),
+            context = files.getString("context"),
+            contextBinary = files.getString("context_binary"),
+            fallback = files.getString("fallback"),
         )
     }
 
