@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import judging
+from . import cli_reports, judging
 from .errors import EdgepackError, InternalError, OutputError, UsageError
 
 
@@ -74,7 +74,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, default=2, metavar="N", help="targets built in parallel (default 2)")
     c.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     c.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to show the change against")
-    _budget_args(c)
+    cli_reports.budget_args(c)
     c.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
                    help="inferences per hour for battery/energy estimates and budgets (default 1000)")
     c.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
@@ -92,26 +92,7 @@ def _build_parser() -> argparse.ArgumentParser:
     k.add_argument("--name", metavar="NAME", help="the new profile's name (default: <base>-calibrated)")
     k.add_argument("--quick", action="store_true", help="small sizes, one round: fast but less accurate")
 
-    v = sub.add_parser("verify", help="re-check a bundle's checksums and files, and run its models")
-    v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
-    v.add_argument("--json", action="store_true", help="print JSON")
-    v.add_argument("--manifest-sha256", metavar="HEX", help="also check manifest.json against this sha256 (build prints it)")
-    v.add_argument("--measure", action="store_true",
-                   help="also time the bundle on this machine with its own runtime and execution provider")
-    v.add_argument("--runs", type=int, metavar="N", help="timed runs with --measure (default 50)")
-    v.add_argument("--threads", type=int, metavar="N", help="intra-op threads with --measure (default: CPUs, at most 4)")
-    _time_limit_arg(v)
-
-    g = sub.add_parser("merge", help="merge per-target compare reports and verify --measure results into one report")
-    g.add_argument("inputs", nargs="+", metavar="REPORT.json",
-                   help="report.json of each compare job, and verify --measure --json outputs")
-    g.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: report.{json,md,html}")
-    g.add_argument("--by-model", action="store_true",
-                   help="reports of several models (a model zoo): one merged report per model in OUT/<model>/")
-    g.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to show the change against")
-    _budget_args(g)
-    g.add_argument("--json", action="store_true", help="print the merged report as JSON only")
-
+    v, g = cli_reports.add_parsers(sub, _time_limit_arg)
     e = sub.add_parser("emulator", help="the target-CPU emulator that runs Pi bundles on their own onnxruntime (aarch64)")
     esub = e.add_subparsers(dest="emulator_command", parser_class=_Parser, required=True)
     for name, text in (("setup", "prepare (once, cached) an arm64 root with the host's onnxruntime version"),
@@ -124,16 +105,6 @@ def _build_parser() -> argparse.ArgumentParser:
     for command in (t, i, b, c, k, v, g, *esub.choices.values()):  # also accepted after the command
         command.add_argument("--debug", action="store_true", dest="debug_here", help=argparse.SUPPRESS)
     return p
-
-
-def _budget_args(p: argparse.ArgumentParser) -> None:
-    """The budget flags of ``compare`` and ``merge`` (the same ones, the same [tool.edgepack] table)."""
-    for key in ("max-bundle-mb", "max-latency-ms", "max-accuracy-drop", "max-battery-pct-per-hour"):
-        p.add_argument(f"--{key}", type=str, metavar="X", help=f"budget for every target: {key}")
-    p.add_argument("--budget", action="append", default=[], metavar="T:KEY=X",
-                   help="budget for one target, e.g. android-nnapi:max-bundle-mb=8 (repeatable)")
-    p.add_argument("--config", default="pyproject.toml", metavar="FILE",
-                   help="read budgets from its [tool.edgepack] table (default: ./pyproject.toml)")
 
 
 def _time_limit_arg(p: argparse.ArgumentParser) -> None:
@@ -204,12 +175,6 @@ def _cmd_build(args) -> int:
     return 1 if failures else 0
 
 
-def _budget_flags(args) -> dict:
-    from .budgets import KEYS
-
-    return {key: getattr(args, key.replace("-", "_")) for key in KEYS}
-
-
 def _cmd_compare(args) -> int:
     from pathlib import Path
 
@@ -220,73 +185,12 @@ def _cmd_compare(args) -> int:
         raise UsageError("--jobs must be 1 or more")
     progress = _progress(args.json)
     result = api.compare(args.models, refs, args.output, calibration=args.calibration, shapes=args.shape,
-                         budgets=_budget_flags(args), target_budgets=args.budget, config=args.config,
+                         budgets=cli_reports.budget_flags(args), target_budgets=args.budget, config=args.config,
                          baseline=args.baseline, jobs=args.jobs, force=args.force, progress=progress,
                          per_hour=_per_hour(args), **judging.options(args, gate_is_budget=True))
     if progress:
         progress.done()
-    return _report_outcome(result, args.json, Path(args.output))
-
-
-def _report_outcome(result, json_only: bool | None, out, quiet: bool = False) -> int:
-    """Print a compare or merge report (markdown, JSON only, or nothing with ``quiet``), then the broken
-    budgets and failed targets on stderr; the exit code."""
-    report = result.report
-    if quiet:
-        pass
-    elif json_only:
-        print(json.dumps(report, indent=2, default=float))
-    else:
-        from .render.report import markdown
-
-        print(markdown(report))
-        from .render.text import print_compare_summary
-
-        print_compare_summary(report, out)
-    for b in result.broken_budgets:
-        print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
-    for target, why in result.failed_targets.items():
-        print(f"target not built: {target}: {why}", file=sys.stderr)
-    return result.exit_code
-
-
-def _cmd_verify(args) -> int:
-    from . import api
-
-    for flag in ("runs", "threads"):
-        value = getattr(args, flag)
-        if value is not None and (not args.measure or value < 1):
-            raise UsageError(f"--{flag} needs --measure and a value of 1 or more")
-    findings = api.verify(args.bundle, manifest_sha256=args.manifest_sha256, measure=args.measure, runs=args.runs,
-                          threads=args.threads)
-    if args.json:
-        print(json.dumps(findings.to_json(), indent=2))
-    else:
-        from .render.text import print_verify
-
-        print_verify(findings, args.bundle)
-    if not findings.ok:  # one line on stderr for CI logs; the full list is on stdout
-        more = f" (and {len(findings.problems) - 1} more)" if len(findings.problems) > 1 else ""
-        print(f"verify failed: {args.bundle}: {findings.problems[0]}{more}", file=sys.stderr)
-    return 0 if findings.ok else 1
-
-
-def _cmd_merge(args) -> int:
-    from pathlib import Path
-
-    from . import api
-
-    results = api.merge(args.inputs, args.output, budgets=_budget_flags(args), target_budgets=args.budget,
-                        config=args.config, baseline=args.baseline, by_model=args.by_model)
-    codes = []
-    for r in results:
-        if args.json:
-            if r is results[0]:
-                print(json.dumps(r.report if len(results) == 1 else [x.report for x in results], indent=2, default=float))
-            codes.append(_report_outcome(r, None, r.out, quiet=True))
-        else:
-            codes.append(_report_outcome(r, False, Path(r.out)))
-    return max(codes)
+    return cli_reports.report_outcome(result, args.json, Path(args.output))
 
 
 def _cmd_emulator(args) -> int:
@@ -390,7 +294,7 @@ def _progress(json_only: bool):
 
 
 _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "compare": _cmd_compare, "calibrate": _cmd_calibrate,
-             "verify": _cmd_verify, "merge": _cmd_merge, "emulator": _cmd_emulator}
+             "verify": cli_reports.cmd_verify, "merge": cli_reports.cmd_merge, "emulator": _cmd_emulator}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

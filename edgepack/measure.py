@@ -119,7 +119,8 @@ def check_against_estimate(m: dict) -> tuple[bool | None, str]:
 
 
 def measure_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {first_line(exc)}"
+    """Our own errors say what happened; a foreign one (OSError, ValueError) is named."""
+    return first_line(exc) if isinstance(exc, EdgepackError) else f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def check_files(paths: list[str]) -> int:

@@ -75,7 +75,8 @@ def test_the_matrix_workflow_builds_measures_and_merges():
     jobs = doc["jobs"]
     assert list(jobs) == ["build", "measure", "report"]
     build = {row["target"]: row["runner"] for row in jobs["build"]["strategy"]["matrix"]["include"]}
-    assert build == {"android-nnapi": "ubuntu-24.04", "ios-coreml": "macos-14", "intel-openvino": "ubuntu-24.04",
+    assert build == {"android-nnapi": "ubuntu-24.04", "android-qnn": "ubuntu-24.04", "ios-coreml": "macos-14",
+                     "intel-openvino": "ubuntu-24.04",
                      "rpi4-cpu": "ubuntu-24.04-arm", "rpi5-cpu": "ubuntu-24.04-arm"}
     steps = " ".join(s.get("run", "") + s.get("uses", "") for s in jobs["build"]["steps"])
     assert 'edgepack compare "$MODEL" --targets "${{ matrix.target }}"' in steps and "upload-artifact" in steps

@@ -301,3 +301,42 @@ def test_the_python_api_merges_too(jobs, tmp_path):
     assert sorted(result.rows) == ["android-nnapi", "rpi4-cpu"] and not result.ok
     with pytest.raises(edgepack.UsageError, match="no such file"):
         edgepack.merge([tmp_path / "nope.json"], tmp_path / "x")
+
+
+@pytest.fixture(scope="module")
+def qnn_bundle(tmp_path_factory):
+    pytest.importorskip("onnxruntime_qnn")
+    from edgepack.cli import main
+
+    out = tmp_path_factory.mktemp("qnn")
+    assert main(["build", str(SAMPLE_MODEL), "--target", "android-qnn", "--calibration", str(CALIB), "-o", str(out),
+                 "--json"]) == 0
+    return out / "android-qnn"
+
+
+def test_qnn_bundles_are_not_measured_on_the_x86_simulator(qnn_bundle, cli):
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the refusal is for the x86_64 HTP simulator")
+    code, out, err = cli("verify", qnn_bundle, "--measure", "--runs", "3")
+    assert code == 1 and "\nmeasured " not in out
+    assert "the QNN HTP backend on x86_64 is a simulator of the NPU: its timings are no latency of the phone" in err
+
+
+def test_qnn_bundles_measure_on_the_htp_with_their_provider_options(qnn_bundle, monkeypatch):
+    """On a Snapdragon host the HTP runs the context model with the manifest's provider options. Here the
+    host is made to look like one (the simulator runs), to check the session, the labels and the reference
+    check - not a latency."""
+    import platform
+
+    import edgepack
+
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    findings = edgepack.verify(qnn_bundle, measure=True, runs=2)
+    m = findings.measurement
+    assert findings.ok, findings.problems
+    assert m["provider"] == m["requested"] == "QNNExecutionProvider (HTP)"
+    assert m["runtime"].startswith("onnxruntime-qnn ") and "(QNN SDK " in m["runtime"]
+    assert m["reference_check"][0].startswith("model_ctx.onnx: passed")
+    assert m["latency"]["runs"] == 2 and m["target"] == "android-qnn"

@@ -135,6 +135,11 @@ def _measured_lines(report: dict) -> list[str]:
 
 def markdown(report: dict) -> str:
     lines = ["## edgepack compare", ""]
+    merged = report.get("merged_from")
+    if merged:  # edgepack merge: one report per CI job
+        lines += [f"Merged by `edgepack merge` from {len(merged)} reports (one per job): "
+                  + "; ".join(f"{', '.join(m['targets'] + m.get('failed_targets', [])) or 'no target'} from "
+                              f"{m['file']}" for m in merged) + ".", ""]
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "---|" * len(HEADERS))
     src = _source_cells(report)

@@ -165,7 +165,7 @@ def print_verify(findings, bundle) -> None:
         from ..measure import describe
 
         m = findings.measurement
-        print(f"measured: {describe(m)}")
+        print(describe(m))  # "measured ... on <machine> ... vs estimated ... for <device>"
         for line in m["reference_check"]:
             print(f"reference check on {m['provider']}: {line}")
         if m.get("note"):
