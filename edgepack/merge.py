@@ -128,6 +128,15 @@ def _merge_rows(group: list[tuple[Path, dict]]) -> tuple[dict, dict, list[dict],
     return rows, failed, failures, merged_from
 
 
+def _source(group: list[tuple[Path, dict]]) -> dict | None:
+    """The fp32 source row of the first report that has one (a job whose targets all failed has none),
+    with the host it was timed on and the report it came from."""
+    for path, doc in group:
+        if doc.get("source"):
+            return {**doc["source"], "host": doc["host"], "report": label(path)}
+    return None
+
+
 def _toolchain(group: list[tuple[Path, dict]]) -> dict:
     """The versions the jobs used: the same edgepack and onnxruntime (checked); an engine's version the
     jobs disagree on (OpenVINO on two runners) is kept as every value, named by report."""
@@ -199,7 +208,7 @@ def merge(inputs: list[str | Path], out: str | Path, *, budgets: dict | None = N
         report = {
             "report_version": meta.REPORT_VERSION,
             "models": first["models"],
-            "source": first.get("source"),
+            "source": _source(group),
             "toolchain": _toolchain(group),
             "host": None,
             "merged_from": merged_from,

@@ -158,6 +158,9 @@ def check_report(doc: Any, where: str) -> dict:
         msg = (f"{where}: report_version {str(version)[:20]}; merge reads version 2 reports (made by this edgepack's "
                "compare): make it again with this edgepack")
         raise UsageError(msg)
+    if doc.get("merged_from"):
+        msg = f"{where} is a merged report; merge the job reports it was made from (its merged_from lists them)"
+        raise UsageError(msg)
     models = doc.get("models")
     if not isinstance(models, list) or not models:
         d.fail("models", "a non-empty list")

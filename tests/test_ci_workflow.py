@@ -47,7 +47,7 @@ def lint(workflows: dict[str, str], tmp_path: Path) -> subprocess.CompletedProce
 @needs_actionlint
 def test_documented_workflows_pass_actionlint(tmp_path):
     workflows = documented_workflows()
-    assert {"edgepack.yml", "edgepack-matrix.yml"} <= set(workflows)
+    assert {"edgepack.yml", "edgepack-matrix.yml", "edgepack-zoo.yml"} <= set(workflows)
     done = lint(workflows, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -92,7 +92,15 @@ def test_the_matrix_workflow_builds_measures_and_merges():
 
 
 def test_the_model_zoo_fan_out_is_documented():
+    yaml = pytest.importorskip("yaml")
     text = DOC.read_text(encoding="utf-8")
     assert "## Many models: models x targets" in text
+    zoo = yaml.safe_load(documented_workflows()["edgepack-zoo.yml"])["jobs"]
+    matrix = zoo["build"]["strategy"]["matrix"]
+    assert matrix["model"] and matrix["target"] and {r["target"] for r in matrix["include"]} == set(matrix["target"])
+    steps = " ".join(s.get("run", "") for s in zoo["build"]["steps"])
+    assert '"models/${{ matrix.model }}.onnx" --targets "${{ matrix.target }}"' in steps
+    steps = " ".join(s.get("run", "") for s in zoo["report"]["steps"])
+    assert "edgepack merge artifacts/edgepack-*/report.json --by-model -o merged" in steps and "gh pr comment" in steps
     assert "edgepack merge artifacts/edgepack-*/report.json artifacts/measure-*/*.json --by-model -o merged" in text
     assert "edgepack calibrate --check" in text

@@ -58,6 +58,10 @@ def test_two_single_target_compares_merged_equal_one_two_target_compare(jobs, cl
     assert [m["file"] for m in merged["merged_from"]] == ["job-rpi4/report.json", "job-nnapi/report.json"]
     md = (jobs / "merged" / "report.md").read_text()
     assert "| rpi4-cpu |" in md and "| android-nnapi |" in md and "**FAIL**" in md
+    assert ("Merged by `edgepack merge` from 2 reports (one per job): rpi4-cpu from job-rpi4/report.json; "
+            "android-nnapi from job-nnapi/report.json.") in md
+    assert f"onnxruntime / CPU ({merged['source']['host']['cpu']}, in job-rpi4/report.json)" in md
+    assert "Measured = on the host of the job that built each row" in md
     assert "<svg" in (jobs / "merged" / "report.html").read_text()
 
 
@@ -136,8 +140,10 @@ def _edited(jobs, tmp_path, name, edit):
     (lambda d: d["targets"]["android-nnapi"]["budget_figures"].update({"max-bundle-mb": 3}),
      "'targets.android-nnapi.budget_figures.max-bundle-mb' must be [figure or null, basis]"),
     (lambda d: d.update(targets=[]), "other.json: 'targets' must be an object"),
+    (lambda d: d.update(merged_from=[{"file": "a/report.json"}]),
+     "other.json is a merged report; merge the job reports it was made from"),
 ], ids=["edgepack-version", "onnxruntime-version", "other-model", "duplicate-target", "old-report", "wrong-type",
-        "control-char", "figure-shape", "targets-list"])
+        "control-char", "figure-shape", "targets-list", "merged-report"])
 def test_merge_refuses_mismatched_or_malformed_reports_with_one_error(jobs, cli, tmp_path, edit, message):
     other = _edited(jobs, tmp_path, "other.json", edit)
     code, out, err = cli("merge", jobs / "job-rpi4" / "report.json", other, "-o", tmp_path / "m")
@@ -153,7 +159,7 @@ def test_merge_refuses_what_is_not_a_report(cli, tmp_path, text):
     assert code == 2 and err.count("\n") == 1 and str(tmp_path / "r.json") in err
 
 
-def test_a_model_zoo_merges_by_model(jobs, cli, tmp_path):
+def test_a_model_zoo_merges_by_model(jobs, measured, cli, tmp_path):
     tiny = tmp_path / "tiny_cnn.onnx"
     onnx.save(tiny_cnn(), str(tiny))
     code, _, err = _compare(cli, tmp_path / "tiny-rpi5", "rpi5-cpu", model=tiny, calib=None)
@@ -161,12 +167,13 @@ def test_a_model_zoo_merges_by_model(jobs, cli, tmp_path):
     reports = [jobs / "job-rpi4" / "report.json", jobs / "job-nnapi" / "report.json", tmp_path / "tiny-rpi5" / "report.json"]
     code, _, err = cli("merge", *reports, "-o", tmp_path / "refused")
     assert code == 2 and "they are of different models" in err and "--by-model" in err
-    code, out, err = cli("merge", *reports, "-o", tmp_path / "zoo", "--by-model", "--max-latency-ms", "1000")
+    code, out, err = cli("merge", *reports, measured, "-o", tmp_path / "zoo", "--by-model", "--max-latency-ms", "1000")
     assert code == 0, err
     digits = json.loads((tmp_path / "zoo" / "digits_cnn" / "report.json").read_text())
     small = json.loads((tmp_path / "zoo" / "tiny_cnn" / "report.json").read_text())
     assert sorted(digits["targets"]) == ["android-nnapi", "rpi4-cpu"] and list(small["targets"]) == ["rpi5-cpu"]
     assert {b["target"] for b in small["budgets"]} == {"rpi5-cpu"}
+    assert list(digits["measured"]) == ["rpi4-cpu"] and small["measured"] == {}  # matched by the model's sha256
     combined = (tmp_path / "zoo" / "report.md").read_text()
     assert "# digits_cnn.onnx (sha256 df5fa7f3ec2b)" in combined and "# tiny_cnn.onnx (sha256 " in combined
 
