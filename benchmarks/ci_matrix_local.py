@@ -3,7 +3,8 @@
 target (the build jobs, each in its own folder), `verify --measure --json` on the bundles this host
 can run with their own engine (the measure jobs), then `edgepack merge` (the report job).
 
-    python benchmarks/ci_matrix_local.py [-o OUT] [--model M] [--calibration DIR] [--measure T1,T2]
+    python benchmarks/ci_matrix_local.py [-o OUT] [--model M] [--calibration DIR] [--targets all|T1,T2]
+                                         [--measure T1,T2] [--check-all]
 
 Prints the merged report.md; OUT/merged/ holds report.{json,md,html}. Measurements are labelled with
 this machine: an x86 host is not a Pi (the workflow measures Pi bundles on an arm64 runner).
@@ -38,6 +39,8 @@ def main() -> int:
     ap.add_argument("--calibration", default=str(REPO / "sample_apps/model/calibration"))
     ap.add_argument("--targets", default="all", help="the build jobs' targets (default: every built-in target)")
     ap.add_argument("--measure", default="intel-openvino,rpi4-cpu,rpi5-cpu", help="targets to measure on this machine")
+    ap.add_argument("--check-all", action="store_true",
+                    help="also run one compare of every target and check the merged report has the same rows")
     args = ap.parse_args()
     out = Path(args.output).resolve()
     reports, measured = [], []
@@ -63,7 +66,34 @@ def main() -> int:
     merged = out / "merged"
     code = edgepack("merge", *map(str, reports), *map(str, measured), "-o", str(merged), stdout=subprocess.DEVNULL)
     print((merged / "report.md").read_text())
+    if args.check_all:
+        same = against_one_compare(args, out, merged, targets)
+        code = code or (0 if same else 1)
     return code
+
+
+VOLATILE = ("host_latency", "stage_seconds", "host", "report")  # timed on the host / bookkeeping of the merge
+
+
+def against_one_compare(args, out: Path, merged: Path, targets: list[str]) -> bool:
+    """The merged report against one `compare` of every target in one process: the same rows (but for
+    the host timings), the same budget verdict, the same failed targets."""
+    one = out / "one-compare"
+    edgepack("compare", args.model, "--targets", ",".join(targets), "-o", str(one), "--calibration", args.calibration,
+             "--jobs", "1", "--force", "--json", stdout=subprocess.DEVNULL)
+    m = json.loads((merged / "report.json").read_text())
+    a = json.loads((one / "report.json").read_text())
+
+    def stable(row: dict) -> dict:
+        return {k: v for k, v in row.items() if k not in VOLATILE}
+
+    differ = sorted(t for t in set(m["targets"]) | set(a["targets"])
+                    if stable(m["targets"].get(t, {})) != stable(a["targets"].get(t, {})))
+    same = not differ and m["budgets_passed"] == a["budgets_passed"] and m["failed_targets"] == a["failed_targets"]
+    print(f"merged ({len(m['targets'])} rows from {len(m['merged_from'])} jobs) vs one compare of {len(a['targets'])} "
+          f"targets: {'the same rows' if not differ else 'rows differ: ' + ', '.join(differ)}, budgets passed "
+          f"{m['budgets_passed']} / {a['budgets_passed']}, failed targets {m['failed_targets']} / {a['failed_targets']}")
+    return same
 
 
 if __name__ == "__main__":
