@@ -89,6 +89,12 @@ def _refuse_mismatches(reports: list[tuple[Path, dict]], by_model: bool) -> None
         if len(versions) > 1:
             problems.append(f"{key} versions differ (" + "; ".join(f"{v} in {', '.join(p)}" for v, p in versions.items())
                             + ")")
+    rates = {}
+    for path, doc in reports:
+        rates.setdefault(doc.get("per_hour"), []).append(label(path))
+    if len(rates) > 1:  # the energy and battery figures rest on it
+        problems.append("they assume different inferences per hour (" + "; ".join(
+            f"{r} in {', '.join(p)}" for r, p in rates.items()) + "); run every job with the same --per-hour/--rate")
     if not by_model:
         groups = {}
         for path, doc in reports:
@@ -195,12 +201,12 @@ def merge(inputs: list[str | Path], out: str | Path, *, budgets: dict | None = N
     if stray:
         msg = f"measurements of a model none of the reports is about: {', '.join(stray)}"
         raise UsageError(msg)
-    results = []
+    planned = []
     taken: set[str] = set()
     for key, group in groups.items():
         first = group[0][1]
         rows, failed, failures, merged_from = _merge_rows(group)
-        names = list(rows)
+        names = list(rows) + list(failed)  # as compare: a budget may name a target that failed
         applied = budget_mod.effective(budget_mod.collect(
             names, config=Path(config) if config is not None else None, every=dict(budgets or {}),
             per_target=target_budgets), names)
@@ -224,11 +230,16 @@ def merge(inputs: list[str | Path], out: str | Path, *, budgets: dict | None = N
             "per_hour": first.get("per_hour"),
             "measured": _measured(measurements, first, rows),
         }
-        dest = out / _slug(first, taken) if by_model else out
+        planned.append((report, out / _slug(first, taken) if by_model else out, len(group)))
+    for _, dest, _ in planned:  # every refusal before anything is written
         for name in REPORTS:
             check_file_slot(dest / name)
+    if by_model:
+        check_file_slot(out / "report.md")
+    results = []
+    for report, dest, count in planned:
         if progress:
-            progress(f"merge: {len(group)} report(s) of {_model_label(first)} -> {dest}")
+            progress(f"merge: {count} report(s) of {_model_label(report)} -> {dest}")
         write_reports(report, dest)
         results.append(CompareResult(report, dest))
     if by_model:

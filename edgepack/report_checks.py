@@ -200,6 +200,7 @@ def check_report(doc: Any, where: str) -> dict:
         if host is not None:
             d.number(d.obj(host, "source.host_latency").get("median_ms"), "source.host_latency.median_ms")
     d.number(doc.get("build_seconds", 0), "build_seconds")
+    d.number(doc.get("per_hour"), "per_hour", optional=True)
     return doc
 
 

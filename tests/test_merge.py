@@ -112,6 +112,9 @@ def test_failed_targets_are_carried_through_as_in_one_compare(jobs, cli, tmp_pat
     assert merged["failures"] == direct["failures"]
     assert sorted(merged["targets"]) == sorted(direct["targets"]) == ["android-nnapi", "rpi4-cpu"]
     assert "| rpi5-cpu | **not built**: reduce: Fail" in out
+    code, _, err = cli("merge", jobs / "job-rpi4" / "report.json", tmp_path / "job-rpi5" / "report.json", "-o",
+                       tmp_path / "mb", "--budget", "rpi5-cpu:max-bundle-mb=8")  # as compare: a failed target's budget
+    assert code == 1 and "error:" not in err and "target not built: rpi5-cpu" in err
     code, _, err = cli("merge", tmp_path / "job-rpi5" / "report.json", tmp_path / "all3" / "report.json", "-o",
                        tmp_path / "twice")
     assert code == 2 and "target rpi5-cpu is in both job-rpi5/report.json and all3/report.json" in err
@@ -140,10 +143,12 @@ def _edited(jobs, tmp_path, name, edit):
     (lambda d: d["targets"]["android-nnapi"]["budget_figures"].update({"max-bundle-mb": 3}),
      "'targets.android-nnapi.budget_figures.max-bundle-mb' must be [figure or null, basis]"),
     (lambda d: d.update(targets=[]), "other.json: 'targets' must be an object"),
+    (lambda d: d.update(per_hour=108000.0), "they assume different inferences per hour (1000.0 in job-rpi4/report.json; "
+     "108000.0 in "),
     (lambda d: d.update(merged_from=[{"file": "a/report.json"}]),
      "other.json is a merged report; merge the job reports it was made from"),
 ], ids=["edgepack-version", "onnxruntime-version", "other-model", "duplicate-target", "old-report", "wrong-type",
-        "control-char", "figure-shape", "targets-list", "merged-report"])
+        "control-char", "figure-shape", "targets-list", "per-hour", "merged-report"])
 def test_merge_refuses_mismatched_or_malformed_reports_with_one_error(jobs, cli, tmp_path, edit, message):
     other = _edited(jobs, tmp_path, "other.json", edit)
     code, out, err = cli("merge", jobs / "job-rpi4" / "report.json", other, "-o", tmp_path / "m")
