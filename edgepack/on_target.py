@@ -37,7 +37,6 @@ class OnTarget:
     judgement: object  # judge.Judgement, its reason saying where it ran
     ran_on: dict  # the manifest's verification.ran_on
     record: dict  # the build record's entry (host-dependent facts, emulated wall time)
-    where: str  # "aarch64 onnxruntime 1.32.0 (cortex-a76, qemu user-mode)"
 
 
 def spec_for(profile) -> dict | None:
@@ -114,18 +113,18 @@ def check(ctx, backend, m) -> OnTarget | None:
     host = _memo(ctx, ("run", backend.name, backend.verified_on(ctx.target), files, m.samples_key),
                  lambda: backend.run_shipped(ctx, m))  # the judge's key: the host run is usually shared
     env = run.environment
-    where = _where(env)
     got = judge(list(m.reference_outputs), run.outputs, m.kinds, m.recipe.tolerance, m.evidence,
                 _user_value(ctx, backend, m))
-    got = replace(got, reason=f"on {where}: {got.reason}")
+    got = replace(got, reason=f"on {_where(env)}: {got.reason}")
     ran_on = {"arch": env.arch, "cpu": env.cpu_model, "runtime": f"onnxruntime {env.onnxruntime} ({env.arch} wheel)",
               "emulated": EMULATED}
     if got.user_metric is not None:
         ran_on["user_metric"] = "the build host's runtime (--eval drives a runner interactively)"
-    record = {"artifact": m.artifact.name, "recipe": m.recipe.name if m.recipe else None, "environment": env.to_json(), "samples": len(m.verify_inputs),
+    record = {"artifact": m.artifact.name, "recipe": m.recipe.name if m.recipe else None,
+              "environment": env.to_json(), "samples": len(m.verify_inputs),
               "emulated_wall_s": round(run.wall_s, 2), "note": emulator.TIMING_NOTE,
               "outcome": got.status, "vs_host": _vs_host(host, run.outputs)}
-    return OnTarget(got, ran_on, record, where)
+    return OnTarget(got, ran_on, record)
 
 
 def decide(ctx, backend, state, judgement):
