@@ -20,6 +20,9 @@ from .errors import EdgepackError, InternalError, OutputError, UsageError
 
 _SHAPE_HELP = ("fix an input shape, e.g. images=1x3x640x640; with several models NAME=DIMS sets that input of every "
                "model that has it and MODEL:NAME=DIMS one model's (MODEL: its file stem, det:x=1x3x640x640)")
+_ON_TARGET_HELP = ("judge the shipped model of the Pi targets (rpi4-cpu, rpi5-cpu: CPU targets of the onnxruntime "
+                   "wheel) on the target's own aarch64 onnxruntime under qemu user-mode emulation; needs "
+                   "`edgepack emulator setup aarch64` once; costs seconds to minutes per target")
 _CALIBRATION_HELP = ("folder of real input samples: <input>.npy stacks, .npz files (one per sample or stacked), "
                      "<input>/ folders of per-sample .npy files, or images with a preprocess.toml; with several "
                      "models, DIR/<model file stem>/ per model")
@@ -62,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="inferences per hour for battery/energy estimates (default 1000)")
     b.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     b.add_argument("--json", action="store_true", help="print JSON only")
+    b.add_argument("--verify-on-target", action="store_true", help=_ON_TARGET_HELP)
     judging.add_args(b, gate=True, config=True)
     _time_limit_arg(b)
 
@@ -79,6 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="inferences per hour for battery/energy estimates and budgets (default 1000)")
     c.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     c.add_argument("--json", action="store_true", help="print the report as JSON only")
+    c.add_argument("--verify-on-target", action="store_true", help=_ON_TARGET_HELP)
     judging.add_args(c, gate=False, config=False)
     _time_limit_arg(c)
 
@@ -155,7 +160,7 @@ def _cmd_build(args) -> int:
     progress = _progress(args.json)
     outcomes = api.build(args.models, args.target, args.output, calibration=args.calibration, shapes=args.shape,
                          force=args.force, progress=progress, per_hour=_per_hour(args), keep_going=True,
-                         **judging.options(args))
+                         verify_on_target=args.verify_on_target, **judging.options(args))
     if progress:
         progress.done()
     results = [r for r in outcomes if isinstance(r, BuildResult)]
@@ -187,7 +192,8 @@ def _cmd_compare(args) -> int:
     result = api.compare(args.models, refs, args.output, calibration=args.calibration, shapes=args.shape,
                          budgets=cli_reports.budget_flags(args), target_budgets=args.budget, config=args.config,
                          baseline=args.baseline, jobs=args.jobs, force=args.force, progress=progress,
-                         per_hour=_per_hour(args), **judging.options(args, gate_is_budget=True))
+                         per_hour=_per_hour(args), verify_on_target=args.verify_on_target,
+                         **judging.options(args, gate_is_budget=True))
     if progress:
         progress.done()
     return cli_reports.report_outcome(result, args.json, Path(args.output))

@@ -19,6 +19,8 @@ def add_parsers(sub, time_limit_arg: Callable[[argparse.ArgumentParser], None]):
     v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
     v.add_argument("--json", action="store_true", help="print JSON")
     v.add_argument("--manifest-sha256", metavar="HEX", help="also check manifest.json against this sha256 (build prints it)")
+    v.add_argument("--on-target", action="store_true", help="also run each model on its reference input on the "
+                   "target's own runtime build under emulation (Pi bundles: aarch64 onnxruntime; see emulator setup)")
     v.add_argument("--measure", action="store_true",
                    help="also time the bundle on this machine with its own runtime and execution provider")
     v.add_argument("--runs", type=int, metavar="N", help="timed runs with --measure (default 50)")
@@ -82,8 +84,8 @@ def cmd_verify(args) -> int:
         value = getattr(args, flag)
         if value is not None and (not args.measure or value < 1):
             raise UsageError(f"--{flag} needs --measure and a value of 1 or more")
-    findings = api.verify(args.bundle, manifest_sha256=args.manifest_sha256, measure=args.measure, runs=args.runs,
-                          threads=args.threads)
+    findings = api.verify(args.bundle, manifest_sha256=args.manifest_sha256, on_target=args.on_target,
+                          measure=args.measure, runs=args.runs, threads=args.threads)
     if args.json:
         print(json.dumps(findings.to_json(), indent=2))
     else:
