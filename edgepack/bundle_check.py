@@ -171,8 +171,8 @@ def _run_on_target(bundle: Path, checked: mc.Checked, spec: dict, f: Findings) -
         if p is None or ref is None or mc.regular_file(bundle / run.artifact) is None:
             continue  # reported by the host run
         try:
-            got, where = on_target.run_bundle(p, checked.session_config, _read_reference(bundle, ref.inputs), spec)
-            expected = _read_reference(bundle, ref.outputs)
+            got, where = on_target.run_bundle(p, checked.session_config, read_reference(bundle, ref.inputs), spec)
+            expected = read_reference(bundle, ref.outputs)
         except (OSError, ValueError, emulator.EmulatedRunError) as exc:
             f.problems.append(f"{run.artifact} on the target's runtime under emulation: {first_line(exc)[:300]}")
             continue
