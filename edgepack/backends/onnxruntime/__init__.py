@@ -16,7 +16,8 @@ from typing import Any
 from ..base import Backend
 
 _QUANT_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul")
-LATENCY_RUNS = 15  # pairs of the host speed gate (at least; more for fast models)
+MEASURE_WITHIN = 0.05  # the shipped model's host latency: timed until the ratio is known within +-5% (or 1 s)
+MEASURE_BUDGET_S = 1.0
 
 
 class OnnxRuntimeBackend(Backend):
@@ -136,13 +137,14 @@ class OnnxRuntimeBackend(Backend):
     def time_candidate(self, ctx, m, recipe, candidate, reference):
         if ctx.target.execution_provider != "CPU" or recipe.name == "none":
             return None
+        from ...gates import MAX_SLOWDOWN
         from ...runtime.ort import host_settings
         from ...runtime.timing import compare_latency
 
         settings = host_settings(ctx.target)
 
         def compute():
-            return compare_latency(reference, candidate.path, m.verify_inputs[0], runs=LATENCY_RUNS, **settings)
+            return compare_latency(reference, candidate.path, m.verify_inputs[0], clear_of=MAX_SLOWDOWN, **settings)
 
         if ctx.memo is None:
             lat = compute()
@@ -194,11 +196,13 @@ class OnnxRuntimeBackend(Backend):
         from ...runtime.timing import compare_latency
 
         settings = host_settings(ctx.target)
-        lat = compare_latency(m.source.path, m.artifact, m.verify_inputs[0], **settings)
+        lat = compare_latency(m.source.path, m.artifact, m.verify_inputs[0], within=MEASURE_WITHIN,
+                              stop_budget_s=MEASURE_BUDGET_S, **settings)
         return {"where": "this build host, onnxruntime CPUExecutionProvider (a measurement of the host, "
                          "not of the target device)",
                 "session": {**settings, "lean": lat.get("lean", False)},
-                "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"]}
+                "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"],
+                **({"stop": lat["stop"]} if "stop" in lat else {})}
 
     def host_runners(self, source, artifact, profile, threads=1):
         from ...runtime import ort as ort_runtime
