@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 if TYPE_CHECKING:
     from ..model import LoadedModel
@@ -26,6 +26,20 @@ if TYPE_CHECKING:
 
     Fail = Callable[[str, str], None]
     Variant = Callable[[dict | None, frozenset], Any]
+
+
+MAX_REFINE_ATTEMPTS = 4  # mixed-precision candidates the selector asks for after a candidate fails its judgement
+
+
+class Verdict(NamedTuple):
+    """What :meth:`Backend.refine_candidate` is told about a candidate's judgement: passed or not, the
+    selector's reason, its recorded metrics, and the candidate's outputs on the verification inputs
+    (one {output name: array} per input, in the order of ``ModelState.verify_inputs``)."""
+
+    ok: bool
+    reason: str
+    metrics: dict
+    outputs: list
 
 
 class Packaging(ABC):
@@ -99,6 +113,13 @@ class Backend(ABC):
     @abstractmethod
     def run(self, path: Path, inputs: list[dict], profile: TargetProfile) -> list[dict]:
         """Run a candidate on this host for each input; one {output name: array} per input."""
+
+    def refine_candidate(self, ctx: Context, m: ModelState, recipe: Recipe, candidate: Candidate, verdict: Verdict,
+                         attempt: int) -> Candidate | None:
+        """A new candidate for ``recipe`` after ``candidate`` failed its judgement (``verdict``): attempt
+        1, 2 ... up to MAX_REFINE_ATTEMPTS, each called with the previous attempt's candidate and verdict.
+        Mixed precision keeps the nodes responsible in float. None: nothing more to try (the default)."""
+        return None
 
     def time_candidate(self, ctx: Context, m: ModelState, recipe: Recipe, candidate: Candidate,
                        reference: Path) -> dict | None:

@@ -17,6 +17,7 @@ from dataclasses import replace
 import onnx
 
 from ..backends import backend_for
+from ..backends.base import MAX_REFINE_ATTEMPTS, Verdict
 from ..errors import StageError
 from ..flops import classify_model
 from ..gates import MAX_SLOWDOWN, accept, compare_outputs, round_metrics
@@ -49,6 +50,8 @@ def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, referen
         return Attempt(recipe.name, DROPPED, f"it does not make the {backend.artifact_noun} smaller"), None
     metrics = round_metrics(compare_outputs(list(m.reference_outputs), outputs))
     ok, why = accept(metrics, recipe.tolerance)
+    if not ok:  # mixed precision: the backend may keep what failed in float and try again (bounded)
+        candidate, outputs, metrics, ok, why = _refine(ctx, backend, m, recipe, candidate, outputs, metrics, why, host)
     if not ok:
         return Attempt(recipe.name, DROPPED, f"outside tolerance ({why})", metrics), None
     lat = backend.time_candidate(ctx, m, recipe, candidate, reference)
@@ -59,6 +62,31 @@ def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, referen
                                                  f"{backend.speed_reference} on the host (see the build record for "
                                                  "the timings)", metrics, lat), None
     return Attempt(recipe.name, CHOSEN, why, metrics, lat), candidate
+
+
+def _refine(ctx: Context, backend, m: ModelState, recipe, candidate, outputs, metrics, why: str, host: dict):
+    """Up to MAX_REFINE_ATTEMPTS refined candidates from the backend, each judged like the first."""
+    import time
+
+    start, ok, tried = time.perf_counter(), False, 0
+    for attempt in range(1, MAX_REFINE_ATTEMPTS + 1):
+        try:
+            refined = backend.refine_candidate(ctx, m, recipe, candidate, Verdict(ok, why, metrics, outputs), attempt)
+            if refined is None or refined.bytes_after >= refined.bytes_fp32:
+                break
+            outputs = backend.run(refined.path, list(m.verify_inputs), ctx.target)
+        except StageError as exc:
+            why = f"{why}; mixed-precision attempt {attempt} failed: {exc}"
+            break
+        candidate, metrics, tried = refined, round_metrics(compare_outputs(list(m.reference_outputs), outputs)), attempt
+        ok, why = accept(metrics, recipe.tolerance)
+        why = f"mixed precision, attempt {attempt}: {why}"
+        if ok:
+            break
+    if tried:
+        host.setdefault(m.name, []).append({"recipe": recipe.name, "mixed_precision_attempts": tried,
+                                            "mixed_precision_seconds": round(time.perf_counter() - start, 3)})
+    return candidate, outputs, metrics, ok, why
 
 
 def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> ModelState:
