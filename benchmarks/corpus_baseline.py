@@ -33,6 +33,12 @@ NEW = ["ppocrv5_det", "ppocrv5_rec", "ppocrv5_cls", "wakeword_embedding", "wakew
 
 
 def _runner(path: Path):
+    if path.name.endswith("_ctx.onnx"):  # a QNN context model: this host's QNN HTP backend (simulator on x86_64)
+        from edgepack.backends.qnn import session
+
+        opts = session.host_options(json.loads((path.parent / "manifest.json").read_text())["runtime"]["provider_options"])
+        sess = session.create(path, opts)
+        return lambda feed: sess.run(None, feed)
     if path.suffix == ".xml":
         import openvino as ov
 
@@ -100,6 +106,8 @@ def targets(out: Path, source_bytes: int) -> dict:
         m = json.loads(mf.read_text())
         art = m["models"][0]["artifact"]
         parts = {art, art[:-4] + ".bin"} if art.endswith(".xml") else {art}
+        if art.endswith("_ctx.onnx"):  # QNN: the context model and its binary (the fallback .onnx is not counted)
+            parts = {art, art[:-5] + "_qnn.bin"}
         size = sum(a["bytes"] for a in m["artifacts"] if a["path"] in parts)
         res[mf.parent.name] = {"recipe": m["recipe"]["quantization"]["recipe"], "artifact": art,
                                "size_ratio": round(size / source_bytes, 3)}

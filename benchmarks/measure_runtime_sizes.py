@@ -84,11 +84,19 @@ ENTRIES = {
                         r"libs/(libopenvino\.so|libopenvino_intel_cpu_plugin\.so|libopenvino_ir_frontend\.so|libtbb\.so)"),
     "openvino-aarch64": ("openvino", "aarch64",
                          r"libs/(libopenvino\.so|libopenvino_arm_cpu_plugin\.so|libopenvino_ir_frontend\.so|libtbb\.so)"),
+    # onnxruntime-qnn (the QNN EP plugin + QNN libraries; Linux aarch64 builds stand in for the Android AARs, which
+    # are not on PyPI): what an app loading a context binary needs for one HTP architecture - the plugin, libQnnHtp,
+    # libQnnSystem and that architecture's stub (CPU side) and skeleton (runs on the Hexagon DSP). Not
+    # libQnnHtpPrepare.so (90 MB): it compiles graphs on the device, which a context binary spares.
+    **{f"onnxruntime-qnn-aarch64-v{arch}": (
+        "onnxruntime-qnn", "aarch64",
+        rf"onnxruntime_qnn/(libonnxruntime_providers_qnn\.so|libQnnHtp\.so|libQnnSystem\.so|libQnnHtpV{arch}(Stub|Skel)\.so)")
+       for arch in (73, 75, 79)},
 }
 
 
 def main() -> int:
-    vers = {"onnxruntime": version("onnxruntime"), "openvino": version("openvino")}
+    vers = {"onnxruntime": version("onnxruntime"), "openvino": version("openvino"), "onnxruntime-qnn": version("onnxruntime-qnn")}
     out: dict = {
         "produced_by": "python benchmarks/measure_runtime_sizes.py",
         "note": "sizes of files inside wheels downloaded from PyPI with pip; 'runtime_bytes' sums the libraries "

@@ -12,7 +12,7 @@ from .backends import backend_for
 from .cleanup import tmp_prefix
 from .flops import model_work
 from .model import LoadedModel, load_model
-from .shapes import ShapePlan, plan_shapes
+from .shapes import ShapePlan, ShapeTarget, plan_shapes, shapes_per_model
 from .target import TargetProfile
 from .transforms import load_for_analysis, prepare_graph
 
@@ -61,6 +61,8 @@ def inspect_model(path: str | Path, profiles: list[TargetProfile], shapes: dict[
     """Everything ``edgepack inspect`` shows, as a plain dict (stable keys)."""
     loaded = load_model(path)
     info = loaded.info
+    [shapes] = shapes_per_model(shapes, [ShapeTarget(loaded.path.stem, loaded.path.name,
+                                                     tuple(t.name for t in info.inputs))])
     base_plan = plan_shapes(info, shapes, profiles[0].default_batch if profiles else 1)
     with tempfile.TemporaryDirectory(prefix=tmp_prefix("inspect")) as tmp:
         ws = _Workspace(loaded, Path(tmp), {})

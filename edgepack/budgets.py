@@ -2,8 +2,9 @@
 
 Budget keys and what they are checked against (each row of a compare report):
 
-* ``max-bundle-mb``: the bundle's model files plus the minimal runtime estimate when one exists
-  (MB = 10^6 bytes);
+* ``max-bundle-mb``: the bundle's model files plus the runtime the target ships with - the minimal
+  onnxruntime build's estimate, or the stock runtime's libraries where there is no minimal build
+  (OpenVINO) - like for like across targets (MB = 10^6 bytes);
 * ``max-latency-ms``: the device latency estimate's value; the host measurement when a target has no
   estimate (the result says which);
 * ``max-accuracy-drop``: 1 - top-1 agreement with the fp32 model for classifier outputs, else
@@ -89,6 +90,8 @@ def from_pyproject(path: Path, targets: list[str]) -> list[Budget]:
         raise UsageError(msg)
     out = []
     for key, value in table.items():
+        if key in ("eval", "output_kinds"):  # the judgement's settings (edgepack.judging), not budgets
+            continue
         if key == "budgets":
             if not isinstance(value, dict):
                 msg = f"{where}: 'budgets' must be a table of targets"
@@ -136,3 +139,28 @@ def check(rows: dict[str, dict], budgets: dict[str, dict[str, Budget]]) -> list[
                             "passed": passed, "over_by": None if passed else round(figure - b.limit, 4),
                             "basis": basis, "source": b.source})
     return results
+
+
+def collect(targets: list[str], *, config: Path | None = None, every: dict[str, Any] | None = None,
+            per_target: list[str] | dict[str, dict[str, Any]] | None = None) -> list[Budget]:
+    """The budgets of one run, in the order they apply (a later one beats an earlier one):
+    ``config``'s ``[tool.edgepack]`` table, then ``every`` ({key: limit} for every target, the
+    ``--max-*`` flags), then ``per_target`` (``--budget T:KEY=X`` strings, or {target: {key: limit}})."""
+    out = from_pyproject(Path(config), targets) if config is not None else []
+    for key, value in (every or {}).items():
+        if value is not None:
+            out.append(Budget(_key(key, f"--{key}"), _number(key, value, f"--{key}"), None, f"--{key}"))
+    if isinstance(per_target, dict):
+        for target, limits in per_target.items():
+            if target not in targets:
+                msg = f"budget for target '{target}'{did_you_mean(str(target), targets)}, which is not being compared"
+                raise UsageError(msg)
+            if not isinstance(limits, dict):
+                msg = f"budgets for '{target}' must be a mapping of budget to limit"
+                raise UsageError(msg)
+            for key, value in limits.items():
+                out.append(Budget(_key(key, f"budget {target}"), _number(key, value, f"budget {target}"), target,
+                                  "--budget"))
+    else:
+        out += [parse_budget_arg(b, targets) for b in per_target or []]
+    return out

@@ -10,15 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import cleanup, safe_io
+from . import cleanup, reference, safe_io
 from .backends import Packaging, backend_for
 from .bundle import check_destination, write_bundle
 from .data.inputs import SampleSets
-from .errors import EdgepackError, OutputError, ShapeError
+from .metrics.kinds import kinds_of
+from .metrics.kinds import resolve as resolve_kinds
+from .errors import EdgepackError, OutputError, ShapeError, StageError
 from .model import LoadedModel, TensorSpec, load_model
 from .pipeline import Context, Memo, ModelState, StageRecord, run_stages
 from .profile_checks import control_char
-from .shapes import plan_shapes, require_fixed
+from .shapes import ShapeTarget, plan_shapes, require_fixed, shapes_per_model
 from .stages.convert import convert_stage
 from .stages.estimate import estimate_stage
 from .stages.package import package_stage
@@ -26,6 +28,30 @@ from .stages.prepare import prepare_stage
 from .stages.quantize import quantize_stage
 from .stages.verify import verify_stage
 from .target import TargetProfile
+from .user_eval import UserMetric, fp32_values
+
+
+@dataclass(frozen=True)
+class TargetFailure:
+    """A target that could not be built: the stage it failed in and why (the other targets go on)."""
+
+    target: str
+    stage: str  # "plan" (refused before its stages ran), a stage name, or "bundle"
+    reason: str
+    error: EdgepackError
+
+    def to_json(self) -> dict:
+        return {"target": self.target, "stage": self.stage, "reason": self.reason}
+
+    def __str__(self) -> str:
+        return f"{self.target}: {self.stage}: {self.reason}"
+
+
+def failure_of(target: str, exc: EdgepackError, default_stage: str) -> TargetFailure:
+    reason = getattr(exc, "reason", None) or str(exc)
+    for prefix in (f"{target}: ", f"{getattr(exc, 'stage', default_stage)}: "):
+        reason = reason.removeprefix(prefix)
+    return TargetFailure(target, getattr(exc, "stage", default_stage), reason, exc)
 
 
 @dataclass(frozen=True)
@@ -115,22 +141,108 @@ def _fixed_specs(specs: tuple[TensorSpec, ...], shapes: dict) -> list[TensorSpec
     return [TensorSpec(s.name, s.dtype, tuple(shapes[s.name])) if s.name in shapes else s for s in specs]
 
 
-def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, given: dict, inputs: SampleSets) -> ModelState:
-    mine = {k: v for k, v in given.items() if k in {t.name for t in lm.info.inputs}}
-    plan = plan_shapes(lm.info, mine, target.default_batch)
+def _plan(lm: LoadedModel, target: TargetProfile, mine: dict):
+    """The shape plan of ``lm`` for ``target`` from its own --shape values ``mine`` (ShapeError: --shape
+    contradicts the model, bad input for all)."""
+    return plan_shapes(lm.info, mine, target.default_batch), bool(mine)
+
+
+def _shapes(lm: LoadedModel, target: TargetProfile, planned):
+    """(plan, shapes, fixed or not) of ``lm`` for ``target``; ShapeError when the target needs shapes nobody fixed."""
+    plan, mine = planned
     if target.requires_fixed_shapes:
         fixed = require_fixed(plan, lm.info, f"{target.name} needs fixed input shapes ({lm.path.name})")
-        shapes, is_fixed = dict(fixed), True
-    elif mine and plan.all_fixed:
-        shapes, is_fixed = dict(plan.fixed), True
-    else:
-        shapes, is_fixed = dict(plan.shapes), False
+        return plan, dict(fixed), True
+    if mine and plan.all_fixed:
+        return plan, dict(plan.fixed), True
+    return plan, dict(plan.shapes), False
+
+
+def _initial_state(lm: LoadedModel, name: str, target: TargetProfile, mine: dict, inputs: SampleSets,
+                   kinds: dict | None = None, user_fp32: float | None = None) -> ModelState:
+    plan, shapes, is_fixed = _shapes(lm, target, _plan(lm, target, mine))
     verify_specs = _fixed_specs(lm.info.inputs, plan.fixed if plan.all_fixed else shapes)
     why = None if inputs.calibration is not None else f"verification inputs for {lm.path.name}"
-    samples = inputs.get(lm, verify_specs, why, plan)
+    calibrates = any(r.needs_calibration for r in target.recipes)
+    try:
+        samples = inputs.get(lm, verify_specs, why, plan, calibrates)
+    except StageError as exc:
+        if not mine or inputs.calibration is not None:
+            raise
+        # the user's --shape is what the model cannot run on: say so, in words, without onnxruntime's dump
+        shown = " ".join(f"--shape {k}={'x'.join(map(str, v))}" for k, v in sorted(mine.items()))
+        declared = ", ".join(f"{t.name} [{', '.join(str(d) for d in (t.shape or ()))}]" for t in lm.info.inputs)
+        msg = (f"{lm.path.name} does not run with {shown}: {runtime_reason(exc)}; the model declares {declared} - "
+               "check the dimensions it expects")
+        raise ShapeError(msg) from exc
     return ModelState(name=name, source=lm, current=lm.path, reference_outputs=samples.reference_outputs,
                       verify_inputs=samples.verify_inputs, calibration=samples.calibration, input_notes=samples.notes,
-                      shapes=shapes, fixed_shapes=is_fixed)
+                      shapes=shapes, fixed_shapes=is_fixed, evidence=samples.evidence, samples_key=samples.key,
+                      kinds=kinds_of(lm.proto.graph, samples.reference_outputs[0], kinds or {}), user_fp32=user_fp32,
+                      preprocessing=_preprocessing(inputs, lm))
+
+
+def _plan_targets(loaded, names, targets, per_model, inputs, kinds, user_fp32, keep_going):
+    """Every target's initial model states. A target that cannot take a model (an engine without its
+    operators, an accelerator that needs shapes nobody fixed) is a TargetFailure at 'plan' when
+    ``keep_going``; bad input that concerns every target (calibration data, generated inputs) raises."""
+    initial, failed = {}, {}
+    for t in targets:
+        several = len(loaded) > 1
+        plans = [_naming(lm, several, lambda: _plan(lm, t, mine)) for lm, mine in zip(loaded, per_model)]  # noqa: B023
+        try:
+            _check_models(loaded, t)
+            for lm, p in zip(loaded, plans):
+                _naming(lm, several, lambda: _shapes(lm, t, p))  # noqa: B023 - called at once
+        except EdgepackError as exc:
+            if not keep_going:
+                raise
+            failed[t.name] = failure_of(t.name, exc, "plan")
+            continue
+        initial[t.name] = [_naming(lm, several, lambda: _initial_state(lm, n, t, mine, inputs, kinds.get(n, {}),  # noqa: B023
+                                                                     user_fp32.get(n)))
+                           for lm, n, mine in zip(loaded, names, per_model)]
+    if failed and not initial:  # no asked target can take the model: bad input, before any work
+        raise next(iter(failed.values())).error
+    return initial, failed
+
+
+def _naming(lm: LoadedModel, several: bool, make):
+    """``make()``; with several models, an error from it names the model's file first."""
+    if not several:
+        return make()
+    try:
+        return make()
+    except EdgepackError as exc:
+        if str(exc).startswith(lm.path.name):
+            raise
+        raise type(exc)(f"{lm.path.name}: {exc}") from exc
+
+
+def runtime_reason(exc: BaseException) -> str:
+    """The human part of an onnxruntime run failure: its status message, without the source file and line."""
+    import re
+
+    text = str(exc)
+    text = text.split("Status Message: ", 1)[-1]
+    text = re.sub(r"^[\w./\\-]+\.(?:h|cc|cpp):\d+\s+(?:\w+\s+)?", "", text.strip())
+    return text.split("; pass --calibration")[0].strip() or "onnxruntime could not run it"
+
+
+def _preprocessing(inputs: SampleSets, lm: LoadedModel) -> dict | None:
+    """The image preprocessing of the model's calibration folder (its preprocess.toml), for the
+    manifest and README; None when the calibration data are arrays."""
+    folder = inputs.folder_for(lm)
+    if folder is None:
+        return None
+    from .data.images import plan_images
+
+    plan = plan_images(folder, lm.info.inputs)
+    if plan is None:
+        return None
+    return {"input": plan.spec.name, "size": list(plan.size), "resize": plan.resize, "pad_value": plan.pad_value,
+            "layout": plan.layout, "color": plan.color, "scale": plan.scale, "mean": list(plan.mean),
+            "std": list(plan.std)}
 
 
 def build(
@@ -145,12 +257,17 @@ def build(
     jobs: int = 1,
     per_hour: float = 1000.0,
     keep_going: bool = False,
+    output_kinds: list[tuple[str, str, dict, str]] | None = None,
+    user_metric: UserMetric | None = None,
 ) -> list:
     """Build one bundle per target in ``out/<target>/``; return what was written.
 
     Work that is the same for every target (intake, calibration, fp32 reference outputs) is done
     once; with ``jobs`` > 1 the targets then build in parallel threads (onnxruntime releases the GIL).
-    With ``keep_going`` a target that fails is returned as its EdgepackError and the others go on.
+    With ``keep_going`` a target that fails is returned as a :class:`TargetFailure` (its stage and
+    reason) and the others go on; bad input that concerns every target (also a model that none of
+    the targets can take) still raises before any work.
+    ``output_kinds``: the user's [(NAME or MODEL:NAME, kind, options, where)]; ``user_metric``: --eval.
     """
     paths = [Path(m) for m in models]
     out = Path(out)
@@ -161,13 +278,9 @@ def build(
     cleanup.sweep_temp()  # temporary folders that killed edgepack processes left behind
     _check_output(out, paths, targets, force)
     loaded = [load_model(p) for p in paths]
-    known = {t.name for lm in loaded for t in lm.info.inputs}
-    for name in given:
-        if name not in known:
-            from ._toml_check import did_you_mean
-
-            msg = f"--shape names unknown input '{name}'{did_you_mean(name, sorted(known))}; inputs: {', '.join(sorted(known))}"
-            raise ShapeError(msg)
+    names = _names(loaded)
+    per_model = shapes_per_model(given, [ShapeTarget(lm.path.stem, lm.path.name, tuple(t.name for t in lm.info.inputs))
+                                         for lm in loaded])
     calib = Path(calibration) if calibration is not None else None
     if calib is not None and not calib.is_dir():
         from .errors import CalibrationError
@@ -178,33 +291,38 @@ def build(
     safe_io.refuse_inputs_under(replaced, safe_io.input_paths(loaded, calib, targets))
     for t in targets:
         stages_for(t)  # refuse a target we cannot package before any work
-        if not keep_going:
-            _check_models(loaded, t)
-    inputs = SampleSets(calib)
-    names = _names(loaded)
+    # the user names models by their file's stem (a single model's artifact is called "model")
+    stems = {lm.path.stem: n for lm, n in zip(loaded, names)}
+    given_kinds = resolve_kinds(list(output_kinds or []), {lm.path.stem: [o.name for o in lm.info.outputs] for lm in loaded})
+    kinds = {stems[k]: v for k, v in given_kinds.items()}
+    fp32 = fp32_values(user_metric, [(lm.path.stem, lm.path) for lm in loaded]) if user_metric else {}
+    user_fp32 = {stems[k]: v for k, v in fp32.items()}
+    inputs = SampleSets(calib, [lm.path.stem for lm in loaded])
     # shared work first, once for every target: intake, shape plans, calibration, fp32 reference outputs
-    initial = {t.name: [_initial_state(lm, n, t, given, inputs) for lm, n in zip(loaded, names)] for t in targets}
+    initial, failed = _plan_targets(loaded, names, targets, per_model, inputs, kinds, user_fp32, keep_going)
 
     shared_dir = tempfile.TemporaryDirectory(prefix=cleanup.tmp_prefix("shared"))
     memo = Memo(Path(shared_dir.name))
 
-    def one(target: TargetProfile) -> BuildResult | EdgepackError:
+    def one(target: TargetProfile) -> BuildResult | TargetFailure:
+        if target.name in failed:
+            return failed[target.name]
         if keep_going:
             try:
                 return _one(target)
             except EdgepackError as exc:
-                return exc
+                return failure_of(target.name, exc, "bundle")
         return _one(target)
 
     def _one(target: TargetProfile) -> BuildResult:
         from .render.manifest import manifest
 
         backend = backend_for(target)
-        _check_models(loaded, target)
         with tempfile.TemporaryDirectory(prefix=cleanup.tmp_prefix(target.name)) as tmp:
             ctx = Context(target=target, work=Path(tmp), models=tuple(initial[target.name]), per_hour=per_hour,
-                          memo=memo)
+                          memo=memo, user_metric=user_metric)
             ctx = run_stages(ctx, stages_for(target), progress)
+            ctx = ctx.add_files(reference.write(ctx))  # the pair the device checks its first run against
             dest, doc = write_bundle(ctx, out, backend.readme(ctx), force,
                                      lambda artifacts: manifest(ctx, artifacts, backend))
         record = out / f"{target.name}.build.json"

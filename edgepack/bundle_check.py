@@ -107,20 +107,52 @@ def _feed(inputs) -> dict:
     return feed
 
 
+def _read_reference(bundle: Path, tensors) -> dict[str, np.ndarray]:
+    from .reference import from_bytes
+
+    out = {}
+    for t in tensors:
+        with open(bundle / t.file, "rb") as fh:  # listed, checksummed and a regular file (checked before)
+            out[t.name] = from_bytes(fh.read(), t.dtype, list(t.shape))
+    return out
+
+
 def _run_models(bundle: Path, checked: mc.Checked, backend, f: Findings) -> None:
+    from . import reference
+
     for run in checked.models:
         p = _inside(bundle, run.artifact)
         if p is None or mc.regular_file(bundle / run.artifact) is None:
             continue  # already reported
+        ref = run.reference
         try:
-            backend.run_bundled(p, checked.session_config, _feed(run.inputs), run.artifact)
+            feed = _read_reference(bundle, ref.inputs) if ref else _feed(run.inputs)
+            expected = _read_reference(bundle, ref.outputs) if ref else None
+        except (OSError, ValueError) as exc:
+            f.problems.append(f"{run.artifact}: its reference pair cannot be read: {first_line(exc)}")
+            continue
+        try:
+            got = backend.run_bundled(p, checked.session_config, feed, run.artifact)
         except TimeLimitError as exc:
             f.problems.append(str(exc).split("; if the model")[0])
             continue
         except Exception as exc:  # noqa: BLE001 - any runtime failure is a finding
             f.problems.append(f"{run.artifact} does not run: {first_line(exc)[:300]}")
             continue
-        f.checked.append(f"{run.artifact} loads and runs on generated inputs ({backend.name}, CPU)")
+        if expected is None:
+            f.checked.append(f"{run.artifact} loads and runs on generated inputs ({backend.host_runtime}; the bundle has no "
+                             "reference pair)")
+            continue
+        if got is None:
+            f.checked.append(f"{run.artifact} loads and runs on its reference input ({backend.host_runtime}; "
+                             "outputs not compared)")
+            continue
+        ok, why = reference.check(expected, got, ref.rule)
+        if ok:
+            f.checked.append(f"{run.artifact} runs on its reference input and {why} ({backend.host_runtime})")
+        else:
+            f.problems.append(f"{run.artifact} on its reference input: {why} (the fp32 original's output on the "
+                              "same input, the recipe's tolerance)")
 
 
 def parse_sha256(text: str) -> str:
@@ -132,9 +164,34 @@ def parse_sha256(text: str) -> str:
     return value
 
 
+def bundles_in(folder: Path) -> list[str]:
+    """Names of the subfolders of ``folder`` that hold a manifest.json (regular file): the bundles of an OUT."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return []
+    return [e.name for e in entries if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+            and mc.regular_file(Path(e.path) / MANIFEST) is not None]
+
+
+def _refuse_output_folder(folder: Path) -> None:
+    """``verify OUT`` instead of ``verify OUT/<target>``: name the bundles found there."""
+    if mc.regular_file(folder / MANIFEST) is not None or not folder.is_dir():
+        return
+    found = bundles_in(folder)
+    if found:
+        listed = ", ".join(str(folder / name) for name in found)
+        msg = (f"{folder} is an output folder, not a bundle; it holds {len(found)} bundle(s): {listed} - "
+               "verify one of them")
+        from .errors import OutputError
+
+        raise OutputError(msg)
+
+
 def check_bundle(bundle: str | Path, manifest_sha256: str | None = None) -> Findings:
     bundle = Path(bundle)
     pin = parse_sha256(manifest_sha256) if manifest_sha256 is not None else None
+    _refuse_output_folder(bundle)
     doc, raw = mc.read_manifest(bundle)
     f = Findings(bundle=str(bundle))
     if pin is not None:

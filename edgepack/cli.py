@@ -1,7 +1,8 @@
 """Command line: argument parsing and printing only. ``main(argv) -> int``.
 
-Exit codes: 0 success; 1 a budget or quality gate failed; 2 bad input or usage
-(one line ``error: ...`` on stderr, no traceback); 70 a bug in edgepack (one line
+Exit codes (README "Exit codes"): 0 every target built and every gate passed; 1 a target could not be
+built (the others were, and each failure is reported) or a budget broke; 2 bad input or usage found
+before any work (one line ``error: ...`` on stderr, no traceback); 70 a bug in edgepack (one line
 ``error: internal error in ...``; ``--debug`` prints the traceback).
 """
 
@@ -9,10 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
+from . import judging
 from .errors import EdgepackError, InternalError, OutputError, UsageError
+
+
+_SHAPE_HELP = ("fix an input shape, e.g. images=1x3x640x640; with several models NAME=DIMS sets that input of every "
+               "model that has it and MODEL:NAME=DIMS one model's (MODEL: its file stem, det:x=1x3x640x640)")
+_CALIBRATION_HELP = ("folder of real input samples: <input>.npy stacks, .npz files (one per sample or stacked), "
+                     "<input>/ folders of per-sample .npy files, or images with a preprocess.toml; with several "
+                     "models, DIR/<model file stem>/ per model")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,7 +43,8 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="path to an .onnx model")
     i.add_argument("--target", action="append", default=[], metavar="T",
                    help="target name or profile .toml path (repeatable; 'all' for every built-in target)")
-    i.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
+    i.add_argument("--shape", action="append", default=[], metavar="[MODEL:]NAME=DIMS",
+                   help="fix an input shape, e.g. images=1x3x640x640 (MODEL: the model file's stem)")
     i.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
                    help="inferences per hour for battery/energy estimates (default 1000)")
     i.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
@@ -44,21 +55,22 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target", action="append", default=[], metavar="T", required=True,
                    help="target name or profile .toml path (repeatable; 'all' for every built-in target)")
     b.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: one bundle per target in OUT/<target>/")
-    b.add_argument("--calibration", metavar="DIR", help="folder of .npy/.npz samples keyed by input name, and/or images with a preprocess.toml")
-    b.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape, e.g. images=1x3x640x640")
+    b.add_argument("--calibration", metavar="DIR", help=_CALIBRATION_HELP)
+    b.add_argument("--shape", action="append", default=[], metavar="[MODEL:]NAME=DIMS", help=_SHAPE_HELP)
     b.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     b.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
                    help="inferences per hour for battery/energy estimates (default 1000)")
     b.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     b.add_argument("--json", action="store_true", help="print JSON only")
+    judging.add_args(b, gate=True, config=True)
     _time_limit_arg(b)
 
     c = sub.add_parser("compare", help="build all targets side by side; reports, CI budgets, baseline")
     c.add_argument("models", nargs="+", metavar="MODEL", help=".onnx model(s)")
     c.add_argument("--targets", default="all", metavar="all|T1,T2", help="targets to compare (default: all)")
     c.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: bundles and report.{json,md,html}")
-    c.add_argument("--calibration", metavar="DIR", help="folder of .npy/.npz samples, and/or images with a preprocess.toml")
-    c.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="fix an input shape")
+    c.add_argument("--calibration", metavar="DIR", help=_CALIBRATION_HELP)
+    c.add_argument("--shape", action="append", default=[], metavar="[MODEL:]NAME=DIMS", help=_SHAPE_HELP)
     c.add_argument("--jobs", type=int, default=2, metavar="N", help="targets built in parallel (default 2)")
     c.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     c.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to show the change against")
@@ -72,6 +84,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default="pyproject.toml", metavar="FILE",
                    help="read budgets from its [tool.edgepack] table (default: ./pyproject.toml)")
     c.add_argument("--json", action="store_true", help="print the report as JSON only")
+    judging.add_args(c, gate=False, config=False)
     _time_limit_arg(c)
 
     k = sub.add_parser("calibrate", help="measure this machine and write a profile that extends a base target")
@@ -142,88 +155,81 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_build(args) -> int:
-    from .build import build
+    from . import api
+    from .build import BuildResult
     from .render.text import manifest_sha256
-    from .shapes import parse_shape_args
-    from .target import load_targets
 
-    profiles = load_targets(args.target)
     progress = _progress(args.json)
-    results = build(args.models, profiles, args.output, calibration=args.calibration,
-                    shapes=parse_shape_args(args.shape), force=args.force, progress=progress,
-                    per_hour=_per_hour(args))
+    outcomes = api.build(args.models, args.target, args.output, calibration=args.calibration, shapes=args.shape,
+                         force=args.force, progress=progress, per_hour=_per_hour(args), keep_going=True,
+                         **judging.options(args))
     if progress:
         progress.done()
+    results = [r for r in outcomes if isinstance(r, BuildResult)]
+    failures = [r for r in outcomes if not isinstance(r, BuildResult)]
     if args.json:
         print(json.dumps([{"target": r.target, "bundle": str(r.bundle), "build_record": str(r.record),
-                           "manifest_sha256": manifest_sha256(r.bundle), "manifest": r.manifest} for r in results],
-                         indent=2))
-        return 0
-    from .render.text import print_build
+                           "manifest_sha256": manifest_sha256(r.bundle), "manifest": r.manifest} for r in results]
+                         + [{"target": f.target, "failed": f.to_json()} for f in failures], indent=2))
+    else:
+        from .render.text import print_build
 
-    print_build(results)
-    return 0
+        print_build(results)
+        for f in failures:
+            print(f"{f.target}: NOT BUILT - failed at {f.stage}: {f.reason}")
+    for f in failures:
+        print(f"target not built: {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _budget_flags(args) -> dict:
+    from .budgets import KEYS
+
+    return {key: getattr(args, key.replace("-", "_")) for key in KEYS}
 
 
 def _cmd_compare(args) -> int:
     from pathlib import Path
 
-    from . import budgets as bm
-    from .compare import compare
-    from .shapes import parse_shape_args
-    from .target import load_targets
+    from . import api
 
-    refs = ["all"] if args.targets == "all" else [t for t in args.targets.split(",") if t]
-    profiles = load_targets(refs)
-    names = [p.name for p in profiles]
+    refs = "all" if args.targets == "all" else [t for t in args.targets.split(",") if t]
     if args.jobs < 1:
         raise UsageError("--jobs must be 1 or more")
-    budgets = bm.from_pyproject(Path(args.config), names)
-    for key in bm.KEYS:
-        value = getattr(args, key.replace("-", "_"))
-        if value is not None:
-            budgets.append(bm.Budget(key, bm._number(key, value, f"--{key}"), None, f"--{key}"))
-    budgets += [bm.parse_budget_arg(b, names) for b in args.budget]
     progress = _progress(args.json)
-    report = compare(args.models, profiles, args.output, calibration=args.calibration,
-                     shapes=parse_shape_args(args.shape), budgets=budgets, baseline=args.baseline,
-                     jobs=args.jobs, force=args.force, progress=progress, per_hour=_per_hour(args))
+    result = api.compare(args.models, refs, args.output, calibration=args.calibration, shapes=args.shape,
+                         budgets=_budget_flags(args), target_budgets=args.budget, config=args.config,
+                         baseline=args.baseline, jobs=args.jobs, force=args.force, progress=progress,
+                         per_hour=_per_hour(args), **judging.options(args, gate_is_budget=True))
     if progress:
         progress.done()
-    if args.json:
+    return _report_outcome(result, args.json, Path(args.output))
+
+
+def _report_outcome(result, json_only: bool, out) -> int:
+    """Print a compare or merge report (markdown, or JSON only), then the broken budgets and failed
+    targets on stderr; the exit code."""
+    report = result.report
+    if json_only:
         print(json.dumps(report, indent=2, default=float))
     else:
         from .render.report import markdown
 
         print(markdown(report))
-        _print_compare_summary(report, Path(args.output))
-    failed = [b for b in report["budgets"] if b["passed"] is False]
-    for b in failed:
+        from .render.text import print_compare_summary
+
+        print_compare_summary(report, out)
+    for b in result.broken_budgets:
         print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
-    for target, why in report["failed_targets"].items():
-        print(f"target not built: {why}", file=sys.stderr)
-    return 1 if failed or report["failed_targets"] else 0
-
-
-def _print_compare_summary(report: dict, out) -> None:
-    """The last lines of ``compare``: one line per target, then where the report is."""
-    print()
-    for name, t in report["targets"].items():
-        recipes = ", ".join(sorted(set(t.get("recipes", {}).values()))) or "-"
-        acc = t.get("accuracy") or {}
-        checked = f"cos {acc['cosine_min']:.4f}" if acc.get("cosine_min") is not None else "not verified"
-        lat = (t.get("estimates") or {}).get("latency_ms") or {}
-        est = f", ~{lat['value']:.3g} ms on the device (estimated)" if lat.get("value") is not None else ""
-        print(f"  {name}: {recipes}, {t['bundle_bytes'] / 1e6:.2f} MB bundle, {checked}{est}")
-    for name, why in report.get("failed_targets", {}).items():
-        print(f"  {name}: NOT BUILT - {why}")
-    print(f"report: {out / 'report.html'} (also report.md, report.json)")
+    for target, why in result.failed_targets.items():
+        print(f"target not built: {target}: {why}", file=sys.stderr)
+    return result.exit_code
 
 
 def _cmd_verify(args) -> int:
-    from .bundle_check import check_bundle
+    from . import api
 
-    findings = check_bundle(args.bundle, args.manifest_sha256)
+    findings = api.verify(args.bundle, manifest_sha256=args.manifest_sha256)
     if args.json:
         print(json.dumps(findings.to_json(), indent=2))
     else:
@@ -318,50 +324,16 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
-class _Progress:
-    """Per target and stage: one status line rewritten in place on a terminal, plain lines otherwise.
-
-    It writes to its own copy of the stderr descriptor, so lines from one target still appear while
-    another target's noisy tool has the process's output captured (edgepack.runtime.capture)."""
-
-    def __init__(self, tty: bool):
-        self.tty = tty
-        self.started = 0.0
-        self.stream = sys.stderr
-        try:
-            import os
-
-            self.stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8",
-                                    errors="replace")
-        except (AttributeError, OSError, ValueError):  # no real descriptor (tests capture sys.stderr)
-            pass
-
-    def __call__(self, msg: str) -> None:
-        import time
-
-        if not self.started:
-            self.started = time.perf_counter()
-        elapsed = time.perf_counter() - self.started
-        if self.tty:
-            self.stream.write(f"\r\033[K[{elapsed:6.1f}s] {msg}")
-        else:
-            self.stream.write(f"... {msg}\n")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.tty and self.started:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
-def _progress(json_only: bool) -> _Progress | None:
-    return None if json_only else _Progress(sys.stderr.isatty())
-
-
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _progress(json_only: bool):
+    from .render.progress import Progress
+
+    return None if json_only else Progress(sys.stderr.isatty())
 
 
 _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "compare": _cmd_compare, "calibrate": _cmd_calibrate,
@@ -371,8 +343,15 @@ _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_bui
 def main(argv: Sequence[str] | None = None) -> int:
     from . import cleanup
 
-    with cleanup.signals():  # SIGTERM unwinds like Ctrl-C: temporary folders are removed
-        return _main(argv)
+    debug_env = os.environ.get("EDGEPACK_DEBUG")
+    try:
+        with cleanup.signals():  # SIGTERM unwinds like Ctrl-C: temporary folders are removed
+            return _main(argv)
+    finally:  # --debug sets it for its own command only (tests call main many times in one process)
+        if debug_env is None:
+            os.environ.pop("EDGEPACK_DEBUG", None)
+        else:
+            os.environ["EDGEPACK_DEBUG"] = debug_env
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -382,11 +361,10 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = _build_parser()
     args = None
     handler = None
+    debug_before = os.environ.get("EDGEPACK_DEBUG")
     try:
         args = parser.parse_args(argv)
         if _debug(args):
-            import os
-
             os.environ["EDGEPACK_DEBUG"] = "1"  # the libraries' own warnings and logs stay visible too
             handler = _log_to_stderr()
         if args.version:
@@ -416,8 +394,6 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # e.g. `edgepack inspect ... | head`: stop quietly
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except InternalError as exc:
@@ -430,6 +406,10 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"error: {bug}", file=sys.stderr)
         return bug.exit_code
     finally:
+        if debug_before is None:  # main() is called many times in one process (tests, the API's users):
+            os.environ.pop("EDGEPACK_DEBUG", None)  # --debug lasts one command
+        else:
+            os.environ["EDGEPACK_DEBUG"] = debug_before
         if handler is not None:
             import logging
 

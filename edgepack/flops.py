@@ -208,16 +208,29 @@ def _with_unit_dims(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def classify(model: onnx.ModelProto) -> tuple[str, str]:
-    """(class, evidence) from the FLOPs share of conv vs matmul ops; node counts if shapes are unknown."""
+def classify(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[str, str]:
+    """(class, evidence) from the FLOPs share of conv vs matmul ops; node counts if shapes are unknown.
+
+    ``shapes``: the input shapes the model is run on (the build's verification samples). The class is
+    computed at them whether or not the graph itself keeps dynamic dimensions, so fixing shapes with
+    --shape never changes it; dims still unknown are taken as 1.
+    """
     from .transforms import infer_shapes
 
+    at = ""
+    if shapes:
+        from .shapes import fix_input_shapes
+
+        names = {i.name for i in model.graph.input}
+        given = {k: tuple(int(d) for d in v) for k, v in shapes.items() if k in names}
+        model = fix_input_shapes(model, given)
+        at = " at the inputs' shapes " + ", ".join(f"{k}={'x'.join(map(str, v)) or 'scalar'}" for k, v in sorted(given.items()))
     work = model_work(infer_shapes(_with_unit_dims(model)))
     heavy_unknown = any(n.flops is None and n.op_class in ("conv", "matmul") for n in work.nodes)
     if work.total_flops > 0 and not heavy_unknown:
         conv = work.flops_by_class.get("conv", 0.0) / work.total_flops
         mm = work.flops_by_class.get("matmul", 0.0) / work.total_flops
-        evidence = f"FLOPs share: conv {conv:.0%}, matmul {mm:.0%} of {work.total_flops:.3g}"
+        evidence = f"FLOPs share{at}: conv {conv:.0%}, matmul {mm:.0%} of {work.total_flops:.3g}"
         if conv >= HEAVY_SHARE and conv >= mm:
             return "conv-heavy", evidence
         if mm >= HEAVY_SHARE:
@@ -225,12 +238,19 @@ def classify(model: onnx.ModelProto) -> tuple[str, str]:
         return "other", evidence
     counts = Counter(n.op_class for n in work.nodes)
     conv, mm = counts.get("conv", 0), counts.get("matmul", 0)
-    evidence = f"shapes unknown, node counts: conv {conv}, matmul {mm} of {len(work.nodes)}"
+    evidence = f"shapes unknown{at}, node counts: conv {conv}, matmul {mm} of {len(work.nodes)}"
     if conv == mm == 0:
         return "other", evidence
     return ("conv-heavy" if conv >= mm else "matmul-heavy"), evidence
 
 
-def classify_model(model: onnx.ModelProto) -> str:
+def sample_shapes(inputs) -> dict[str, tuple[int, ...]]:
+    """The input shapes of the first of ``inputs`` (a list of {input name: array} feeds)."""
+    if not inputs:
+        return {}
+    return {name: tuple(int(d) for d in getattr(arr, "shape", ())) for name, arr in inputs[0].items()}
+
+
+def classify_model(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None) -> str:
     """"matmul-heavy", "conv-heavy" or "other": which op class does most of the model's work."""
-    return classify(model)[0]
+    return classify(model, shapes)[0]

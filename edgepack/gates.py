@@ -1,26 +1,19 @@
-"""The gates every candidate passes, in one place: outputs within tolerance of the fp32 original
-(the metrics, their rounding and the tolerance check) and host speed (MAX_SLOWDOWN).
+"""Raw numeric comparison of outputs (cosine, max abs/rel error, top-1 of [N,C] outputs), their rounding
+and the host speed bar (MAX_SLOWDOWN). Graph rewrites are checked in :mod:`edgepack.rewrite_check`.
 
-Used by prepare (a rewrite must not change outputs), by the recipe selection (accuracy and speed of
-each candidate), by fusion and by the verify stage, so a candidate is judged the same way wherever
-it is judged.
+Whether a candidate is *accepted* is decided in one place only, :func:`edgepack.judge.judge` (metrics
+that fit each output, the profile's bars per kind, not-verifiable outputs never passed); it uses
+:func:`compare_outputs` for the numbers every output gets.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from typing import TYPE_CHECKING
-
 from .errors import StageError
 from .quiet import numeric
 
-if TYPE_CHECKING:
-    from .target import Tolerance
-
 MAX_SLOWDOWN = 1.10  # a candidate (recipe, rewrite) may run at most 10% slower than what it replaces on the host
-REWRITE_RTOL = 1e-5  # a graph rewrite must keep outputs within this of max(|output|, 1)
-FP32_EQUAL = 1e-5  # outputs within this scaled error are numerically the fp32 model
 
 
 def round_metrics(metrics: dict) -> dict:
@@ -104,15 +97,6 @@ def scaled_error(metrics: dict) -> float:
 
 
 
-def accept(metrics: dict, tolerance) -> tuple[bool, str]:
-    """``passes``, except that outputs equal to the reference within FP32_EQUAL always pass
-    (cosine is unstable on near-constant outputs, e.g. a detector's map on random inputs)."""
-    ok, why = passes(metrics, tolerance)
-    if not ok and scaled_error(metrics) <= FP32_EQUAL:
-        return True, f"outputs equal to the fp32 original within {FP32_EQUAL:g} of max(|output|, 1) ({why})"
-    return ok, why
-
-
 @numeric  # inf/NaN in hostile outputs are values here, not warnings on stderr
 def compare_outputs(ref: list[dict[str, np.ndarray]], cand: list[dict[str, np.ndarray]]) -> dict:
     """Per output name: cosine_min, max_abs_err, max_rel_err (to max |ref|), top1_agreement (classifiers)."""
@@ -129,27 +113,3 @@ def compare_outputs(ref: list[dict[str, np.ndarray]], cand: list[dict[str, np.nd
             raise StageError(msg)
         metrics[name] = _compare_one(name, [_as_array(r[name]) for r in ref], [_as_array(c[name]) for c in cand])
     return metrics
-
-
-def passes(metrics: dict, tolerance: Tolerance, *, accuracy_drop: float | None = None) -> tuple[bool, str]:
-    """(ok, reason) for per-output ``metrics`` against ``tolerance``; the reason names the failing output.
-
-    ``accuracy_drop`` (reference accuracy minus candidate accuracy on labelled data) is checked
-    against ``tolerance.max_accuracy_drop`` when both are given.
-    """
-    for name, m in metrics.items():
-        if m.get("nonfinite_values"):
-            return False, f"output '{name}': {m['nonfinite_values']} NaN/Inf values in the candidate's outputs"
-        if not m["cosine_min"] >= tolerance.cosine_min:  # NaN (inf in the outputs) does not pass
-            return False, f"output '{name}': cosine_min {m['cosine_min']:.6f} < {tolerance.cosine_min} required"
-        top1 = m.get("top1_agreement")
-        if tolerance.top1_agreement_min is not None and top1 is not None and top1 < tolerance.top1_agreement_min:
-            return False, f"output '{name}': top1_agreement {top1:.4f} < {tolerance.top1_agreement_min} required"
-    if accuracy_drop is not None and tolerance.max_accuracy_drop is not None and accuracy_drop > tolerance.max_accuracy_drop:
-        return False, f"accuracy drop {accuracy_drop:.4f} > {tolerance.max_accuracy_drop} allowed"
-    worst = min(metrics.items(), key=lambda kv: kv[1]["cosine_min"]) if metrics else None
-    if worst is None:
-        return True, "no outputs to check"
-    return True, f"all {len(metrics)} outputs within tolerance (lowest cosine {worst[1]['cosine_min']:.6f} on '{worst[0]}')"
-
-

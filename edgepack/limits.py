@@ -44,6 +44,7 @@ GRACE_SECONDS = 5.0  # after the limit, how long a stopped run may take to retur
 CAP_ENV = "EDGEPACK_MAX_CALIBRATION_MB"
 DEFAULT_CAP_BYTES = 2 * 2**30
 MAX_NPZ_MEMBERS = 1024
+MAX_CALIBRATION_FILES = 100_000  # .npy/.npz files read from one calibration folder (each header is checked)
 MAX_DEFLATE_RATIO = 1100  # deflate cannot exceed ~1032:1; a member claiming more is malformed
 
 _override: float | None = None
@@ -241,7 +242,10 @@ def run_ort(sess, feed: dict, name: str | None = None) -> list:
     loops use it too."""
     import onnxruntime as ort
 
+    from .quiet import ort_severity
+
     options = ort.RunOptions()  # fresh per run: a terminate flag set late never stops the next run
+    options.log_severity_level = ort_severity()  # a terminated run's ERROR line repeats what edgepack reports
     with guard(name or (lambda: _session_name(sess)), lambda: setattr(options, "terminate", True)) as g:
         try:
             return sess.run(None, feed, options)

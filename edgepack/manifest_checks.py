@@ -46,9 +46,27 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class RefTensor:
+    name: str
+    file: str  # bundle-relative, listed in 'artifacts' (so its bytes were checked)
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A model's reference pair (edgepack.reference), type-checked."""
+
+    inputs: tuple[RefTensor, ...]
+    outputs: tuple[RefTensor, ...]
+    rule: dict  # equal_within, cosine_min (numbers), same_top1 (bool)
+
+
+@dataclass(frozen=True)
 class ModelRun:
     artifact: str
     inputs: tuple[tuple[str, str, tuple[int, ...]], ...]  # (name, dtype, shape) of a generated feed
+    reference: Reference | None = None
 
 
 @dataclass
@@ -217,7 +235,62 @@ def _models(doc: dict, c: Checked, problems: list[str]) -> None:
             continue
         inputs = _model_inputs(entry, where, problems)
         if inputs is not None:
-            c.models.append(ModelRun(rel, inputs))
+            c.models.append(ModelRun(rel, inputs, _reference(entry.get("reference"), where, valid, inputs, problems)))
+
+
+def _ref_tensors(items: Any, where: str, valid: set[str]) -> tuple[RefTensor, ...] | str:
+    from .reference import DTYPES as REF_DTYPES
+
+    if not isinstance(items, list) or not items:
+        return "is not a non-empty list"
+    out = []
+    for i, t in enumerate(items):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            return f"[{i}] is not an object with a name"
+        rel = _safe_rel(t.get("file"))
+        if rel is None or rel not in valid:
+            return f"[{i}] file {str(t.get('file'))[:80]!r} is not a file listed in 'artifacts'"
+        if t.get("dtype") not in REF_DTYPES:
+            return f"[{i}] dtype {str(t.get('dtype'))[:30]!r} is not one of {', '.join(REF_DTYPES)}"
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not all(_is_int(d) and 0 <= d <= 2**31 for d in shape):
+            return f"[{i}] shape is not a list of dimensions"
+        n = 1
+        for d in shape:
+            n *= d
+        if n > MAX_INPUT_ELEMENTS:
+            return f"[{i}] has {n:,} elements; verify reads at most {MAX_INPUT_ELEMENTS:,}"
+        out.append(RefTensor(t["name"], rel, t["dtype"], tuple(shape)))
+    return tuple(out)
+
+
+def _reference(doc: Any, where: str, valid: set[str], inputs: tuple, problems: list[str]) -> Reference | None:
+    """The model's reference pair; None (no finding) when the manifest has none (bundles before it existed)."""
+    if doc is None:
+        return None
+    where = f"{where}.reference"
+    if not isinstance(doc, dict):
+        problems.append(f"{where} is not an object")
+        return None
+    parts = {}
+    for key in ("inputs", "outputs"):
+        got = _ref_tensors(doc.get(key), where, valid)
+        if isinstance(got, str):
+            problems.append(f"{where}.{key}{got if got.startswith('[') else ' ' + got}")
+            return None
+        parts[key] = got
+    if sorted(t.name for t in parts["inputs"]) != sorted(name for name, _, _ in inputs):
+        problems.append(f"{where}.inputs do not name the model's inputs")
+        return None
+    rule = doc.get("check")
+    ok = isinstance(rule, dict) and all(
+        (isinstance(rule.get(k), (int, float)) and not isinstance(rule.get(k), bool) and rule[k] == rule[k])
+        for k in ("equal_within", "cosine_min") if k in rule) and isinstance(rule.get("same_top1", False), bool)
+    if not ok or "equal_within" not in rule:
+        problems.append(f"{where}.check is not an object of numbers (equal_within, cosine_min) and same_top1")
+        return None
+    return Reference(parts["inputs"], parts["outputs"], {k: rule[k] for k in ("equal_within", "cosine_min", "same_top1")
+                                                         if k in rule})
 
 
 def _session_config(doc: dict, c: Checked, problems: list[str]) -> None:

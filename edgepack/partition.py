@@ -100,20 +100,31 @@ def _checker(profile: TargetProfile):
     return uc._SupportedOpsChecker(folder / name)  # noqa: SLF001 - the table parser onnxruntime ships
 
 
-def remedy_for(op: str, reason: str, accel_ops: set[str] | None) -> str:
+PREPARED_SCENARIOS = ("after prepare", "shipped")  # the graph prepare already rewrote
+
+
+def remedy_for(op: str, reason: str, accel_ops: set[str] | None, prepared: bool = False) -> str:
+    """What would move the node onto the accelerator. ``prepared``: the graph is prepare's result, so
+    what prepare does is done and a node still there is one its rewrites do not apply to."""
     if reason == "dynamic-shape":
         return "fix input shapes (--shape NAME=DIMS), then constant-fold shape subgraphs"
     if reason == "rank":
         return "reshape to rank <= 5 in the model (no automatic rewrite)"
+    cpu = "runs on the CPU execution provider"
     if op in DECOMPOSITIONS and accel_ops is not None and set(DECOMPOSITIONS[op]) <= accel_ops:
-        return f"decompose {op} into {'/'.join(DECOMPOSITIONS[op])} (prepare does this)"
+        return f"decompose {op} into {'/'.join(DECOMPOSITIONS[op])} (prepare does this)" if not prepared else \
+            f"still there after prepare's decomposition: {cpu}"
     if op == "BatchNormalization":
-        return "fold BatchNormalization into the preceding Conv (prepare does this)"
+        return "fold BatchNormalization into the preceding Conv (prepare does this)" if not prepared else \
+            f"not after a Conv, so prepare cannot fold it: {cpu}"
     if op in ("Identity", "Dropout"):
-        return "remove with basic graph optimization (prepare does this)"
+        return "remove with basic graph optimization (prepare does this)" if not prepared else \
+            f"still there after basic optimization: {cpu}"
     if op in SHAPE_SUBGRAPH_OPS:
-        return "constant-fold shape subgraphs once shapes are fixed (prepare does this)"
-    return "no rewrite known: runs on the CPU execution provider"
+        if prepared:
+            return f"still there after prepare: it computes on data, not only on shapes, so it is not folded; {cpu}"
+        return "constant-folded by prepare once shapes are fixed, if it only computes shapes; otherwise it " + cpu
+    return f"no rewrite known: {cpu}"
 
 
 def _value_info(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
@@ -179,6 +190,7 @@ def analyze_ort_ep(model: onnx.ModelProto, profile: TargetProfile, require_fixed
     vi = _value_info(model)
     inits = {t.name for g in iter_graphs(model.graph) for t in g.initializer}
     accel_ops = table_ops(profile)
+    prepared = scenario in PREPARED_SCENARIOS
 
     def fixed(name: str) -> bool:  # mirrors usability_checker._is_fixed_shape_value
         if name in vi:
@@ -205,9 +217,10 @@ def analyze_ort_ep(model: onnx.ModelProto, profile: TargetProfile, require_fixed
         ops = groups[reason]
         if reason == "operator":
             for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])):
-                unsupported.append(UnsupportedGroup(reason, n, {op: n}, remedy_for(op, reason, accel_ops)))
+                unsupported.append(UnsupportedGroup(reason, n, {op: n}, remedy_for(op, reason, accel_ops, prepared)))
         else:
-            unsupported.append(UnsupportedGroup(reason, sum(ops.values()), dict(ops), remedy_for("", reason, accel_ops)))
+            unsupported.append(UnsupportedGroup(reason, sum(ops.values()), dict(ops),
+                                                remedy_for("", reason, accel_ops, prepared)))
     notes = []
     omitted = any("" in n.input for g in iter_graphs(model.graph) for n in g.node)
     if not ort_checker_quirks and omitted:

@@ -24,7 +24,8 @@ from .target import TargetProfile
 if TYPE_CHECKING:
     from .backends import Packaging
     from .estimate import BundleEstimates
-    from .records import RecipeChoice, ShippedCoverage, Verification
+    from .records import Evidence, RecipeChoice, ShippedCoverage, Verification
+    from .user_eval import UserMetric
 
 log = logging.getLogger("edgepack")
 
@@ -65,6 +66,12 @@ class ModelState:
     verification: Verification | None = None
     weight_only_int8: bool = False  # prepare kept weight-only int8 as DequantizeLinear
     estimates: BundleEstimates | None = None  # size, latency, energy on the target device (estimated)
+    kinds: dict = field(default_factory=dict)  # output name -> metrics.kinds.OutputKind
+    evidence: Evidence | None = None  # what the verification samples are (split recorded)
+    samples_key: str = ""  # names the verification inputs (memo keys of runs on them)
+    user_fp32: float | None = None  # --eval on the fp32 original
+    conversion_notes: tuple[str, ...] = ()  # the chosen artifact's conversion decisions (the convert stage records them)
+    preprocessing: dict | None = None  # how an image becomes the input (the calibration folder's preprocess.toml)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -84,6 +91,7 @@ class Context:
     measurements: dict[str, Any] = field(default_factory=dict)
     per_hour: float = 1000.0  # inferences per hour, for battery and energy-per-hour estimates
     memo: "Memo | None" = field(default=None, compare=False)  # work shared across the targets of a build
+    user_metric: UserMetric | None = None  # --eval
 
     def with_models(self, models: list[ModelState] | tuple[ModelState, ...]) -> "Context":
         return replace(self, models=tuple(models))
@@ -131,6 +139,12 @@ def _foreign(ctx: Context) -> tuple[type[BaseException], ...]:
     return foreign_error_types(backend_for(ctx.target).foreign_errors())
 
 
+def _at(exc: EdgepackError, ctx: Context, stage: str, reason: str) -> EdgepackError:
+    """``exc`` with the target, stage and reason it failed in (build reports each failed target by them)."""
+    exc.target, exc.stage, exc.reason = ctx.target.name, stage, reason  # type: ignore[attr-defined]
+    return exc
+
+
 def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Callable[[str], None] | None = None) -> Context:
     """Run ``stages`` in order; each gets the context and a list to append its decisions to.
 
@@ -145,17 +159,17 @@ def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Ca
         try:
             ctx = stage(ctx, decisions)
         except EdgepackError as exc:
-            msg = f"{ctx.target.name}: {name}: {exc}" if not str(exc).startswith(ctx.target.name) else str(exc)
-            raise type(exc)(msg) from exc
+            text = str(exc)
+            msg = text if text.startswith(ctx.target.name) else f"{ctx.target.name}: {name}: {text}"
+            raise _at(type(exc)(msg), ctx, name, text.removeprefix(f"{ctx.target.name}: ")) from exc
         except MemoryError as exc:
-            msg = f"{ctx.target.name}: {name}: out of memory"
-            raise StageError(msg) from exc
+            raise _at(StageError(f"{ctx.target.name}: {name}: out of memory"), ctx, name, "out of memory") from exc
         except Exception as exc:  # noqa: BLE001 - sorted below: a known foreign error, or a bug
             log.debug("stage %s failed", name, exc_info=True)
             if not isinstance(exc, _foreign(ctx)):
                 raise InternalError(f"{ctx.target.name}: {name}", exc) from exc
-            msg = f"{ctx.target.name}: {name}: {type(exc).__name__}: {first_line(exc)}"
-            raise StageError(msg) from exc
+            reason = f"{type(exc).__name__}: {first_line(exc)}"
+            raise _at(StageError(f"{ctx.target.name}: {name}: {reason}"), ctx, name, reason) from exc
         seconds = time.perf_counter() - start
         return_freed_memory()
         log.info("%s: %s done in %.2fs", ctx.target.name, name, seconds)

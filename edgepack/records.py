@@ -41,9 +41,18 @@ class Attempt:
     reason: str
     metrics: dict | None = None  # accuracy against fp32, when it got that far
     host_latency: dict | None = None  # the speed gate's measurement, when it applies (build record only)
+    checked: str | None = None  # what was judged: the converted artifact ("model.ort"), when it got that far
 
     def decision(self, model: str) -> str:
         return f"{model}: {self.recipe} {self.outcome}: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"recipe": self.recipe, "outcome": self.outcome, "reason": self.reason}
+        if self.checked is not None:
+            out["checked"] = self.checked
+        if self.metrics:
+            out["metrics"] = self.metrics
+        return out
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,7 @@ class RecipeChoice:
             "ops_after": self.ops_after,
             "notes": list(self.notes),
             "candidate_metrics": self.candidate_metrics,
+            "attempts": [a.to_json() for a in self.attempts],
         }
 
 
@@ -89,17 +99,63 @@ def tolerance_json(tolerance: Tolerance) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """The samples a verification rests on: where they came from, how many, and whether they are
+    disjoint from the samples that calibrated the model (the split is recorded)."""
+
+    source: str  # "calibration folder" | "generated inputs"
+    samples: int  # verification samples
+    disjoint: bool  # none of them calibrated the model
+    split: dict | None = None  # {"total", "calibration", "verification", "rule", "held_out"}
+
+    @property
+    def generated(self) -> bool:
+        return self.source == "generated inputs"
+
+    @property
+    def weak(self) -> bool:
+        from .metrics.bars import MIN_EVIDENCE
+
+        return self.samples < MIN_EVIDENCE or not self.disjoint
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "samples": self.samples, "disjoint_from_calibration": self.disjoint}
+        if self.split is not None:
+            out["split"] = self.split
+        return out
+
+
+VERIFIED, WEAK, NOT_VERIFIABLE, FAILED = "verified", "weakly verified", "not verifiable", "failed"
+
+
+@dataclass(frozen=True)
 class Verification:
-    """The shipped artifact against the fp32 original (a failure stops the build, so it passed)."""
+    """The shipped artifact against the fp32 original, judged by :func:`edgepack.judge.judge` (the same
+    judgement that chose the recipe). ``status``: verified, weakly verified (passed on fewer than 32
+    samples, or samples that also calibrated), not verifiable (an output gave nothing to compare; the
+    bundle ships marked so) - a failure never ships."""
 
     passed: bool
     inputs: tuple[str, ...]  # where the inputs came from (held-out calibration samples, generated inputs)
     tolerance: Tolerance
-    outputs: dict  # per output: rounded metrics
+    outputs: dict  # per output: kind, status, bars and rounded metrics
+    status: str = VERIFIED
+    summary: str = ""
+    evidence: Evidence | None = None
+    checked: dict | None = None  # which file was run, with which runtime
+    user_metric: dict | None = None  # --eval: fp32 value, the artifact's, the drop and its bar
 
     def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "inputs": list(self.inputs), "tolerance": tolerance_json(self.tolerance),
-                "outputs": self.outputs}
+        out: dict[str, Any] = {"status": self.status, "passed": self.passed, "summary": self.summary,
+                               "inputs": list(self.inputs), "tolerance": tolerance_json(self.tolerance),
+                               "outputs": self.outputs}
+        if self.evidence is not None:
+            out["evidence"] = self.evidence.to_json()
+        if self.checked is not None:
+            out["checked"] = self.checked
+        if self.user_metric is not None:
+            out["user_metric"] = self.user_metric
+        return out
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,11 @@
-"""Input shapes: parse ``--shape NAME=1x3x224x224``, decide every dynamic dimension, fix them in a model."""
+"""Input shapes: parse ``--shape [MODEL:]NAME=1x3x224x224``, give each model its own, decide every
+dynamic dimension, fix them in a model.
+
+``NAME=DIMS`` applies to every model of the build that has an input ``NAME``; ``MODEL:NAME=DIMS``
+only to the model whose file stem is ``MODEL`` (``det:x=1x3x640x640`` for ``det.onnx``). Input names
+may hold ``:`` themselves (tf2onnx's ``serving_default_input_2:0``): a key is read as whichever of the
+two it can be for the models given, and one that could be both is an error.
+"""
 
 from __future__ import annotations
 
@@ -33,14 +40,77 @@ def parse_shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
 
 
 def parse_shape_args(args: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """{key: dims} with keys as written (``NAME`` or ``MODEL:NAME``); see :func:`shapes_per_model`."""
     shapes: dict[str, tuple[int, ...]] = {}
     for arg in args or []:
         name, dims = parse_shape_arg(arg)
         if name in shapes:
-            msg = f"--shape given twice for input '{name}'"
+            msg = f"--shape given twice for '{name}'"
             raise ShapeError(msg)
         shapes[name] = dims
     return shapes
+
+
+@dataclass(frozen=True)
+class ShapeTarget:
+    """What --shape keys are resolved against: one model's file stem, file name and input names."""
+
+    stem: str
+    file: str
+    inputs: tuple[str, ...]
+
+
+def _readings(key: str, models: list[ShapeTarget]) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(plain, qualified): the (model index, input) pairs ``key`` names as ``NAME`` and as ``MODEL:NAME``."""
+    plain = [(i, key) for i, m in enumerate(models) if key in m.inputs]
+    qualified = []
+    for pos, ch in enumerate(key):
+        if ch != ":":
+            continue
+        stem, name = key[:pos], key[pos + 1:]
+        qualified += [(i, name) for i, m in enumerate(models) if m.stem == stem and name in m.inputs]
+    return plain, qualified
+
+
+def _unknown(key: str, models: list[ShapeTarget]) -> ShapeError:
+    if len(models) == 1:
+        names = list(models[0].inputs)
+        msg = f"--shape names unknown input '{key}'{did_you_mean(key, names)}; the model's inputs are: {', '.join(names)}"
+        return ShapeError(msg)
+    spellings = [n for m in models for n in m.inputs] + [f"{m.stem}:{n}" for m in models for n in m.inputs]
+    listed = "; ".join(f"{m.file}: {', '.join(m.inputs)}" for m in models)
+    stem = key.split(":", 1)[0] if ":" in key else None
+    if stem is not None and stem not in {m.stem for m in models} and not any(key in m.inputs for m in models):
+        why = f"'{stem}' is not the file stem of a model given ({', '.join(m.stem for m in models)})"
+    else:
+        why = "no model given has that input"
+    msg = f"--shape '{key}': {why}{did_you_mean(key, spellings)}; inputs: {listed}"
+    return ShapeError(msg)
+
+
+def shapes_per_model(given: dict[str, tuple[int, ...]], models: list[ShapeTarget]) -> list[dict[str, tuple[int, ...]]]:
+    """Each model's {input: dims} from --shape keys ``NAME`` (every model with that input) and
+    ``MODEL:NAME`` (that model only). A key that names nothing, or could be read both ways, or two
+    keys giving one model's input different shapes: one ShapeError naming them."""
+    out: list[dict[str, tuple[int, ...]]] = [{} for _ in models]
+    source: list[dict[str, str]] = [{} for _ in models]
+    for key, dims in given.items():
+        plain, qualified = _readings(key, models)
+        if plain and qualified or len(qualified) > 1:
+            msg = (f"--shape '{key}' is ambiguous: it is an input name of "
+                   f"{', '.join(sorted({models[i].file for i, _ in plain})) or 'no model'} and also reads as MODEL:INPUT "
+                   f"for {', '.join(sorted({f'{models[i].file} input {n!r}' for i, n in qualified}))}; rename a file")
+            raise ShapeError(msg)
+        if not plain and not qualified:
+            raise _unknown(key, models)
+        for i, name in plain or qualified:
+            if name in out[i] and out[i][name] != dims:
+                msg = (f"--shape {source[i][name]}={_fmt(out[i][name])} and --shape {key}={_fmt(dims)} give input "
+                       f"'{name}' of {models[i].file} two shapes; keep one")
+                raise ShapeError(msg)
+            out[i][name] = dims
+            source[i][name] = key
+    return out
 
 
 @dataclass(frozen=True)

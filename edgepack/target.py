@@ -30,18 +30,24 @@ EXECUTION_PROVIDERS = tuple(ep for b in BACKENDS.values() for ep in b.execution_
 OP_TABLES = tuple(t for b in BACKENDS.values() for t in b.op_tables)
 FORMATS = tuple(f for b in BACKENDS.values() for f in b.formats)
 ACCELERATOR_EPS = tuple(ep for b in BACKENDS.values() for ep in b.accelerator_providers)  # hand nodes to an NPU/GPU
-RECIPES = ("static-int8", "fp16", "dynamic-int8", "none")
-PRECISION_OF = {"static-int8": "int8", "dynamic-int8": "int8", "fp16": "fp16", "none": "fp32"}  # what each recipe computes in
-RECIPES_NEEDING_CALIBRATION = ("static-int8",)
+RECIPES = ("static-int8", "static-w8a16", "fp16", "dynamic-int8", "none")
+# what each recipe computes in ("int16": int8 weights with 16-bit activations, QNN's w8a16)
+PRECISION_OF = {"static-int8": "int8", "static-w8a16": "int16", "dynamic-int8": "int8", "fp16": "fp16", "none": "fp32"}
+RECIPES_NEEDING_CALIBRATION = ("static-int8", "static-w8a16")
 APPLIES_TO = ("any", "matmul-heavy", "conv-heavy")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int16")
 STOCK_INDEXES = ("pypi", "maven", "cocoapods")  # where the stock runtime package is published
 STOCK_SIZE_SOURCES = ("published", "measured")  # estimate/size.py's published figures, targets/data/runtime_sizes.json
 
 _TOLERANCE = {
     "cosine_min": Field(float, minimum=0.0, maximum=1.0),
     "top1_agreement_min": Field(float, minimum=0.0, maximum=1.0),
-    "max_accuracy_drop": Field(float, minimum=0.0, maximum=1.0),
+    "max_accuracy_drop": Field(float, minimum=0.0),
+    "class_agreement_min": Field(float, minimum=0.0, maximum=1.0),
+    "sequence_agreement_min": Field(float, minimum=0.0, maximum=1.0),
+    "pixel_agreement_min": Field(float, minimum=0.0, maximum=1.0),
+    "mask_iou_min": Field(float, minimum=0.0, maximum=1.0),
+    "box_agreement_min": Field(float, minimum=0.0, maximum=1.0),
 }
 _RECIPE = {
     "name": Field(str, required=True, choices=RECIPES),
@@ -127,9 +133,17 @@ SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Tolerance:
-    cosine_min: float = 0.99
-    top1_agreement_min: float | None = None
-    max_accuracy_drop: float | None = None
+    """A recipe's bars, per output kind (edgepack.metrics.bars: which apply to which kind, and the
+    defaults of those left None); ``max_accuracy_drop`` bounds the drop of the user's own metric (--eval)."""
+
+    cosine_min: float = 0.99  # embeddings
+    top1_agreement_min: float | None = None  # classes, every decision
+    max_accuracy_drop: float | None = None  # --eval: fp32 value minus the candidate's (in the metric's units)
+    class_agreement_min: float | None = None  # classes, confident decisions
+    sequence_agreement_min: float | None = None  # sequences, decoded
+    pixel_agreement_min: float | None = None  # maps, thresholded pixels
+    mask_iou_min: float | None = None  # maps, IoU of the thresholded masks
+    box_agreement_min: float | None = None  # boxes, confident detections
 
 
 @dataclass(frozen=True)

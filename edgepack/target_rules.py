@@ -34,17 +34,22 @@ def check_consistency(p: TargetProfile, label: str) -> None:
 
     _check_pairing(p, fail)
     backend_named(p.engine).check_profile(p, fail)
-    source, _, key = p.stock_size.partition(":")
-    if source not in STOCK_SIZE_SOURCES or not key:
-        fail("minimal_build.stock_size", f"'{p.stock_size}' must be '<{'|'.join(STOCK_SIZE_SOURCES)}>:<key>'")
+    for part in p.stock_size.split("+"):  # several libraries: "<source>:<key>+<source>:<key>"
+        source, _, key = part.partition(":")
+        if source not in STOCK_SIZE_SOURCES or not key:
+            fail("minimal_build.stock_size", f"'{p.stock_size}' must be '<{'|'.join(STOCK_SIZE_SOURCES)}>:<key>', or "
+                 "several joined by '+'")
     names = [r.name for r in p.recipes]
     if not names:
         fail("quantization", "at least one recipe is needed (use name = \"none\" to ship fp32)")
     if "none" in names and names.index("none") != len(names) - 1:
         fail("quantization", "recipes after 'none' can never be chosen; put 'none' last")
     seen: set[tuple[str, str]] = set()
+    backend = backend_named(p.engine)
     for i, r in enumerate(p.recipes):
         key = f"quantization[{i}]"
+        if r.name not in backend.recipes:
+            fail(f"{key}.name", f"engine '{p.engine}' has no '{r.name}' recipe; it implements: {', '.join(backend.recipes)}")
         if (r.name, r.applies_to) in seen:
             fail(key, f"recipe '{r.name}' for '{r.applies_to}' models is listed twice")
         seen.add((r.name, r.applies_to))

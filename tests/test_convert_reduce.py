@@ -280,21 +280,29 @@ def _has_pair(cmd: list[str], flag: str, value: str) -> bool:
 
 
 def test_android_build_command():
+    """An AAR an app can link, by onnxruntime's packaging script (its flags: tests/test_mobile_packaging.py)."""
     cmd = build_command(load_target("android-nnapi"), ort_version=VERSION, uses_ml_ops=False)
-    assert cmd[0] == "./build.sh"
-    assert _has_pair(cmd, "--minimal_build", "extended")
-    assert "--use_nnapi" in cmd
+    assert cmd[:2] == ["python3", "tools/ci_build/github/android/build_aar_package.py"]
     assert _has_pair(cmd, "--android_sdk_path", "$ANDROID_SDK_ROOT")
     assert _has_pair(cmd, "--android_ndk_path", "$ANDROID_NDK_HOME")
     assert _has_pair(cmd, "--include_ops_by_config", "required_operators_and_types.config")
-    assert "--enable_reduced_operator_type_support" in cmd
-    assert "--skip_tests" in cmd
+    assert cmd[-1] == "runtime/android_aar_build_settings.json"
+    from edgepack.backends.onnxruntime.mobile_packaging import aar_settings
+
+    params = aar_settings(load_target("android-nnapi"), uses_ml_ops=False)["build_params"]
+    assert _has_pair(params, "--minimal_build", "extended") and "--use_nnapi" in params and "--build_java" in params
+    assert "--enable_reduced_operator_type_support" in params and "--skip_tests" in params
 
 
 def test_ios_and_pi_build_commands():
+    from edgepack.backends.onnxruntime.mobile_packaging import apple_settings
+
     ios = build_command(load_target("ios-coreml"), ort_version=VERSION, uses_ml_ops=False)
-    assert "--use_coreml" in ios and _has_pair(ios, "--minimal_build", "extended")
+    assert ios[1] == "tools/ci_build/github/apple/build_and_assemble_apple_pods.py"
+    base = apple_settings(load_target("ios-coreml"), uses_ml_ops=False)["build_params"]["base"]
+    assert "--use_coreml" in base and _has_pair(base, "--minimal_build", "extended") and "--build_apple_framework" in base
     pi = build_command(load_target("rpi5-cpu"), ort_version=VERSION, uses_ml_ops=False, type_reduction=False)
+    assert pi[0] == "./build.sh"
     assert "--minimal_build" in pi and not _has_pair(pi, "--minimal_build", "extended")
     assert "--enable_reduced_operator_type_support" not in pi
 

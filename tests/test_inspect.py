@@ -30,7 +30,8 @@ def test_inspect_json_on_sample_model(cli):
     report = json.loads(out)
     assert report["model"]["inputs"][0]["shape"] == ["batch", 1, 8, 8]
     assert report["work"]["total_flops"] > 0 and report["work"]["nodes_with_unknown_shapes"] == 0
-    assert set(report["targets"]) == {"android-nnapi", "ios-coreml", "intel-openvino", "rpi4-cpu", "rpi5-cpu"}
+    assert set(report["targets"]) == {"android-nnapi", "android-qnn", "android-qnn-8elite", "android-qnn-8gen2",
+                                      "ios-coreml", "intel-openvino", "rpi4-cpu", "rpi5-cpu"}
     nnapi = {c["scenario"]: c for c in report["targets"]["android-nnapi"]["coverage"]}
     # dynamic batch blocks NNAPI as-is; prepare (fixed shapes, folding, HardSwish decomposition) reaches every node
     assert nnapi["as-is"]["nodes_supported"] == 0

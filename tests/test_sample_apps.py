@@ -109,7 +109,7 @@ def test_bad_input_exits_2_with_one_line(bundles, tmp_path, one_sample, bundle, 
         (("{bundle}", "{tmp}/x.txt"), "unsupported input x.txt"),
         (("{bundle}", "{npy}", "--model", "other"), "no model 'other' in the bundle; models: model"),
         (("{bundle}", "{npy}", "--runs", "0"), "--runs must be at least 1"),
-        (("{bundle}",), "the following arguments are required: input"),
+        ((), "the following arguments are required: bundle"),
     ],
     ids=["not-a-bundle", "missing-input", "unsupported-input", "unknown-model", "zero-runs", "usage"],
 )
@@ -181,7 +181,7 @@ def schema_fields(node=SCHEMA) -> set[str]:
 
 _SUBSCRIPT = re.compile(r"""(?<=[\w\])])\[\s*["']([A-Za-z_][\w.]*)["']\s*\]""")
 _PY_GET = re.compile(r"""\.get\(\s*["']([A-Za-z_][\w.]*)["']""")
-_KOTLIN_JSON = re.compile(r"""\.(?:get|opt|has)(?:JSONObject|JSONArray|String|Int|Long|Double|Boolean)?\(\s*"([^"]+)"\s*\)""")
+_KOTLIN_JSON = re.compile(r"""\.(?:get|opt|has)(?:JSONObject|JSONArray|String|Int|Long|Double|Boolean)?\(\s*"([^"]+)"\s*[,)]""")
 _SWIFT_KEY = re.compile(r"""^\s*case\s+\w+\s*=\s*"([^"]+)"\s*$""", re.M)
 
 
@@ -203,7 +203,9 @@ READERS = {
     "android": [APPS / "android/app/src/main/java/dev/edgepack/sample/ManifestReader.kt", APPS / "android/app/build.gradle.kts"],
     "ios": [APPS / "ios/Sources/EdgepackSample/ManifestReader.swift"],
 }
-MUST_READ = {"schema_version", "execution_provider", "provider_options", "session_config", "artifact", "toolchain"}
+MUST_READ = {"schema_version", "execution_provider", "provider_options", "session_config", "artifact", "toolchain",
+             "outputs", "meaning", "preprocessing", "reference", "file", "check", "equal_within", "cosine_min",
+             "same_top1"}
 
 
 @pytest.mark.parametrize("app", sorted(READERS))
@@ -218,7 +220,7 @@ def test_scan_sees_the_fields_each_app_needs():
     """Guard against a scan that silently finds nothing."""
     for app, paths in READERS.items():
         read = set().union(*(fields_read(p) for p in paths))
-        expected = MUST_READ if app != "ios" else MUST_READ | {"source_model", "shipped_inputs"}
+        expected = MUST_READ if app != "ios" else MUST_READ | {"source_model", "shipped_inputs", "byte_order", "pad_value"}
         assert expected <= read, f"{app}: {sorted(expected - read)} not found by the scan"
 
 
@@ -234,3 +236,86 @@ def test_a_field_missing_from_the_schema_is_caught(tmp_path):
     app = tmp_path / "app.py"
     app.write_text('x = manifest["runtime"].get("execution_provider")\ny = manifest["warp_speed"]\n')
     assert sorted(fields_read(app) - schema_fields()) == ["warp_speed"]
+    kt = tmp_path / "App.kt"
+    kt.write_text('val a = o.optString("warp_drive", "x")\nval b = o.getInt("schema_version")\n')
+    assert sorted(fields_read(kt) - schema_fields()) == ["warp_drive"]  # reads with a default are seen too
+
+
+# ------------------------------------------------------------------------------------- the reference pair
+
+
+def test_python_app_runs_and_checks_the_reference_input(bundles):
+    for name, bundle in bundles.items():
+        proc = run_app(bundle, "--runs", 2)
+        assert proc.returncode == 0, f"{name}: {proc.stderr}"
+        assert re.search(r"reference check: passed: 1 output\(s\) match the reference", proc.stdout), proc.stdout
+        assert "output 'logits': float32 [1, 10] - looks like class scores (logits)" in proc.stdout
+
+
+def test_python_app_fails_when_the_outputs_differ_from_the_reference(bundles, tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(bundles["rpi4-cpu"], bundle)
+    ref = bundle / "reference" / "model.out0.bin"
+    ref.write_bytes((-np.frombuffer(ref.read_bytes(), "<f4")).astype("<f4").tobytes())
+    proc = run_app(bundle, "--runs", 1)
+    assert proc.returncode == 1 and "reference check: FAILED: output 'logits': cosine -0.99" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------- the mobile samples' code
+
+KOTLIN = APPS / "android/app/src/main/java/dev/edgepack/sample"
+SWIFT = APPS / "ios/Sources/EdgepackSample"
+
+
+def _code(path: Path) -> str:
+    """Source without comments (so a requirement is met by code, not by a remark about it)."""
+    text = path.read_text(encoding="utf-8")
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return "\n".join(re.sub(r"(^|\s)//.*$", "", line) for line in text.splitlines())
+
+
+def test_android_sample_loads_by_path_reuses_the_session_and_falls_back():
+    runner = _code(KOTLIN / "BundleRunner.kt")
+    assert "env.createSession(model.path," in runner and "readBytes()" not in runner.split("private fun bytes")[0]
+    assert "@Volatile private var shared" in runner and "fun shared(" in runner  # one session per process
+    assert "setIntraOpNumThreads(" in runner
+    assert re.search(r"catch \(e: OrtException\) \{.*?options\(accelerator = false\)", runner, re.S)  # CPU fallback
+    assert "checkReference(" in runner and "referenceInputs()" in runner
+    main = _code(KOTLIN / "MainActivity.kt")
+    assert "catch (e: UnsatisfiedLinkError)" in main and "BundleRunner.shared(this)" in main
+    assert "FloatArray(shape.fold" not in main  # no more zeros as input
+    gradle = (APPS / "android/app/build.gradle.kts").read_text()
+    assert 'file("src/main/assets/bundle/manifest.json")' in gradle and 'libs/onnxruntime-release.aar' in gradle
+
+
+def test_ios_sample_fixes():
+    runner = _code(SWIFT / "BundleRunner.swift")
+    assert 'coreml["ModelCacheDirectory"]' in runner and "setIntraOpNumThreads(" in runner
+    assert "public static func shared(directory:" in runner
+    assert re.search(r"catch where provider != \"CPU\" \{.*?accelerator: false", runner, re.S)  # CPU fallback
+    assert "modelPath: path" in runner and "checkReference(" in runner
+    content = (APPS / "ios/App/ContentView.swift").read_text()
+    assert content.startswith("#if canImport(EdgepackSample)\nimport EdgepackSample")  # the CocoaPods route compiles
+    package = (APPS / "ios/Package.swift").read_text()
+    assert '.iOS("15.1")' in package and ".macOS(" in package
+    readme = (APPS / "ios/README.md").read_text()
+    assert "platform :ios, '15.1'" in readme and "platform :ios, '15.0'" not in readme
+    assert "ORT_POD_LOCAL_PATH" in readme and "ORT_IOS_POD_LOCAL_PATH" not in readme
+    assert "pod 'onnxruntime-c', :path =>" in readme and "check_spm_version.sh" in readme
+    spm = re.search(r'onnxruntime-swift-package-manager", exact: "([0-9.]+)"', package).group(1)
+    pod = re.search(r"pod 'onnxruntime-objc', '([0-9.]+)'", readme).group(1)
+    assert spm == pod  # the two routes pin the same onnxruntime
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_spm_version_check_script(tmp_path):
+    script = APPS / "ios/check_spm_version.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    fake = tmp_path / "git"  # a git that knows one tag: the script's two answers, without the network
+    fake.write_text('#!/bin/sh\ncase "$*" in *refs/tags/1.32.0*) exit 0;; *) exit 2;; esac\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    ok = subprocess.run(["bash", str(script), "1.32.0"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and 'exact: "1.32.0"' in ok.stdout
+    missing = subprocess.run(["bash", str(script), "1.99.0"], capture_output=True, text=True, env=env)
+    assert missing.returncode == 1 and "use CocoaPods" in missing.stderr

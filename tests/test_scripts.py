@@ -111,5 +111,7 @@ def test_demo_writes_the_report_and_points_at_it(tmp_path):
     assert (out / "report.html").is_file()
     lines = r.stdout.strip().splitlines()
     assert lines[-1].startswith(f"report: {out / 'report.html'}")
-    for target in ("android-nnapi", "ios-coreml", "intel-openvino", "rpi4-cpu", "rpi5-cpu"):
-        assert any(line.strip().startswith(f"{target}: ") for line in lines[-7:-1]), lines[-7:]
+    targets = ("android-nnapi", "android-qnn", "android-qnn-8elite", "android-qnn-8gen2", "ios-coreml", "intel-openvino",
+               "rpi4-cpu", "rpi5-cpu")
+    for target in targets:
+        assert any(line.strip().startswith(f"{target}: ") for line in lines[-len(targets) - 1:-1]), lines[-10:]

@@ -158,7 +158,9 @@ def test_edgepack_debug_keeps_them(tmp_path):
 
 
 def test_metrics_on_inf_outputs_warn_nothing_and_fail_the_gate():
-    from edgepack.gates import compare_outputs, passes
+    from edgepack.gates import compare_outputs
+    from edgepack.judge import judge
+    from edgepack.metrics.kinds import OutputKind
     from edgepack.target import Tolerance
 
     ref = [{"y": np.array([[np.inf, 1.0]], np.float32)}]
@@ -166,8 +168,9 @@ def test_metrics_on_inf_outputs_warn_nothing_and_fail_the_gate():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a RuntimeWarning would raise here
         metrics = compare_outputs(ref, cand)
-    ok, why = passes(metrics, Tolerance(cosine_min=0.99))
-    assert not ok and "cosine_min nan" in why  # NaN is not a passing cosine
+        j = judge(ref, cand, {"y": OutputKind("embedding", "test")}, Tolerance(cosine_min=0.99))
+    assert metrics["y"]["cosine_min"] != metrics["y"]["cosine_min"]  # NaN
+    assert j.status == "failed" and "cosine_min nan < 0.99" in j.reason  # NaN is not a passing cosine
 
 
 NOISY = """

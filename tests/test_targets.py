@@ -9,7 +9,9 @@ import pytest
 from edgepack.errors import ProfileError
 from edgepack.target import builtin_dir, builtin_names, load_target
 
-BUILTINS = ["android-nnapi", "intel-openvino", "ios-coreml", "rpi4-cpu", "rpi5-cpu"]
+BUILTINS = ["android-nnapi", "android-qnn", "android-qnn-8elite", "android-qnn-8gen2", "intel-openvino", "ios-coreml",
+            "rpi4-cpu", "rpi5-cpu"]
+NO_FP32_PATH = ("android-qnn", "android-qnn-8elite", "android-qnn-8gen2")  # the HTP: fp16 is the last resort
 
 
 def test_builtin_targets_exist():
@@ -20,7 +22,7 @@ def test_builtin_targets_exist():
 def test_builtin_profiles_load_and_cite_every_figure(name):
     p = load_target(name)
     assert p.name == name
-    assert p.recipes[-1].name == "none"
+    assert p.recipes[-1].name == ("fp16" if name in NO_FP32_PATH else "none")
     assert any(u.kind == "cpu" for u in p.device.units)
     # every numeric device figure has a non-empty public source
     assert p.device.sources and all(s.strip() for s in p.device.sources.values())

@@ -14,6 +14,7 @@ from ..errors import ProfileError
 from .base import Backend, Packaging
 from .onnxruntime import OnnxRuntimeBackend
 from .openvino import OpenVinoBackend
+from .qnn import QnnBackend
 
 if TYPE_CHECKING:
     from ..target import TargetProfile
@@ -23,6 +24,7 @@ __all__ = ["BACKENDS", "Backend", "Packaging", "backend_for", "backend_named"]
 BACKENDS: dict[str, Backend] = {
     "onnxruntime": OnnxRuntimeBackend(),
     "openvino": OpenVinoBackend(),
+    "onnxruntime-qnn": QnnBackend(),
 }
 
 

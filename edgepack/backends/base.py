@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
+    from ..judge import Judgement
     from ..model import LoadedModel
     from ..partition import Coverage
     from ..pipeline import Context, ModelState
@@ -29,17 +30,6 @@ if TYPE_CHECKING:
 
 
 MAX_REFINE_ATTEMPTS = 4  # mixed-precision candidates the selector asks for after a candidate fails its judgement
-
-
-class Verdict(NamedTuple):
-    """What :meth:`Backend.refine_candidate` is told about a candidate's judgement: passed or not, the
-    selector's reason, its recorded metrics, and the candidate's outputs on the verification inputs
-    (one {output name: array} per input, in the order of ``ModelState.verify_inputs``)."""
-
-    ok: bool
-    reason: str
-    metrics: dict
-    outputs: list
 
 
 class Packaging(ABC):
@@ -96,6 +86,15 @@ class Backend(ABC):
         """Coverage of the prepared ONNX graph, where the engine's placement can be known from it."""
         return None
 
+    def estimate_placement(self, model: Any, profile: TargetProfile) -> tuple[set[tuple], int, str]:
+        """(keys of the main-graph nodes the accelerator runs, partitions, how that is known) for the
+        latency estimate of a shape-inferred model; by default onnxruntime's partitioning of the
+        profile's op table (NNAPI, Core ML), nothing for a CPU target."""
+        from ..partition import placement
+
+        keys, partitions = placement(model, profile, ort_checker_quirks=True)
+        return keys, partitions, f"onnxruntime partitioning of the {profile.op_table} table"
+
     # ------------------------------------------------------------------ quantize: candidates
 
     def prepare_candidates(self, ctx: Context, m: ModelState, model_class: str, decisions: list[str],
@@ -114,11 +113,12 @@ class Backend(ABC):
     def run(self, path: Path, inputs: list[dict], profile: TargetProfile) -> list[dict]:
         """Run a candidate on this host for each input; one {output name: array} per input."""
 
-    def refine_candidate(self, ctx: Context, m: ModelState, recipe: Recipe, candidate: Candidate, verdict: Verdict,
-                         attempt: int) -> Candidate | None:
-        """A new candidate for ``recipe`` after ``candidate`` failed its judgement (``verdict``): attempt
-        1, 2 ... up to MAX_REFINE_ATTEMPTS, each called with the previous attempt's candidate and verdict.
-        Mixed precision keeps the nodes responsible in float. None: nothing more to try (the default)."""
+    def refine_candidate(self, ctx: Context, m: ModelState, recipe: Recipe, candidate: Candidate,
+                         judgement: Judgement, attempt: int) -> Candidate | None:
+        """A new candidate for ``recipe`` after ``candidate``'s converted artifact failed ``judgement``
+        (:func:`edgepack.judge.check_artifact`): attempt 1, 2 ... up to MAX_REFINE_ATTEMPTS, each called with
+        the previous attempt's candidate and judgement. Mixed precision keeps the nodes responsible in
+        float. None: nothing more to try (the default)."""
         return None
 
     def time_candidate(self, ctx: Context, m: ModelState, recipe: Recipe, candidate: Candidate,
@@ -139,6 +139,14 @@ class Backend(ABC):
     @abstractmethod
     def run_shipped(self, ctx: Context, m: ModelState) -> list[dict]:
         """Run the shipped artifact exactly as the device's runtime will, on the held-out inputs."""
+
+    def open_runner(self, path: Path, profile: TargetProfile) -> tuple[Callable[[dict], dict], dict, list]:
+        """``path`` opened as :meth:`run_shipped` runs it, for the user's metric (``--eval``): a callable
+        feed -> {output name: array}, {input name: dims (None where free)} and the output names."""
+        from ..errors import StageError
+
+        msg = f"--eval cannot run {self.label} bundles on this host"
+        raise StageError(msg)
 
     def verified_on(self, profile: TargetProfile) -> str:
         """Words after 'verified against the fp32 original' naming where the check ran ('' for the default)."""
@@ -168,6 +176,14 @@ class Backend(ABC):
     def estimate_inputs(self, ctx: Context, m: ModelState) -> EstimateInputs:
         """The graph (ONNX form) and files the estimate stage analyses for one model."""
 
+    def host_runners(self, source: Path, artifact: Path, profile: TargetProfile,
+                     threads: int = 1) -> list[tuple[str, str, Callable[[dict], Any]]]:
+        """What ``compare`` times on this host for one shipped model, after every target is built:
+        ``(key, what runs, run(feed))`` with key ``fp32`` (the fp32 original in onnxruntime CPU, the
+        common yardstick), ``fp32_engine`` (the fp32 original in this engine, where that is not
+        onnxruntime) and ``shipped``. Empty where this host cannot run the engine."""
+        return []
+
     def emulation(self, profile: TargetProfile) -> dict | None:
         """``{"arch", "cpu"}`` when this host can run the target's own runtime build under user-mode
         emulation (:mod:`edgepack.emulator`), else None."""
@@ -184,6 +200,7 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def run_bundled(self, path: Path, session_config: dict[str, str], feed: dict, name: str) -> None:
+    def run_bundled(self, path: Path, session_config: dict[str, str], feed: dict, name: str) -> dict | None:
         """Load and run one model of a bundle (``session_config``: the manifest's checked runtime settings)
-        under the run time limit (:mod:`edgepack.limits`); the engine's errors propagate."""
+        under the run time limit (:mod:`edgepack.limits`); the engine's errors propagate. Returns
+        {output name: array} (None when the engine cannot give them: the reference check is skipped)."""

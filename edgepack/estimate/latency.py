@@ -92,7 +92,8 @@ RUN_DISPATCHES = 15.0  # once per inference (session run, input/output binding)
 FUSABLE_ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid"}
 # Quantize/Dequantize around int8 ops are folded into QLinear kernels by ORT's QDQ transformers.
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
-PRECISION_BYTES = {"fp32": 1.0, "fp16": 0.5, "int8": 0.25}
+PRECISION_BYTES = {"fp32": 1.0, "fp16": 0.5, "int8": 0.25, "int16": 0.5}
+QUANTIZED = ("int8", "int16")  # QDQ precisions: Q/DQ folded into the kernels
 BAND = (0.6, 1.6)
 
 
@@ -188,7 +189,8 @@ def gemm_columns(node: onnx.NodeProto, cls: str, shapes: dict, weight_dims: dict
 def _peak(unit: ComputeUnit, precision: str) -> tuple[float, str]:
     """(GOPS, precision used): falls back fp16 -> fp32 on units without fp16, int8 -> fp32 likewise;
     an accelerator without fp32 runs fp32 models in relaxed fp16."""
-    order = {"fp32": ("fp32", "fp16"), "fp16": ("fp16", "fp32"), "int8": ("int8", "fp32", "fp16")}[precision]
+    order = {"fp32": ("fp32", "fp16"), "fp16": ("fp16", "fp32"), "int8": ("int8", "fp32", "fp16"),
+             "int16": ("int16", "fp16", "fp32")}[precision]
     for p in order:
         if unit.peak_gops.get(p):
             return unit.peak_gops[p], p
@@ -250,12 +252,13 @@ def _unit(profile: TargetProfile, kind: str) -> ComputeUnit:
     raise ProfileError(msg)
 
 
-def accelerator_nodes(model: onnx.ModelProto, profile: TargetProfile) -> tuple[set[tuple], int]:
-    """(keys of the main-graph nodes in accelerator partitions, partitions): edgepack.partition's
-    placement (onnxruntime's partitioning of the NNAPI/CoreML op tables); empty for CPU targets."""
-    from ..partition import placement
+def accelerator_nodes(model: onnx.ModelProto, profile: TargetProfile) -> tuple[set[tuple], int, str]:
+    """(keys of the main-graph nodes in accelerator partitions, partitions, how that is known), as the
+    target's backend says: onnxruntime's partitioning of the NNAPI/CoreML op tables, the whole graph
+    for the QNN HTP (builds refuse CPU fallback); empty for CPU targets."""
+    from ..backends import backend_for
 
-    return placement(model, profile, ort_checker_quirks=True)
+    return backend_for(profile).estimate_placement(model, profile)
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, int]:
@@ -335,7 +338,7 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
     producers = {o: n for g in graphs for n in g.node for o in n.output}
     weight_dims = _weight_dims(graphs, shapes)
     cpu = _unit(profile, "cpu")
-    accel_ids, _ = accelerator_nodes(model, profile)
+    accel_ids, _, placed_by = accelerator_nodes(model, profile)
     accel = None
     if accel_ids:
         accel = next(u for u in dev.units if u.kind in ("npu", "gpu"))
@@ -362,7 +365,7 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
             on_accel = node_key(n) in accel_ids
             unit = accel if on_accel and accel is not None else cpu
             cls = cost_class(n, w, weight_dims)
-            if precision == "int8" and n.op_type in QDQ_OPS:
+            if precision in QUANTIZED and n.op_type in QDQ_OPS:
                 continue  # folded into QLinear kernels
             prod = producers.get(n.input[0]) if n.input else None
             into_conv = (fused and n.op_type in FUSABLE_ACTIVATIONS and prod is not None
@@ -388,7 +391,7 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
             if cls == "conv" and not on_accel and _strided(n, weight_dims):
                 priced = (w.flops or 0.0) / STRIDED_CONV
             # in int8 models (QDQ, dynamic) the per-element ops between the quantized kernels run in fp32
-            node_precision = "fp32" if rate_class == "elementwise" and precision == "int8" else precision
+            node_precision = "fp32" if rate_class == "elementwise" and precision in QUANTIZED else precision
             c = node_time(w, cls, unit, node_precision, bw, (0.0 if on_accel or into_conv else disp) + extra, flops=priced,
                           columns=cols, moved=moved, rate_class=rate_class, **cache)
             costs.append(c)
@@ -435,9 +438,13 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
                            "Add + LayerNormalization into one SkipLayerNormalization (onnxruntime extended optimizations)")
     if precision == "int8":
         assumptions.append("QuantizeLinear/DequantizeLinear folded into QLinear kernels (free); tensors priced at 1 byte")
+    if precision == "int16":
+        assumptions.append("int8 weights with 16-bit activations: QuantizeLinear/DequantizeLinear folded into the kernels "
+                           "(free), tensors priced at 2 bytes, compute at the unit's int16 rate, or its fp16 rate where the "
+                           "profile gives no int16 figure")
     if accel is not None:
-        assumptions.append(f"{len(accel_ids)} nodes on unit '{accel.name}' (onnxruntime partitioning of the "
-                           f"{profile.op_table} table), {switches} CPU<->accelerator switches x {dev.partition_switch_us or 0:g} us")
+        assumptions.append(f"{len(accel_ids)} nodes on unit '{accel.name}' ({placed_by}), "
+                           f"{switches} CPU<->accelerator switches x {dev.partition_switch_us or 0:g} us")
     if "If" in {n.op_type for g in graphs for n in g.node}:
         assumptions.append("an If node costs its dearest branch; loop bodies count once")
     if unknown:

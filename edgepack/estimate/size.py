@@ -87,9 +87,18 @@ def _runtime_data() -> dict:
 
 
 def stock_runtime(profile: TargetProfile) -> Estimate:
-    """The stock runtime library an app would ship for this target, from the profile's
-    ``minimal_build.stock_size``: a published figure (PUBLISHED) or a measured wheel (runtime_sizes.json)."""
-    source, _, key = profile.stock_size.partition(":")
+    """The stock runtime libraries an app would ship for this target, from the profile's
+    ``minimal_build.stock_size``: published figures (PUBLISHED) or measured wheels (runtime_sizes.json),
+    one or several joined by '+' (an execution provider plugin beside the runtime) and summed."""
+    parts = [_stock_part(profile, ref) for ref in profile.stock_size.split("+")]
+    if len(parts) == 1:
+        return parts[0]
+    return Estimate(sum(e.value for e in parts), sum(e.low for e in parts), sum(e.high for e in parts), "bytes",
+                    " + ".join(e.method for e in parts), [a for e in parts for a in e.assumptions])
+
+
+def _stock_part(profile: TargetProfile, ref: str) -> Estimate:
+    source, _, key = ref.partition(":")
     if source == "published":
         if key not in PUBLISHED or key not in PUBLISHED_LABELS:
             msg = (f"{profile.source}: 'minimal_build.stock_size' names no published runtime size '{key}'; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from .. import reference
 from ..records import ShippedCoverage
 
 SCHEMA_VERSION = 1
@@ -45,7 +46,24 @@ def model_entry(m) -> dict[str, Any]:
         "coverage": coverage.to_json(),
         "verification": _json(m.verification),
         "estimates": _json(m.estimates),
+        **({"preprocessing": m.preprocessing} if m.preprocessing else {}),
+        "outputs": outputs(m),
+        "reference": reference.entry(m),
     }
+
+
+def outputs(m) -> list[dict[str, Any]]:
+    """The shipped model's outputs: name, dtype, shape as the reference run gave them (the source's
+    declared shape when there is no reference run), and what they look like (see render.readme)."""
+    from .readme import output_meaning
+
+    ran = m.reference_outputs[0] if m.reference_outputs else {}
+    out = []
+    for t in m.source.info.outputs:
+        value = ran.get(t.name)
+        shape = [int(d) for d in value.shape] if hasattr(value, "shape") else t.to_json()["shape"]
+        out.append({"name": t.name, "dtype": t.dtype, "shape": shape, "meaning": output_meaning(t, value)})
+    return out
 
 
 def manifest(ctx, artifacts: list[dict[str, Any]], backend) -> dict[str, Any]:

@@ -11,6 +11,14 @@ def _fmt_num(x: float) -> str:
     return f"{x:.0f}"
 
 
+def fmt_count(x: float, unit: str) -> str:
+    """``1.20 GFLOPs``, ``8 FLOPs``, ``0 FLOPs``: a count with an SI prefix and its unit, spaced."""
+    text = _fmt_num(x)
+    if text[-1].isalpha():
+        return f"{text[:-1]} {text[-1]}{unit}"
+    return f"{text} {unit}"
+
+
 def _fmt_dims(shape) -> str:
     return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -33,7 +41,8 @@ def print_inspect(report: dict) -> None:
     w = report["work"]
     shapes = report["shapes"]
     basis = ", ".join(f"{k}={_fmt_dims(v)}" for k, v in shapes["used_for_flops"].items())
-    print(f"work      {_fmt_num(w['total_flops'])}FLOPs ({_fmt_num(w['total_macs'])}MACs) at {basis}")
+    none = " (no node with countable arithmetic)" if not w["total_flops"] else ""
+    print(f"work      {fmt_count(w['total_flops'], 'FLOPs')} ({fmt_count(w['total_macs'], 'MACs')}){none} at {basis}")
     if w["flops_by_class"]:
         print("          by class: " + ", ".join(f"{k} {_fmt_num(v)}" for k, v in w["flops_by_class"].items()))
     if w["nodes_with_unknown_shapes"]:
@@ -82,24 +91,59 @@ def print_build(results) -> None:
         for m in doc["models"]:
             q = m["quantization"]
             cov = m["coverage"]
-            art = next(a for a in doc["artifacts"] if a["path"] == m["artifact"])
-            worst = min(o["cosine_min"] for o in m["verification"]["outputs"].values())
-            top1 = [o["top1_agreement"] for o in m["verification"]["outputs"].values() if o.get("top1_agreement") is not None]
-            print(f"  {m['artifact']:<18} {q['recipe']:<13} {art['bytes']:>10,} bytes (fp32 source {m['source_model']['bytes']:,})")
-            print(f"  {'':<18} coverage {cov['nodes_on_accelerator']}/{cov['nodes_total']} nodes in {cov['partitions']} partition(s); "
-                  f"verified: cosine_min {worst:.5f}" + (f", top-1 agreement {min(top1):.3f}" if top1 else ""))
+            # the artifact and the files shipped beside it (OpenVINO's .bin beside model.xml)
+            stem = m["artifact"].rsplit(".", 1)[0]
+            parts = {m["artifact"], *(f for f in r.model_files if f.startswith(stem + "."))}
+            art = {"bytes": sum(a["bytes"] for a in doc["artifacts"] if a["path"] in parts)}
+            shown = " + ".join(sorted(parts, key=lambda f: f != m["artifact"]))
+            print(f"  {shown:<18} {q['recipe']:<13} {art['bytes']:>10,} bytes (fp32 source {m['source_model']['bytes']:,})")
+            print(f"  {'':<18} coverage {cov['nodes_on_accelerator']}/{cov['nodes_total']} nodes in {cov['partitions']} partition(s)")
+            print(f"  {'':<18} {verification_line(m['verification'])}")
             lat = measured.get(m["name"])
             if lat:
                 print(f"  {'':<18} measured on this host (fp32: onnxruntime CPU; shipped: {r.host_runtime}; "
                       f"{lat['shipped']['threads']} thread): fp32 {lat['fp32_original']['median_ms']:.3f} ms, "
                       f"shipped {lat['shipped']['median_ms']:.3f} ms (median)")
+        several = len(doc["models"]) > 1  # then a note keeps the model's name
         for d in doc["recipe"]["decisions"]:
             if d.startswith("quantize: ") and ("skipped" in d or "dropped" in d or "warning" in d):
-                print(f"  note: {d.split(': ', 2)[-1] if d.count(': ') >= 2 else d}")
+                print(f"  note: {d.split(': ', 1 if several else 2)[-1] if d.count(': ') >= 2 else d}")
         if r.package is not None:
             print(f"  {r.package.summary()}")
         print(f"  decisions and checksums: {r.bundle / 'manifest.json'}; timings: {r.record}")
         print(f"  manifest sha256: {manifest_sha256(r.bundle)} (check later: edgepack verify BUNDLE --manifest-sha256 HEX)")
+
+
+def print_compare_summary(report: dict, out) -> None:
+    """The last lines of ``compare``: one line per target, then where the report is."""
+    print()
+    for name, t in report["targets"].items():
+        recipes = ", ".join(sorted(set(v or "?" for v in t.get("recipes", {}).values()))) or "-"
+        acc = t.get("accuracy") or {}
+        checked = acc.get("status") or "not verified"
+        if acc.get("agreement") is not None:
+            checked += f", agreement {acc['agreement']:.4f}"
+        elif acc.get("cosine_min") is not None:
+            checked += f", cos {acc['cosine_min']:.4f}"
+        lat = (t.get("estimates") or {}).get("latency_ms") or {}
+        est = f", ~{lat['value']:.3g} ms on the device (estimated)" if lat.get("value") is not None else ""
+        size = t.get("size")
+        shipped = (f"{size['total_bytes'] / 1e6:.2f} MB with its runtime" if size else
+                   f"{t['bundle_bytes'] / 1e6:.2f} MB bundle")
+        print(f"  {name}: {recipes}, {shipped}, {checked}{est}")
+    for name, why in report.get("failed_targets", {}).items():
+        print(f"  {name}: NOT BUILT - {why}")
+    print(f"report: {out / 'report.html'} (also report.md, report.json)")
+
+
+def verification_line(ver: dict) -> str:
+    """'weakly verified, n=16: ...' - with the hint that lifts a weak or missing verification."""
+    line = ver.get("summary") or ver.get("status", "")
+    if ver.get("status") == "not verifiable":
+        line += " - UNVERIFIED: pass --calibration DIR with real inputs (or --eval FILE.py:FUNCTION)"
+    elif ver.get("status") == "weakly verified":
+        line += " - give 48 or more real samples for 32 held-out ones"
+    return line
 
 
 def manifest_sha256(bundle) -> str:

@@ -63,6 +63,25 @@ def interleaved(run_a, run_b, *, warmup: int = 3, runs: int = 20, budget_s: floa
     return a_ms, b_ms
 
 
+def round_robin(runners: dict[str, Callable[[], object]], *, warmup: int = 3, runs: int = 20, budget_s: float = 0.5,
+                max_runs: int = MAX_RUNS) -> dict[str, list[float]]:
+    """Milliseconds of each runner, timed in rounds (one run of each per round, the order rotating
+    every round so none always runs on a cache another warmed): at least ``runs`` rounds, more for
+    fast models (up to ``budget_s`` seconds of rounds, ``max_runs`` rounds)."""
+    names = list(runners)
+    for _ in range(warmup):
+        for name in names:
+            runners[name]()
+    round_ms = sum(elapsed_ms(runners[n]) for n in names)
+    rounds = int(min(max_runs, max(runs, budget_s * 1000.0 / max(round_ms, 1e-3))))
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(max(rounds, 1)):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            times[name].append(elapsed_ms(runners[name]))
+    return times
+
+
 def measure_latency(path: Path, sample: dict, *, threads: int = 1, warmup: int = 3, runs: int = 20,
                     level: str | None = None, disabled_optimizers: Iterable[str] = (),
                     lean: bool | None = None) -> dict:

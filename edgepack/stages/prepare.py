@@ -1,46 +1,99 @@
 """prepare: fix shapes, rewrite ops the accelerator lacks, constant-fold and fold BatchNormalization.
 
 onnxruntime's *basic* level only: extended/all levels add fused ops (FusedConv, NCHWc) that
-neither NNAPI/CoreML nor a reduced build can run. Every rewrite is checked numerically against
-the original model (fp32 outputs within 1e-5 relative) and recorded.
+neither NNAPI/CoreML nor a reduced build can run. Every rewrite is optional and checked: the
+rewritten graph and the original run with the same session settings (optimizations off) on the
+verification inputs, and the rewrite must stay within the noise onnxruntime itself shows on this
+model and these inputs (:mod:`edgepack.rewrite_check`). A rewrite that does not is skipped and
+recorded, and the build goes on with the graph without it - down to the unrewritten original.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import hashlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
 
 from .. import partition
 from ..backends import backend_for
-from ..errors import StageError
-from ..gates import MAX_SLOWDOWN, REWRITE_RTOL, compare_outputs, scaled_error
+from ..errors import StageError, first_line
+from ..gates import MAX_SLOWDOWN
 from ..model import iter_graphs
 from ..pipeline import Context, ModelState
+from ..rewrite_check import Noise, deviation, measure_noise
 from ..runtime.ort import host_settings, run_model
 from ..runtime.timing import compare_latency
 from ..shapes import fix_input_shapes
-from ..transforms import DECOMPOSITIONS, prepare_graph, protect_weight_only_int8
+from ..transforms import DECOMPOSITIONS, ort_optimize, prepare_graph, protect_weight_only_int8
 
 
-def _optimize_checked(ctx: Context, m: ModelState, proto: onnx.ModelProto, ops: frozenset[str], stem: str,
-                      decisions: list[str]) -> tuple[Path, dict[str, int], float]:
-    """Decompose ``ops``, run onnxruntime's basic level, and check outputs against the original;
-    without the decompositions if they were what changed the outputs."""
+@dataclass(frozen=True)
+class _Baseline:
+    """The unrewritten graph (shapes fixed, as onnxruntime loads it), its outputs with optimizations
+    off, and onnxruntime's own noise on it: what every rewrite is checked against."""
+
+    path: Path
+    unoptimized: tuple[dict, ...]
+    noise: Noise
+
+
+@dataclass(frozen=True)
+class _Rewritten:
+    path: Path
+    counts: dict[str, int]
+    basic: bool  # onnxruntime's basic optimizations applied
+    check: str  # what the check showed
+
+
+def _inputs_key(inputs) -> str:
+    h = hashlib.sha256()
+    for feed in inputs:
+        for name in sorted(feed):
+            arr = feed[name]
+            h.update(f"{name}:{arr.dtype}:{arr.shape}".encode())
+            h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _baseline(ctx: Context, m: ModelState, proto: onnx.ModelProto) -> _Baseline:
+    """Write the unrewritten graph; its reference outputs and noise are measured once per build."""
+    dst = ctx.work / f"{m.name}.unrewritten.onnx"
+    ort_optimize(proto, m.source.path.parent.resolve(), dst, "disable", m.source.info.weight_bytes)
+    hold = list(m.verify_inputs)
+
+    def compute():
+        unoptimized = run_model(dst, hold, level="disable")
+        return tuple(unoptimized), measure_noise(dst, hold, unoptimized, list(m.reference_outputs))
+
+    if ctx.memo is None:
+        unoptimized, noise = compute()
+    else:
+        fixed = tuple(sorted((k, tuple(v)) for k, v in m.shapes.items())) if m.fixed_shapes else None
+        key = ("rewrite-baseline", m.source.info.sha256, fixed, _inputs_key(hold))
+        unoptimized, noise = ctx.memo.get_or_compute(key, compute)
+    return _Baseline(dst, unoptimized, noise)
+
+
+def _checked(ctx: Context, m: ModelState, base: _Baseline, proto: onnx.ModelProto, ops: frozenset[str], stem: str,
+             what: str, decisions: list[str]) -> _Rewritten | None:
+    """``proto`` with ``ops`` decomposed and basic optimizations, checked against the baseline; without
+    the decompositions if they were what failed. None when no variant passes (each failure recorded)."""
     model_dir = m.source.path.parent.resolve()
-    attempts = [ops, frozenset()] if ops else [frozenset()]
-    for attempt in attempts:
+    for attempt in ([ops, frozenset()] if ops else [frozenset()]):
+        label = f"{what} with {sorted(attempt)} decomposed" if attempt else what
         dst = ctx.work / f"{stem}.onnx"
-        counts = prepare_graph(proto, model_dir, dst, decompose_ops=attempt, weight_bytes=m.source.info.weight_bytes)
-        metrics = compare_outputs(list(m.reference_outputs), run_model(dst, list(m.verify_inputs), level="disable"))
-        worst = scaled_error(metrics)
-        if worst <= REWRITE_RTOL:
-            return dst, counts, worst
-        if attempt:
-            decisions.append(f"{m.name}: rewrites {sorted(attempt)} changed outputs by {worst:.2e} relative; retried without them")
-    msg = f"{m.name}: basic optimization changed fp32 outputs by {worst:.2e} relative to max(|output|, 1) (limit {REWRITE_RTOL})"
-    raise StageError(msg)
+        try:
+            counts = prepare_graph(proto, model_dir, dst, decompose_ops=attempt, weight_bytes=m.source.info.weight_bytes)
+            ok, why = base.noise.check(deviation(list(base.unoptimized), run_model(dst, list(m.verify_inputs),
+                                                                                  level="disable")))
+        except StageError as exc:
+            ok, why = False, str(exc)
+        if ok:
+            return _Rewritten(dst, counts, True, why)
+        decisions.append(f"{m.name}: {label} skipped: {why}")
+    return None
 
 
 def _keep_int8_weights(ctx: Context, m: ModelState, folded: Path, kept: Path, decisions: list[str],
@@ -63,56 +116,71 @@ def _keep_int8_weights(ctx: Context, m: ModelState, folded: Path, kept: Path, de
     return True
 
 
-def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelState:
-    profile = ctx.target
+def _fixed_or_dynamic(ctx: Context, m: ModelState, decisions: list[str]) -> tuple[ModelState, onnx.ModelProto, _Baseline]:
+    """The model's graph with its shapes fixed (when the plan fixes them) and its baseline; the
+    model's own dynamic dimensions when onnxruntime rejects the fixed ones."""
     proto = m.source.proto
-    if m.fixed_shapes:
-        fixed = {k: tuple(v) for k, v in m.shapes.items()}
-        proto = fix_input_shapes(proto, fixed)  # type: ignore[arg-type]
-        decisions.append(f"{m.name}: input shapes fixed to "
-                         + ", ".join(f"{k}={'x'.join(map(str, v)) or 'scalar'}" for k, v in fixed.items()))
-    else:
-        decisions.append(f"{m.name}: dynamic dimensions kept (target shape policy '{profile.shape_policy}')")
-    ops = partition.decomposable_ops(profile, set(m.source.info.op_histogram)) if profile.is_accelerator else frozenset()
-    protected_proto, protected = protect_weight_only_int8(proto)
-    dq_kept = False  # weight-only int8 MatMul/Conv weights shipped as DequantizeLinear
+    if not m.fixed_shapes:
+        decisions.append(f"{m.name}: dynamic dimensions kept (target shape policy '{ctx.target.shape_policy}')")
+        return m, proto, _baseline(ctx, m, proto)
+    fixed = {k: tuple(v) for k, v in m.shapes.items()}
     try:
-        dst, counts, worst = _optimize_checked(ctx, m, proto, ops, f"{m.name}.prepared", decisions)
+        fixed_proto = fix_input_shapes(proto, fixed)  # type: ignore[arg-type]
+        base = _baseline(ctx, m, fixed_proto)
     except StageError as exc:
-        if not m.fixed_shapes or "cannot load" not in str(exc):
+        if "cannot load" not in str(exc):
             raise
         # e.g. an If whose inactive branch only type-checks for other input sizes
-        decisions.append(f"{m.name}: fixed shapes rejected by onnxruntime's shape inference ({exc}); "
+        why = first_line(exc.__cause__) if exc.__cause__ is not None else str(exc)
+        decisions.append(f"{m.name}: fixed shapes rejected by onnxruntime's shape inference ({why}); "
                          "kept the model's dynamic dimensions")
         m = replace(m, fixed_shapes=False, shapes={t.name: t.shape for t in m.source.info.inputs})
-        proto = m.source.proto
-        protected_proto, protected = protect_weight_only_int8(proto)
-        dst, counts, worst = _optimize_checked(ctx, m, proto, ops, f"{m.name}.prepared", decisions)
+        return m, proto, _baseline(ctx, m, proto)
+    decisions.append(f"{m.name}: input shapes fixed to "
+                     + ", ".join(f"{k}={'x'.join(map(str, v)) or 'scalar'}" for k, v in fixed.items()))
+    return m, fixed_proto, base
+
+
+def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelState:
+    profile = ctx.target
+    m, proto, base = _fixed_or_dynamic(ctx, m, decisions)
+    ops = partition.decomposable_ops(profile, set(m.source.info.op_histogram)) if profile.is_accelerator else frozenset()
+    chosen = _checked(ctx, m, base, proto, ops, f"{m.name}.prepared", "onnxruntime basic optimization", decisions)
+    if chosen is None:
+        decisions.append(f"{m.name}: kept the unrewritten graph{' (input shapes fixed)' if m.fixed_shapes else ''}: "
+                         "no rewrite passed its check")
+        chosen = _Rewritten(base.path, {}, False, "")
+    dq_kept = False  # weight-only int8 MatMul/Conv weights shipped as DequantizeLinear
+    protected_proto, protected = protect_weight_only_int8(proto)
     if protected:
-        kept, kept_counts, kept_worst = _optimize_checked(ctx, m, protected_proto, ops, f"{m.name}.prepared-int8w", decisions)
-        if _keep_int8_weights(ctx, m, dst, kept, decisions):
-            dst, counts, worst, dq_kept = kept, kept_counts, kept_worst, True
-        else:
+        kept = _checked(ctx, m, base, protected_proto, ops, f"{m.name}.prepared-int8w",
+                        "weight-only int8 kept as DequantizeLinear", decisions)
+        if kept is not None and _keep_int8_weights(ctx, m, chosen.path, kept.path, decisions):
+            chosen, dq_kept = kept, True
+        elif kept is not None:
             tables_proto, tables = protect_weight_only_int8(proto, tables_only=True)
             if tables:
-                kept, kept_counts, kept_worst = _optimize_checked(ctx, m, tables_proto, ops, f"{m.name}.prepared-int8t",
-                                                                  decisions)
-                if _keep_int8_weights(ctx, m, dst, kept, decisions, what="embedding tables"):
-                    dst, counts, worst = kept, kept_counts, kept_worst
-    for op, n in sorted(counts.items()):
+                kept = _checked(ctx, m, base, tables_proto, ops, f"{m.name}.prepared-int8t",
+                                "int8 embedding tables kept as DequantizeLinear", decisions)
+                if kept is not None and _keep_int8_weights(ctx, m, chosen.path, kept.path, decisions,
+                                                           what="embedding tables"):
+                    chosen = kept
+    for op, n in sorted(chosen.counts.items()):
         decisions.append(f"{m.name}: decomposed {n} {op} node(s) into {'/'.join(DECOMPOSITIONS[op])} for {profile.execution_provider}")
-    before = m.source.info.nodes_total
-    optimized = onnx.load_model(str(dst), load_external_data=False)
-    after = sum(len(g.node) for g in iter_graphs(optimized.graph))
-    decisions.append(
-        f"{m.name}: onnxruntime basic optimizations (constant folding, BatchNormalization folding): "
-        f"{before} -> {after} nodes (all graphs); outputs equal within {worst:.1e} of max(|output|, 1)"
-    )
-    coverage = backend_for(profile).prepared_coverage(dst, profile)
+    if chosen.basic:
+        before = m.source.info.nodes_total
+        optimized = onnx.load_model(str(chosen.path), load_external_data=False)
+        after = sum(len(g.node) for g in iter_graphs(optimized.graph))
+        decisions.append(
+            f"{m.name}: onnxruntime basic optimizations (constant folding, BatchNormalization folding): "
+            f"{before} -> {after} nodes (all graphs); checked on {base.noise.samples} samples against the original "
+            f"run with the same session settings: {chosen.check}"
+        )
+    coverage = backend_for(profile).prepared_coverage(chosen.path, profile)
     if coverage is not None:
         decisions.append(f"{m.name}: after prepare {coverage.nodes_on_accelerator}/{coverage.nodes_total} nodes "
                          f"on {profile.execution_provider} in {coverage.partitions} partition(s)")
-    return replace(m, current=dst, prepared=dst, coverage=coverage, weight_only_int8=dq_kept)
+    return replace(m, current=chosen.path, prepared=chosen.path, coverage=coverage, weight_only_int8=dq_kept)
 
 
 def prepare_stage(ctx: Context, decisions: list[str]) -> Context:

@@ -1,13 +1,18 @@
-"""quantize: try the profile's recipes in order; ship the first that passes. One selector for every backend.
+"""quantize: try the profile's recipes in order; ship the first whose *converted artifact* passes. One
+selector for every backend.
 
-The backend builds each candidate and runs it; the selector judges it the same way for all of them.
-A candidate is dropped when it cannot be built or run, when it quantized nothing or does not make
-the model smaller, when its outputs fall outside the recipe's tolerance against the fp32 original,
-or when the backend's host speed gate applies and it runs more than MAX_SLOWDOWN slower than fp32
-on this host (dynamic int8 on a CNN is several times slower than fp32 - that trap must never ship).
-Static int8 needs calibration data: without it, it is skipped, never guessed from random numbers.
-Every outcome is an :class:`~edgepack.records.Attempt` and a recorded decision. Latency figures go
-to the build record, not into decisions, so bundles stay byte-identical from build to build.
+The backend builds each candidate; the candidate is converted to the file the bundle would ship
+(``.ort``, IR) and that file is judged (:func:`edgepack.judge.check_artifact`: the metrics of each
+output's kind, the user's own metric) - conversion can change numerics (onnxruntime's fixed-style
+fusions, QDQ to QLinear), so the artifact's check is the one that counts, and a recipe whose artifact
+fails falls through to the next recipe. A candidate is dropped when it cannot be built, converted or
+run (a foreign tool's crash is one line naming the tool, step and node), when it quantized nothing or
+does not make the model smaller, when its artifact is outside the recipe's tolerance, or when the
+backend's host speed gate applies and it runs more than MAX_SLOWDOWN slower than fp32 on this host
+(dynamic int8 on a CNN is several times slower than fp32 - that trap must never ship). Static int8
+needs calibration data: without it, it is skipped, never guessed from random numbers. Every outcome
+is an :class:`~edgepack.records.Attempt` and a recorded decision. Latency figures go to the build
+record, not into decisions, so bundles stay byte-identical from build to build.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from dataclasses import replace
 
 import onnx
 
+from .. import foreign
 from ..backends import backend_for
-from ..backends.base import MAX_REFINE_ATTEMPTS, Verdict
-from ..errors import StageError
-from ..flops import classify_model
-from ..gates import MAX_SLOWDOWN, accept, compare_outputs, round_metrics
+from ..backends.base import MAX_REFINE_ATTEMPTS
+from ..errors import EdgepackError, StageError
+from ..flops import classify, sample_shapes
+from ..gates import MAX_SLOWDOWN
+from ..judge import check_artifact
 from ..pipeline import Context, ModelState
 from ..records import CHOSEN, DROPPED, SKIPPED, Attempt, RecipeChoice
 
@@ -29,84 +36,140 @@ def _listed(names: tuple[str, ...]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
+def _guarded(what: str, tool: str, step: str, fn):
+    """``fn()``; a foreign tool's crash inside it becomes one StageError line (tool, step, node)."""
+    try:
+        return fn()
+    except EdgepackError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - sorted: a tool's crash is this candidate's failure, else a bug
+        if not foreign.is_foreign(exc):
+            raise
+        raise StageError(f"{what}: {foreign.describe(exc, tool, step)}") from exc
+
+
+def _choice(recipe, model_class: str, candidate, metrics: dict, attempts) -> RecipeChoice:
+    return RecipeChoice(recipe.name, recipe.reason, recipe.tolerance, candidate.settings, model_class,
+                        candidate.bytes_fp32, candidate.bytes_after, candidate.ops_after, candidate.notes,
+                        metrics, tuple(attempts))
+
+
 def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, reference, host: dict):
-    """One recipe: (Attempt, Candidate or None)."""
+    """One recipe: (Attempt, converted ModelState or None, candidate or None)."""
     if recipe.applies_to not in ("any", model_class):
-        return Attempt(recipe.name, SKIPPED, f"it applies to {recipe.applies_to} models"), None
+        return Attempt(recipe.name, SKIPPED, f"it applies to {recipe.applies_to} models"), None, None
     if recipe.needs_calibration and not m.calibration:
         return Attempt(recipe.name, SKIPPED, "no calibration data (--calibration DIR); "
-                                             "static int8 is not guessed from random numbers"), None
+                                             "static int8 is not guessed from random numbers"), None, None
     try:
         if recipe.name not in backend.recipes:
             msg = f"recipe '{recipe.name}' has no {backend.label} implementation ({_listed(backend.recipes)} do)"
             raise StageError(msg)
-        candidate = backend.build_candidate(ctx, m, recipe, model_class, reference)
-        outputs = backend.run(candidate.path, list(m.verify_inputs), ctx.target)
+        candidate = _guarded(f"building the {recipe.name} candidate", backend.label, recipe.name,
+                             lambda: backend.build_candidate(ctx, m, recipe, model_class, reference))
     except StageError as exc:  # a recipe that cannot be applied to this model is a dropped candidate
-        return Attempt(recipe.name, DROPPED, str(exc)), None
+        return Attempt(recipe.name, DROPPED, str(exc)), None, None
     if candidate.empty:
-        return Attempt(recipe.name, DROPPED, candidate.empty), None
+        return Attempt(recipe.name, DROPPED, candidate.empty), None, None
     if not recipe.is_fp32 and candidate.bytes_after >= candidate.bytes_fp32:
-        return Attempt(recipe.name, DROPPED, f"it does not make the {backend.artifact_noun} smaller"), None
-    metrics = round_metrics(compare_outputs(list(m.reference_outputs), outputs))
-    ok, why = accept(metrics, recipe.tolerance)
-    if not ok:  # mixed precision: the backend may keep what failed in float and try again (bounded)
-        candidate, outputs, metrics, ok, why = _refine(ctx, backend, m, recipe, candidate, outputs, metrics, why, host)
-    if not ok:
-        return Attempt(recipe.name, DROPPED, f"outside tolerance ({why})", metrics), None
+        return Attempt(recipe.name, DROPPED, f"it does not make the {backend.artifact_noun} smaller"), None, None
+    state, notes, judgement, failure = _judged(ctx, backend, m, recipe, model_class, candidate)
+    if failure is not None:
+        return Attempt(recipe.name, DROPPED, failure), None, None
+    if not judgement.passed:  # mixed precision: the backend may keep what failed in float and try again (bounded)
+        candidate, state, notes, judgement = _refine(ctx, backend, m, recipe, model_class, candidate, state, notes,
+                                                     judgement, host)
+    checked = state.artifact.name
+    if not judgement.passed:
+        return Attempt(recipe.name, DROPPED, f"outside tolerance ({judgement.reason})", judgement.outputs,
+                       checked=checked), None, None
     lat = backend.time_candidate(ctx, m, recipe, candidate, reference)
     if lat is not None:
         host.setdefault(m.name, []).append(lat)
         if lat["ratio"] is not None and lat["ratio"] > MAX_SLOWDOWN:
             return Attempt(recipe.name, DROPPED, f"more than {MAX_SLOWDOWN - 1:.0%} slower than "
                                                  f"{backend.speed_reference} on the host (see the build record for "
-                                                 "the timings)", metrics, lat), None
-    return Attempt(recipe.name, CHOSEN, why, metrics, lat), candidate
+                                                 "the timings)", judgement.outputs, lat, checked), None, None
+    attempt = Attempt(recipe.name, CHOSEN, judgement.reason, judgement.outputs, lat, checked)
+    return attempt, replace(state, conversion_notes=tuple(notes)), candidate
 
 
-def _refine(ctx: Context, backend, m: ModelState, recipe, candidate, outputs, metrics, why: str, host: dict):
-    """Up to MAX_REFINE_ATTEMPTS refined candidates from the backend, each judged like the first."""
+def _judged(ctx: Context, backend, m: ModelState, recipe, model_class: str, candidate):
+    """Convert ``candidate`` and judge the converted artifact: (state, conversion notes, judgement, None),
+    or (None, None, None, why) when it cannot be converted or run."""
+    notes: list[str] = []
+    state = replace(m, current=candidate.path, recipe=_choice(recipe, model_class, candidate, {}, ()))
+    try:
+        state = _guarded("converting the candidate", backend.label, "conversion",
+                         lambda: backend.convert(ctx, state, notes))
+        judgement = _guarded(f"running {state.artifact.name}", backend.label, "running the artifact",
+                             lambda: check_artifact(ctx, backend, state))
+    except StageError as exc:
+        return None, None, None, str(exc)
+    return state, notes, judgement, None
+
+
+def _refine(ctx: Context, backend, m: ModelState, recipe, model_class: str, candidate, state, notes, judgement,
+            host: dict):
+    """Up to MAX_REFINE_ATTEMPTS candidates from :meth:`Backend.refine_candidate` (each told why the last
+    failed), each converted and judged like the first; the first that passes, else the full candidate's
+    state with a reason naming both judgements. The attempts and their seconds go to the build record."""
     import time
 
-    start, ok, tried = time.perf_counter(), False, 0
+    start, first, tried, last = time.perf_counter(), (candidate, state, notes, judgement), 0, judgement
+    stop = None
     for attempt in range(1, MAX_REFINE_ATTEMPTS + 1):
         try:
-            refined = backend.refine_candidate(ctx, m, recipe, candidate, Verdict(ok, why, metrics, outputs), attempt)
-            if refined is None or refined.bytes_after >= refined.bytes_fp32:
-                break
-            outputs = backend.run(refined.path, list(m.verify_inputs), ctx.target)
+            refined = _guarded(f"mixed-precision attempt {attempt}", backend.label, "mixed precision",
+                               lambda a=attempt, c=candidate, j=last: backend.refine_candidate(ctx, m, recipe, c, j, a))
         except StageError as exc:
-            why = f"{why}; mixed-precision attempt {attempt} failed: {exc}"
+            stop = f"mixed-precision attempt {attempt} failed: {exc}"
             break
-        candidate, metrics, tried = refined, round_metrics(compare_outputs(list(m.reference_outputs), outputs)), attempt
-        ok, why = accept(metrics, recipe.tolerance)
-        why = f"mixed precision, attempt {attempt}: {why}"
-        if ok:
+        if refined is None:
+            break
+        if refined.bytes_after >= refined.bytes_fp32:
+            stop = f"mixed-precision attempt {attempt} does not make the {backend.artifact_noun} smaller"
+            break
+        r_state, r_notes, r_judgement, failure = _judged(ctx, backend, m, recipe, model_class, refined)
+        tried = attempt
+        if failure is not None:
+            stop = f"mixed-precision attempt {attempt}: {failure}"
+            break
+        candidate, last = refined, replace(r_judgement, reason=f"mixed precision, attempt {attempt}: {r_judgement.reason}")
+        if last.passed:
             break
     if tried:
         host.setdefault(m.name, []).append({"recipe": recipe.name, "mixed_precision_attempts": tried,
                                             "mixed_precision_seconds": round(time.perf_counter() - start, 3)})
-    return candidate, outputs, metrics, ok, why
+    if tried and last.passed:
+        return candidate, r_state, r_notes, last
+    reason = first[3].reason
+    if tried and last is not first[3]:
+        reason += f"; {last.reason}"
+    if stop:
+        reason += f"; {stop}"
+    return first[0], first[1], first[2], replace(first[3], reason=reason)
 
 
 def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> ModelState:
     profile = ctx.target
     backend = backend_for(profile)
-    model_class = classify_model(onnx.load_model(str(m.prepared), load_external_data=False))
-    decisions.append(f"{m.name}: model class '{model_class}'")
+    model_class, evidence = classify(onnx.load_model(str(m.prepared), load_external_data=False),
+                                     sample_shapes(m.verify_inputs))
+    decisions.append(f"{m.name}: model class '{model_class}' ({evidence})")
     m, reference = backend.prepare_candidates(ctx, m, model_class, decisions, host)
     attempts: list[Attempt] = []
     for recipe in profile.recipes:
-        attempt, candidate = _try(ctx, backend, m, recipe, model_class, reference, host)
+        attempt, state, candidate = _try(ctx, backend, m, recipe, model_class, reference, host)
         attempts.append(attempt)
         decisions.append(attempt.decision(m.name))
-        if candidate is None:
+        if state is None:
             continue
-        choice = RecipeChoice(recipe.name, recipe.reason, recipe.tolerance, candidate.settings, model_class,
-                              candidate.bytes_fp32, candidate.bytes_after, candidate.ops_after, candidate.notes,
-                              attempt.metrics or {}, tuple(attempts))
+        choice = _choice(recipe, model_class, candidate, attempt.metrics or {}, attempts)
         coverage = backend.chosen(ctx, m, candidate, decisions)
-        return replace(m, current=candidate.path, recipe=choice, model_class=model_class, coverage=coverage)
+        if state.coverage is not m.coverage:  # the backend's conversion measured the shipped file's coverage
+            coverage = state.coverage
+        return replace(state, recipe=choice, model_class=model_class, coverage=coverage)
     tried = "; ".join(f"{a.recipe} dropped: {a.reason}" for a in attempts if a.outcome == DROPPED)
     msg = f"{m.name}: no quantization recipe of {profile.name} passed its checks ({tried or 'none applicable'})"
     raise StageError(msg)

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Run an edgepack bundle on a Raspberry Pi / Linux host, exactly as its manifest.json says.
 
-    python edgepack_run.py BUNDLE INPUT [--runs N] [--model NAME] [--size HxW] [--scale S]
+    python edgepack_run.py BUNDLE [INPUT] [--runs N] [--model NAME] [--size HxW] [--scale S]
 
 INPUT is a ``.npy`` (one input), a ``.npz`` (arrays named after the inputs) or an image
 (``.png``/``.jpg``/``.jpeg``/``.bmp``; needs Pillow) turned into a tensor with the preprocessing the
-manifest records, or with --size/--scale when it records none.
+manifest records, or with --size/--scale when it records none. Without INPUT it runs the bundle's
+reference input and checks the outputs against the reference outputs (exit 1 if they differ).
 
 Needs only numpy and the runtime the bundle names (onnxruntime, or openvino for OpenVINO IR
 bundles); it does not import edgepack. It reads only fields that schemas/manifest.schema.json
@@ -240,14 +241,63 @@ def openvino_session(bundle: Path, manifest: dict, artifact: Path):
     return run, f"openvino {ov.__version__} [{device}{': ' + settings if settings else ''}]"
 
 
+# ------------------------------------------------------------------------------------- the reference pair
+
+REFERENCE_DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
+                    "uint64", "bool")
+
+
+def read_reference(bundle: Path, tensors: list) -> dict[str, np.ndarray]:
+    """The raw little-endian files of the manifest's ``reference`` (inputs or outputs), as arrays."""
+    out = {}
+    for t in tensors:
+        rel, dtype, shape = t.get("file"), t.get("dtype"), t.get("shape")
+        if not isinstance(rel, str) or ".." in rel.split("/") or rel.startswith("/") or dtype not in REFERENCE_DTYPES:
+            raise UsageError(f"the manifest's reference entry {t.get('name')!r} is malformed")
+        raw = (bundle / rel).read_bytes()
+        dt = np.dtype(dtype).newbyteorder("<")
+        if len(raw) != int(np.prod(shape)) * dt.itemsize:
+            raise UsageError(f"reference file {rel} does not hold {dtype} {shape}")
+        out[t["name"]] = np.frombuffer(raw, dtype=dt).reshape(shape).astype(dtype)
+    return out
+
+
+def check_reference(expected: dict, got: dict, rule: dict) -> tuple[bool, str]:
+    """The bundle's check (edgepack/reference.py): per output, equal within ``equal_within`` of
+    max(|reference|, 1), or cosine >= ``cosine_min`` and, with ``same_top1``, the same top-1 class."""
+    lowest = None
+    for name, ref in expected.items():
+        if name not in got:
+            return False, f"no output '{name}'"
+        r = ref.astype(np.float64).ravel()
+        o = np.asarray(got[name]).astype(np.float64).ravel()
+        if r.shape != o.shape:
+            return False, f"output '{name}' has {o.size} values, the reference {r.size}"
+        if not np.all(np.isfinite(o)):
+            return False, f"output '{name}' holds NaN/Inf"
+        if r.size and np.max(np.abs(r - o)) / max(float(np.max(np.abs(r))), 1.0) <= rule.get("equal_within", 1e-5):
+            continue
+        na, nb = np.linalg.norm(r), np.linalg.norm(o)
+        cos = 1.0 if na == nb == 0 else (0.0 if na == 0 or nb == 0 else float(np.dot(r, o) / (na * nb)))
+        if cos < rule.get("cosine_min", 0.0):
+            return False, f"output '{name}': cosine {cos:.6f} < {rule['cosine_min']}"
+        if rule.get("same_top1") and ref.ndim == 2 and ref.shape[-1] > 1:
+            if not np.array_equal(ref.argmax(-1), np.asarray(got[name]).argmax(-1)):
+                return False, f"output '{name}': top-1 class differs from the reference"
+        lowest = cos if lowest is None else min(lowest, cos)
+    detail = f"lowest cosine {lowest:.6f}" if lowest is not None else "equal"
+    return True, f"{len(expected)} output(s) match the reference ({detail})"
+
+
 # ------------------------------------------------------------------------------------- output
 
 
-def describe(outputs: dict[str, np.ndarray]) -> list[str]:
+def describe(outputs: dict[str, np.ndarray], entry: dict | None = None) -> list[str]:
+    meaning = {o.get("name"): o.get("meaning") for o in (entry or {}).get("outputs") or [] if isinstance(o, dict)}
     lines = []
     for name, y in outputs.items():
         y = np.asarray(y)
-        lines.append(f"output '{name}': {y.dtype} {list(y.shape)}")
+        lines.append(f"output '{name}': {y.dtype} {list(y.shape)}" + (f" - {meaning[name]}" if meaning.get(name) else ""))
         if y.ndim in (1, 2) and np.issubdtype(y.dtype, np.floating) and 2 <= y.shape[-1] <= 100_000:
             rows = y.reshape(-1, y.shape[-1]).astype(np.float64)  # classifier-like: [classes] or [batch, classes]
             preds = rows.argmax(axis=1)
@@ -265,7 +315,8 @@ def describe(outputs: dict[str, np.ndarray]) -> list[str]:
 def run(argv: list[str] | None = None) -> int:
     parser = _Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", type=Path, help="bundle folder (holds manifest.json)")
-    parser.add_argument("input", type=Path, help=".npy, .npz or image file")
+    parser.add_argument("input", type=Path, nargs="?",
+                        help=".npy, .npz or image file (default: the bundle's reference input, checked)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs; the median is printed (default 20)")
     parser.add_argument("--model", help="model name, for bundles with several models")
     parser.add_argument("--size", help="image height x width, e.g. 224x224 (when the manifest records no preprocessing)")
@@ -288,7 +339,13 @@ def run(argv: list[str] | None = None) -> int:
     if not entry.get("artifact") or not artifact.is_file():
         raise UsageError(f"the bundle's model file {entry.get('artifact')!r} is missing")
     specs = input_specs(entry)
-    feed = check_inputs(read_input(args.input, specs, entry, args), specs)
+    reference = entry.get("reference") if args.input is None else None
+    if args.input is None:
+        if not isinstance(reference, dict):
+            raise UsageError("the bundle has no reference pair (built by an older edgepack): give an INPUT file")
+        feed = check_inputs(read_reference(args.bundle, reference["inputs"]), specs)
+    else:
+        feed = check_inputs(read_input(args.input, specs, entry, args), specs)
 
     engine = manifest["target"]["engine"]
     make = openvino_session if engine == "openvino" else ort_session
@@ -302,9 +359,13 @@ def run(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         infer(feed)
         times.append((time.perf_counter() - t0) * 1000)
-    print("\n".join(describe(outputs)))
+    print("\n".join(describe(outputs, entry)))
     print(f"latency: median {statistics.median(times):.3f} ms over {args.runs} run(s) "
           f"(min {min(times):.3f}, max {max(times):.3f})")
+    if reference is not None:
+        ok, why = check_reference(read_reference(args.bundle, reference["outputs"]), outputs, reference.get("check") or {})
+        print(f"reference check: {'passed' if ok else 'FAILED'}: {why}")
+        return 0 if ok else 1
     return 0
 
 

@@ -128,13 +128,13 @@ class OnnxRuntimeBackend(Backend):
         return Candidate(recipe.name, dst, record["settings"], tuple(record["notes"]), record["ops_after"],
                          record["bytes_before"], record["bytes_after"], empty)
 
-    def refine_candidate(self, ctx, m, recipe, candidate, verdict, attempt):
+    def refine_candidate(self, ctx, m, recipe, candidate, judgement, attempt):
         """Static int8 that failed: mixed precision, the nodes responsible kept float (:mod:`.mixed`)."""
         if recipe.name != "static-int8" or not m.calibration or candidate.empty:
             return None
         from .mixed import refine
 
-        return refine(ctx, m, recipe, candidate, verdict, attempt)
+        return refine(ctx, m, recipe, candidate, judgement, attempt)
 
     def run(self, path, inputs, profile):
         from ...runtime.ort import run_model
@@ -189,6 +189,14 @@ class OnnxRuntimeBackend(Backend):
         # exactly the stored graph: a minimal build applies no further optimizations to a .ort
         return run_model(m.artifact, list(m.verify_inputs), level="disable")
 
+    def open_runner(self, path, profile):
+        from ...runtime.ort import _own, run, session
+
+        sess = session(path, 1, "disable")  # as run_shipped: the graph exactly as stored
+        names = [o.name for o in sess.get_outputs()]
+        shapes = {i.name: [d if isinstance(d, int) else None for d in i.shape] for i in sess.get_inputs()}
+        return (lambda feed: dict(zip(names, map(_own, run(sess, feed))))), shapes, names
+
     def measure_shipped(self, ctx, m):
         from ...runtime.ort import host_settings
         from ...runtime.timing import compare_latency
@@ -199,6 +207,15 @@ class OnnxRuntimeBackend(Backend):
                          "not of the target device)",
                 "session": {**settings, "lean": lat.get("lean", False)},
                 "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"]}
+
+    def host_runners(self, source, artifact, profile, threads=1):
+        from ...runtime import ort as ort_runtime
+
+        settings = ort_runtime.host_settings(profile)
+        ref = ort_runtime.session(source, threads, settings["level"], settings["disabled_optimizers"])
+        shipped = ort_runtime.session(artifact, threads, settings["level"], settings["disabled_optimizers"])
+        return [("fp32", "fp32 original, onnxruntime CPU", lambda feed: ort_runtime.run(ref, feed)),
+                ("shipped", f"shipped {artifact.name}, onnxruntime CPU", lambda feed: ort_runtime.run(shipped, feed))]
 
     def package(self, ctx, decisions):
         from .minimal_build import package
@@ -246,12 +263,13 @@ class OnnxRuntimeBackend(Backend):
                     "(ORT-format models are tied to the version that wrote them, onnxruntime#8044)")
         return None
 
-    def run_bundled(self, path, session_config, feed, name) -> None:
+    def run_bundled(self, path, session_config, feed, name) -> dict:
         from ... import limits, quiet
         from ...runtime import ort as ort_runtime
 
         options = ort_runtime.session_options(log_severity=quiet.ort_severity(), config=sorted(session_config.items()))
-        limits.run_ort(ort_runtime.inference_session(path, options), feed, name)
+        sess = ort_runtime.inference_session(path, options)
+        return dict(zip([o.name for o in sess.get_outputs()], limits.run_ort(sess, feed, name)))
 
     def foreign_errors(self) -> tuple[type[BaseException], ...]:
         return ()

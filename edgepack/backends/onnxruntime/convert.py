@@ -245,8 +245,10 @@ def convert_model(ctx, m, decisions: list[str]):
     if keep_fp32:
         decisions.append(f"{m.name}: QDQ fusions disabled: weight-only int8 weights are dequantized to fp32 arithmetic")
     applied = ctx.work / f"{m.name}.applied.ort"
+    ran: list[bool] = []
 
     def compute():
+        ran.append(True)
         notes: list[str] = []
         record = _convert_loadable(m.current, artifact, profile, keep_fp32, notes, m.name)
         if profile.optimization_style == "runtime":
@@ -254,6 +256,7 @@ def convert_model(ctx, m, decisions: list[str]):
                            extra_disabled=tuple(x for x in record["disabled_optimizers"] if x != "NchwcTransformer"))
         canonicalize_ort(artifact, artifact)
         check_ort_loads(artifact)
+        record = {**record, "bytes": artifact.stat().st_size}  # the shipped bytes (before canonicalizing they vary)
         if ctx.memo is None:
             return record, notes, None
         keep = ctx.memo.folder / f"{ctx.memo.file_key(artifact)}.ort"
@@ -268,8 +271,9 @@ def convert_model(ctx, m, decisions: list[str]):
         key = ("ort", ctx.memo.file_key(m.current), profile.optimization_style, profile.optimization_level,
                profile.target_platform, keep_fp32)
         record, notes, keep = ctx.memo.get_or_compute(key, compute)
-        if not artifact.exists():
+        if not ran:  # converted for another target (or an earlier candidate's file is in the way): take the memo's
             shutil.copyfile(keep, artifact)
+            applied.unlink(missing_ok=True)
             if keep.with_suffix(".applied.ort").exists():
                 shutil.copyfile(keep.with_suffix(".applied.ort"), applied)
     decisions.extend(notes)

@@ -338,12 +338,12 @@ def _plan(ctx, m, recipe, candidate) -> Plan:
     return ctx.memo.get_or_compute(key, compute)
 
 
-def refine(ctx, m, recipe, candidate, verdict, attempt: int):
+def refine(ctx, m, recipe, candidate, judgement, attempt: int):
     """The mixed candidate of ``attempt`` (see the module docstring), or None when the schedule is done."""
     from .quantize import _model_bytes, _op_counts
 
     plan = candidate.plan if isinstance(candidate, MixedCandidate) else _plan(ctx, m, recipe, candidate)
-    step = next_step(plan, attempt, verdict.reason)
+    step = next_step(plan, attempt, judgement.reason)
     if step is None:
         return None
     dst = ctx.work / f"{m.name}.{recipe.name}.mixed{attempt}.onnx"

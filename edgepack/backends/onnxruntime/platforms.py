@@ -12,6 +12,8 @@ class BuildPlatform:
     check: str  # build_runtime.sh: what the host must be, and the EXTRA_ARGS it adds
     ci_steps: str = ""  # GitHub Actions steps before the build
     libraries: tuple[str, ...] = ("libonnxruntime.so*",)  # what the workflow uploads, in the build's output folder
+    packaging: str | None = None  # "aar" / "pods": onnxruntime's packaging script instead of build.sh (mobile_packaging)
+    uploads: tuple[str, ...] = ()  # with packaging: what the workflow uploads, relative to the build folder
 
 
 _ANDROID_CHECK = """\
@@ -37,6 +39,9 @@ _LINUX_AARCH64_CHECK = """\
 # g++-aarch64-linux-gnu; give a host protoc of the protobuf version in cmake/deps.txt as PROTOC if
 # the build cannot run the target's protoc). The native build is the tested path.
 EXTRA_ARGS=()
+if [ "$(id -u)" = "0" ]; then
+  EXTRA_ARGS+=(--allow_running_as_root)  # build.py refuses root without it (CI containers run as root; Linux-only flag)
+fi
 if [ "$(uname -m)" != "aarch64" ]; then
   if [ "${EDGEPACK_CROSS:-0}" != "1" ]; then
     echo "error: not on aarch64; run this on the Pi (or an aarch64 runner), or set EDGEPACK_CROSS=1 to cross-compile" >&2
@@ -63,6 +68,10 @@ fi
 _ANDROID_NDK = "27.2.12479018"  # NDK r27c, installed with the runner's own sdkmanager
 
 _ANDROID_STEPS = """\
+      - uses: actions/setup-java@v4
+        with:
+          distribution: temurin
+          java-version: "17"
       - name: Android NDK
         run: |
           "$ANDROID_SDK_ROOT/cmdline-tools/latest/bin/sdkmanager" --install "ndk;@NDK@"
@@ -71,7 +80,8 @@ _ANDROID_STEPS = """\
 
 
 PLATFORMS = {
-    "android": BuildPlatform(_ANDROID_CHECK, _ANDROID_STEPS.replace("@NDK@", _ANDROID_NDK)),
-    "ios": BuildPlatform(_IOS_CHECK, "", ("**/libonnxruntime*.a", "**/*.framework/**")),
+    "android": BuildPlatform(_ANDROID_CHECK, _ANDROID_STEPS.replace("@NDK@", _ANDROID_NDK), packaging="aar",
+                             uploads=("onnxruntime-release.aar",)),
+    "ios": BuildPlatform(_IOS_CHECK, "", packaging="pods", uploads=("pods/",)),
     "linux-arm": BuildPlatform(_LINUX_AARCH64_CHECK),
 }

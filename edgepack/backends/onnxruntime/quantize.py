@@ -10,7 +10,9 @@ onnxruntime is imported inside the functions that need it.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,9 @@ def _model_bytes(path: Path) -> int:
 
 
 def _fail(what: str, exc: BaseException) -> StageError:
-    msg = f"{what} failed: {first_line(exc)}"
+    from ...foreign import describe, is_foreign
+
+    msg = describe(exc, "onnxruntime quantizer", what) if is_foreign(exc) else f"{what} failed: {first_line(exc)}"
     return StageError(msg)
 
 
@@ -94,17 +98,50 @@ def _reader(samples: list[dict[str, np.ndarray]]):
     return Reader(samples)
 
 
+_saves = threading.local()  # the work folder of the quant_pre_process running in this thread
+
+
+class _SavesInWorkFolder:
+    """onnxruntime's symbolic shape inference, when it fails, saves ``sym_shape_infer_temp.onnx`` and a
+    ``<uuid>.data`` into the *current working folder* (onnxruntime/tools/symbolic_shape_infer.py) - the
+    user's folder. Its module's ``onnx`` is this stand-in: relative paths are saved into the work folder
+    of the quant_pre_process running in that thread (the same thread: targets build in parallel)."""
+
+    def __init__(self, module):
+        self._onnx = module
+
+    def __getattr__(self, name):
+        return getattr(self._onnx, name)
+
+    def save_model(self, proto, f, *args, **kwargs):
+        folder = getattr(_saves, "folder", None)
+        if folder is not None and isinstance(f, (str, os.PathLike)) and not os.path.isabs(f):
+            f = os.path.join(folder, f)
+        return self._onnx.save_model(proto, f, *args, **kwargs)
+
+
+def _quiet_symbolic_saves() -> None:
+    from onnxruntime.tools import symbolic_shape_infer
+
+    if not isinstance(symbolic_shape_infer.onnx, _SavesInWorkFolder):
+        symbolic_shape_infer.onnx = _SavesInWorkFolder(symbolic_shape_infer.onnx)
+
+
 def _preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
     """onnxruntime's quant_pre_process (symbolic shapes + basic optimizations); ``src`` if it fails."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    _quiet_symbolic_saves()
     large = _model_bytes(src) > LARGE_MODEL_BYTES
     for skip_symbolic in (False, True):
         try:
+            _saves.folder = str(dst.parent)
             quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
         except Exception as exc:  # noqa: BLE001 - symbolic shape inference raises assorted errors
             notes.append(f"quant_pre_process (skip_symbolic_shape={skip_symbolic}) failed: {first_line(exc)}")
             continue
+        finally:
+            _saves.folder = None
         notes.append(
             "pre-processed with onnxruntime quant_pre_process "
             f"({'onnx' if skip_symbolic else 'symbolic'} shape inference, basic optimizations fold BatchNorm into Conv)"

@@ -92,13 +92,13 @@ class OpenVinoBackend(Backend):
         empty = "NNCF found nothing to quantize" if recipe.name == "static-int8" and not ops.get("FakeQuantize") else None
         return Candidate(recipe.name, dst, settings, tuple(notes), ops, ir.ir_bytes(reference), ir.ir_bytes(dst), empty)
 
-    def refine_candidate(self, ctx, m, recipe, candidate, verdict, attempt):
+    def refine_candidate(self, ctx, m, recipe, candidate, judgement, attempt):
         """Static int8 that failed: NNCF accuracy control reverts what costs the most (:mod:`.mixed`)."""
         if recipe.name != "static-int8" or candidate.empty:
             return None
         from .mixed import refine
 
-        return refine(ctx, m, recipe, candidate, verdict, attempt)
+        return refine(ctx, m, recipe, candidate, judgement, attempt)
 
     def run(self, path, inputs, profile):
         from .run import run_ir
@@ -138,6 +138,16 @@ class OpenVinoBackend(Backend):
 
         return run_ir(m.artifact, list(m.verify_inputs), device=self._device(ctx.target))
 
+    def open_runner(self, path, profile):
+        from .run import compile_ir, infer
+
+        compiled = compile_ir(path, 1, self._device(profile))
+        request = compiled.create_infer_request()
+        shapes = {p.get_any_name(): [d.get_length() if d.is_static else None for d in p.get_partial_shape()]
+                  for p in compiled.inputs}
+        names = [p.get_any_name() for p in compiled.outputs]
+        return (lambda feed: infer(request, compiled, feed)), shapes, names
+
     def verified_on(self, profile) -> str:
         return f" (OpenVINO {self._device(profile)})"
 
@@ -157,6 +167,20 @@ class OpenVinoBackend(Backend):
             "speedup": (1.0 / lat["ratio"]) if lat["ratio"] else None,
             "openvino": load,
         }
+
+    def host_runners(self, source, artifact, profile, threads=1):
+        from ...runtime import ort as ort_runtime
+        from .run import compile_ir, infer
+
+        device = self._device(profile)
+        ref = ort_runtime.session(source, threads)
+        fp32 = compile_ir(source, threads, device)  # OpenVINO reads the ONNX model itself: its fp32 figure
+        shipped = compile_ir(artifact, threads, device)
+        fp32_request, shipped_request = fp32.create_infer_request(), shipped.create_infer_request()
+        return [("fp32", "fp32 original, onnxruntime CPU", lambda feed: ort_runtime.run(ref, feed)),
+                ("fp32_engine", f"fp32 original, OpenVINO {device}", lambda feed: infer(fp32_request, fp32, feed)),
+                ("shipped", f"shipped {artifact.name}, OpenVINO {device}",
+                 lambda feed: infer(shipped_request, shipped, feed))]
 
     def package(self, ctx, decisions):
         from .package import package
@@ -200,13 +224,15 @@ class OpenVinoBackend(Backend):
             return None
         return getattr(openvino, "__version__", "?")
 
-    def run_bundled(self, path, session_config, feed, name) -> None:
+    def run_bundled(self, path, session_config, feed, name) -> dict:
+        import numpy as np
         import openvino as ov
 
         from ... import limits
 
-        request = ov.Core().compile_model(str(path), "CPU").create_infer_request()
-        limits.run_openvino(request, feed, name)
+        compiled = ov.Core().compile_model(str(path), "CPU")
+        result = limits.run_openvino(compiled.create_infer_request(), feed, name)
+        return {o.get_any_name(): np.asarray(result[o]) for o in compiled.outputs}
 
 
 def _shipped_coverage(xml, profile):

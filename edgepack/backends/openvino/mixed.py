@@ -65,7 +65,7 @@ def _quantized_ops(xml: Path) -> set[str]:
     return names
 
 
-def refine(ctx, m, recipe, candidate, verdict, attempt: int):
+def refine(ctx, m, recipe, candidate, judgement, attempt: int):
     """The NNCF accuracy-controlled candidate of ``attempt``, None after the last bound."""
     if attempt > len(MAX_DROPS) or not m.calibration:
         return None
@@ -73,7 +73,7 @@ def refine(ctx, m, recipe, candidate, verdict, attempt: int):
     from ...runtime.capture import captured_output
     from . import ir
     from .nncf import NNCF_PRESET, nncf_module
-    from .run import _infer
+    from .run import infer as _infer
 
     nncf = nncf_module()
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters  # after nncf_module()
@@ -120,8 +120,8 @@ def refine(ctx, m, recipe, candidate, verdict, attempt: int):
     floated = sorted(_quantized_ops(candidate.path) - _quantized_ops(dst))
     settings = {**candidate.settings, "tool": "nncf.quantize_with_accuracy_control", "preset": NNCF_PRESET,
                 "mixed_precision": {
-                    "why": f"NNCF full int8 failed its judgement ({verdict.reason})" if attempt == 1 else
-                           f"attempt {attempt - 1} failed its judgement ({verdict.reason})",
+                    "why": f"NNCF full int8 failed its judgement ({judgement.reason})" if attempt == 1 else
+                           f"attempt {attempt - 1} failed its judgement ({judgement.reason})",
                     "attempt": attempt, "max_drop": max_drop, "drop_type": "absolute",
                     "metric": "mean over the validation samples of the worst cosine to the fp32 outputs "
                               "(an output a Concat makes: per Concat input)",

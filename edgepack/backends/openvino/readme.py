@@ -1,10 +1,10 @@
-"""The README.md of an intel-openvino bundle: how to load the IR with the pinned runtime."""
+"""The README.md of an intel-openvino bundle: what goes in and comes out, and a complete snippet that
+runs one input with the pinned runtime."""
 
 from __future__ import annotations
 
-import json
-
-from ...render.readme import FOOTER, header_lines
+from ...render import snippets
+from ...render.readme import FOOTER, header_lines, output_lines, preprocessing_lines, reference_lines, snippet_fields
 
 
 def render(ctx) -> str:
@@ -12,30 +12,30 @@ def render(ctx) -> str:
     version = ctx.package.openvino_version if ctx.package else ""
     single = len(ctx.models) == 1
     files = {m.name: ("model" if single else m.name) + ".xml" for m in ctx.models}
-    m = ctx.models[0]
-    first = m.source.info.inputs[0]
-    shape = m.shapes.get(first.name, first.shape) if m.fixed_shapes else first.shape
-    example = tuple(d if isinstance(d, int) else 1 for d in (shape or ()))
+    fields = snippet_fields(ctx)
+    code = snippets.openvino(files[fields["model"].name], fields["entry"])
     return "\n".join([
         *header_lines(ctx, files),
-        "## Load it",
+        *preprocessing_lines(ctx),
+        *output_lines(ctx),
+        "## Run it",
         "",
         "```bash",
         "python3 -m venv venv && . venv/bin/activate",
         f"pip install -r requirements.txt        # openvino {version}, the version that wrote the IR",
         "```",
         "",
+        "In this folder, this runs the reference input once:",
+        "",
         "```python",
-        "import json, numpy as np, openvino as ov",
-        'config = json.load(open("runtime_config.json"))',
-        "core = ov.Core()",
-        f'compiled = core.compile_model("{files[m.name]}", config["device"], config["properties"])',
-        f'outputs = compiled({{{json.dumps(first.name)}: np.zeros({example}, np.float32)}})',
+        code,
         "```",
         "",
         "`runtime_config.json` holds the device, `PERFORMANCE_HINT`, `INFERENCE_PRECISION_HINT` and",
         "`INFERENCE_NUM_THREADS`. fp16 weights in an IR are storage only: the compute precision is",
-        "`INFERENCE_PRECISION_HINT`. The `.bin` file must sit beside its `.xml` with the same stem.",
+        "`INFERENCE_PRECISION_HINT`. The `.bin` file must sit beside its `.xml` with the same stem. The runtime",
+        "is the stock `openvino` wheel (about 85 MB of libraries installed; no reduced build).",
         "",
+        *reference_lines(ctx),
         *FOOTER,
     ])

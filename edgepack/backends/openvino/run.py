@@ -28,7 +28,7 @@ def compile_ir(xml: Path, threads: int = 1, device: str = DEVICE_DEFAULT, core=N
         raise StageError(msg) from exc
 
 
-def _infer(request, compiled, feed: dict) -> dict[str, np.ndarray]:
+def infer(request, compiled, feed: dict) -> dict[str, np.ndarray]:
     try:
         result = run_openvino(request, feed, "the OpenVINO model")  # under the time limit
     except TimeLimitError:
@@ -44,11 +44,13 @@ def _infer(request, compiled, feed: dict) -> dict[str, np.ndarray]:
     return outs
 
 
+
+
 def run_ir(xml: Path, inputs: list[dict], threads: int = 1, device: str = DEVICE_DEFAULT) -> list[dict]:
     """Run an IR on the OpenVINO device for each input dict; one {output name: array} per input."""
     compiled = compile_ir(Path(xml), threads, device)
     request = compiled.create_infer_request()
-    return [_infer(request, compiled, feed) for feed in inputs]
+    return [infer(request, compiled, feed) for feed in inputs]
 
 
 def _ov_summary(times_ms: list[float], threads: int, device: str) -> dict:
@@ -70,7 +72,7 @@ def first_load(xml: Path, sample: dict, threads: int = 1, device: str = DEVICE_D
 
     compile_ms = elapsed_ms(do_compile)
     request = compiled.create_infer_request()
-    first_ms = elapsed_ms(lambda: _infer(request, compiled, sample))
+    first_ms = elapsed_ms(lambda: infer(request, compiled, sample))
     return {"compile_ms": compile_ms, "first_inference_ms": first_ms, "device": device, "threads": threads,
             "host_cpu": host_cpu()}
 
@@ -88,7 +90,7 @@ def compare_with_onnxruntime(onnx_ref: Path, xml: Path, sample: dict, *, threads
         ort_runtime.run(ref, sample)
 
     def run_ir_once():
-        _infer(request, compiled, sample)
+        infer(request, compiled, sample)
 
     ref_ms, ir_ms = interleaved(run_ref, run_ir_once, warmup=warmup, runs=runs, budget_s=budget_s, max_runs=max_runs)
     r, c = summary(ref_ms, threads), _ov_summary(ir_ms, threads, device)
@@ -103,10 +105,10 @@ def compare_irs(ref_xml: Path, cand_xml: Path, sample: dict, *, threads: int = 1
     ra, rb = a.create_infer_request(), b.create_infer_request()
 
     def run_a():
-        _infer(ra, a, sample)
+        infer(ra, a, sample)
 
     def run_b():
-        _infer(rb, b, sample)
+        infer(rb, b, sample)
 
     ta, tb = interleaved(run_a, run_b, warmup=3, runs=runs, budget_s=budget_s, max_runs=max_runs)
     r, c = _ov_summary(ta, threads, device), _ov_summary(tb, threads, device)

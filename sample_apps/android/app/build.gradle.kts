@@ -7,14 +7,14 @@ plugins {
 
 // The runtime must be the onnxruntime version that wrote model.ort: read it from the bundle's
 // manifest.json (toolchain.onnxruntime) so the two cannot disagree. Override with -PortVersion=1.x.y.
-val bundleManifest = file("src/main/assets/manifest.json")
+val bundleManifest = file("src/main/assets/bundle/manifest.json")
 val ortVersion: String = (findProperty("ortVersion") as String?)
     ?: if (bundleManifest.isFile) {
         @Suppress("UNCHECKED_CAST")
         val toolchain = (JsonSlurper().parse(bundleManifest) as Map<String, Any?>)["toolchain"] as Map<String, Any?>
         toolchain["onnxruntime"] as String
     } else {
-        throw GradleException("copy the bundle's manifest.json and model.ort into app/src/main/assets/ (see README.md)")
+        throw GradleException("copy the bundle folder to app/src/main/assets/bundle/ (see README.md)")
     }
 
 android {
@@ -31,7 +31,7 @@ android {
     }
 
     androidResources {
-        noCompress += "ort" // keep the model uncompressed in the APK
+        noCompress += "ort" // keep the model uncompressed in the APK (copied out once and loaded by path)
     }
 
     buildTypes {
@@ -47,7 +47,8 @@ android {
 dependencies {
     // Stock package from Maven Central (every operator, ~15 MB per ABI):
     implementation("com.microsoft.onnxruntime:onnxruntime-android:$ortVersion")
-    // Or the reduced AAR the bundle's build_runtime.sh builds (only this model's operators): put it in
-    // app/libs/ and swap the line above for this one:
+    // Or the reduced AAR the bundle's build_runtime.sh builds (only this model's operators, with the JNI
+    // library and Java API: onnxruntime's build_aar_package.py with --build_java): copy
+    // onnxruntime/build/edgepack/onnxruntime-release.aar to app/libs/ and swap the line above for this one:
     // implementation(files("libs/onnxruntime-release.aar"))
 }

@@ -47,12 +47,21 @@ public struct BundleManifest: Decodable {
         public let artifact: String
         public let sourceModel: SourceModel
         public let shippedInputs: ShippedInputs
+        /// What each output is: name, dtype, shape, meaning.
+        public let outputs: [Output]?
+        /// How an image becomes the input (nil: the model takes raw tensors).
+        public let preprocessing: Preprocessing?
+        /// The input/output pair the first run is checked against (nil in bundles built before it existed).
+        public let reference: Reference?
 
         enum CodingKeys: String, CodingKey {
             case name = "name"
             case artifact = "artifact"
             case sourceModel = "source_model"
             case shippedInputs = "shipped_inputs"
+            case outputs = "outputs"
+            case preprocessing = "preprocessing"
+            case reference = "reference"
         }
 
         /// Inputs of the shipped model; a dimension the bundle leaves open is nil.
@@ -63,6 +72,87 @@ public struct BundleManifest: Decodable {
                 }
                 return t
             }
+        }
+    }
+
+    public struct Output: Decodable {
+        public let name: String
+        public let dtype: String
+        public let shape: [Dimension]?
+        public let meaning: String
+
+        enum CodingKeys: String, CodingKey {
+            case name = "name"
+            case dtype = "dtype"
+            case shape = "shape"
+            case meaning = "meaning"
+        }
+    }
+
+    /// The calibration folder's preprocess.toml as the manifest records it.
+    public struct Preprocessing: Decodable {
+        public let input: String?
+        public let size: [Int]
+        public let resize: String?
+        public let padValue: Int?
+        public let layout: String?
+        public let color: String?
+        public let scale: Double?
+        public let mean: [Double]?
+        public let std: [Double]?
+
+        enum CodingKeys: String, CodingKey {
+            case input = "input"
+            case size = "size"
+            case resize = "resize"
+            case padValue = "pad_value"
+            case layout = "layout"
+            case color = "color"
+            case scale = "scale"
+            case mean = "mean"
+            case std = "std"
+        }
+    }
+
+    /// One raw little-endian C-order file of the reference pair.
+    public struct ReferenceTensor: Decodable {
+        public let name: String
+        public let file: String
+        public let dtype: String
+        public let shape: [Int]
+
+        enum CodingKeys: String, CodingKey {
+            case name = "name"
+            case file = "file"
+            case dtype = "dtype"
+            case shape = "shape"
+        }
+    }
+
+    public struct Reference: Decodable {
+        public let inputs: [ReferenceTensor]
+        public let outputs: [ReferenceTensor]
+        public let byteOrder: String
+        public let check: Check
+
+        enum CodingKeys: String, CodingKey {
+            case inputs = "inputs"
+            case outputs = "outputs"
+            case byteOrder = "byte_order"
+            case check = "check"
+        }
+    }
+
+    /// Per output: equal within `equalWithin` of max(|ref|, 1), or cosine >= `cosineMin` (and the same top-1).
+    public struct Check: Decodable {
+        public let equalWithin: Double
+        public let cosineMin: Double?
+        public let sameTop1: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case equalWithin = "equal_within"
+            case cosineMin = "cosine_min"
+            case sameTop1 = "same_top1"
         }
     }
 

@@ -1,20 +1,17 @@
 package dev.edgepack.sample
 
-import ai.onnxruntime.OnnxTensor
-import ai.onnxruntime.OrtEnvironment
-import ai.onnxruntime.OrtSession
-import ai.onnxruntime.providers.NNAPIFlags
 import android.app.Activity
 import android.os.Bundle
 import android.util.Log
 import android.widget.TextView
-import java.nio.FloatBuffer
-import java.util.EnumSet
 import kotlin.concurrent.thread
 
-/** Loads model.ort from assets exactly as manifest.json says, runs it and shows output and latency. */
+/**
+ * Opens the bundle in assets/bundle/ (one session for the process: [BundleRunner.shared]), runs its
+ * reference input, checks the outputs against the reference outputs on this first run, then times
+ * the same input and shows every output as the manifest describes it.
+ */
 class MainActivity : Activity() {
-    private val env: OrtEnvironment = OrtEnvironment.getEnvironment()
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
@@ -23,6 +20,11 @@ class MainActivity : Activity() {
         thread(name = "edgepack-inference") {
             val report = try {
                 run()
+            } catch (e: UnsatisfiedLinkError) {
+                // the AAR has no native library for this device's ABI, or the reduced AAR lacks the JNI library
+                Log.e(TAG, "onnxruntime native library", e)
+                "error: onnxruntime's native library did not load (${e.message}); this bundle is for " +
+                    "arm64-v8a devices, and a reduced AAR must be built with --build_java (build_runtime.sh does)"
             } catch (e: Exception) {
                 Log.e(TAG, "bundle failed", e)
                 "error: ${e.message}"
@@ -32,60 +34,42 @@ class MainActivity : Activity() {
     }
 
     private fun run(): String {
-        val manifest = ManifestReader.parse(assets.open("manifest.json").bufferedReader().use { it.readText() })
-        sessionOptions(manifest).use { options ->
-            val bytes = assets.open(manifest.model.artifact).use { it.readBytes() }
-            env.createSession(bytes, options).use { session ->
-                val input = manifest.model.inputs.single()
-                require(input.dtype == "float32") { "this sample feeds float32 inputs; '${input.name}' is ${input.dtype}" }
-                val shape = input.shape.map { if (it < 0) 1L else it }.toLongArray() // open dims (batch) -> 1
-                val data = FloatArray(shape.fold(1L) { a, b -> a * b }.toInt()) // replace with your real input
-                OnnxTensor.createTensor(env, FloatBuffer.wrap(data), shape).use { tensor ->
-                    val feed = mapOf(input.name to tensor)
-                    session.run(feed).close() // warm-up: NNAPI compiles the model on the first run
-                    val times = (1..RUNS).map {
-                        val t0 = System.nanoTime()
-                        session.run(feed).close()
-                        (System.nanoTime() - t0) / 1e6
-                    }.sorted()
-                    session.run(feed).use { result ->
-                        val out = result.get(0) as OnnxTensor
-                        val scores = out.floatBuffer.let { b -> FloatArray(b.remaining()).also { b.get(it) } }
-                        val best = scores.indices.maxByOrNull { scores[it] } ?: -1
-                        return buildString {
-                            appendLine("${manifest.targetName}: ${manifest.model.artifact} (${manifest.model.recipe})")
-                            appendLine("provider: ${manifest.executionProvider} ${manifest.providerOptions}")
-                            appendLine("onnxruntime: bundle written by ${manifest.onnxruntimeVersion}")
-                            appendLine("output ${session.outputNames.first()}: shape ${out.info.shape.contentToString()}")
-                            appendLine("predicted class: $best")
-                            appendLine("latency: median %.3f ms over %d runs".format(times[times.size / 2], RUNS))
-                        }
+        val runner = BundleRunner.shared(this)
+        val manifest = runner.manifest
+        val model = manifest.model
+        val feed = runner.referenceInputs()
+        try {
+            val first = runner.run(feed) // first run: NNAPI compiles the model; checked against the reference
+            val check = runner.checkReference(first)
+            val times = (1..RUNS).map {
+                val t0 = System.nanoTime()
+                runner.run(feed)
+                (System.nanoTime() - t0) / 1e6
+            }.sorted()
+            return buildString {
+                appendLine("${manifest.targetName}: ${model.artifact} (${model.recipe})")
+                appendLine("provider: ${manifest.executionProvider} ${manifest.providerOptions}")
+                appendLine("onnxruntime: bundle written by ${manifest.onnxruntimeVersion}")
+                runner.notes.forEach { appendLine("note: $it") }
+                appendLine("input: ${model.inputs.joinToString { "${it.name} ${it.dtype} ${it.shape.contentToString()}" }}")
+                appendLine(model.preprocessing?.let { p ->
+                    "preprocessing: ${p.resize} ${p.height}x${p.width}, ${p.color}, ${p.layout}, scale ${p.scale}, " +
+                        "mean ${p.mean.contentToString()}, std ${p.std.contentToString()} (Preprocess.tensor(bitmap))"
+                } ?: "preprocessing: none recorded (the model takes raw tensors of the shapes above)")
+                appendLine("reference check (first run): $check")
+                for (spec in model.outputs) {
+                    val (shape, values) = first[spec.name] ?: continue
+                    appendLine("output ${spec.name}: ${spec.dtype} ${shape.contentToString()} - ${spec.meaning}")
+                    if (shape.size == 2 && shape[1] > 1 && values.isNotEmpty()) {
+                        val best = (0 until shape[1].toInt()).maxByOrNull { values[it] } ?: -1
+                        appendLine("  predicted class (sample 0): $best")
                     }
                 }
+                appendLine("latency: median %.3f ms over %d runs".format(times[times.size / 2], RUNS))
             }
+        } finally {
+            feed.values.forEach { it.close() }
         }
-    }
-
-    /** Session options from the manifest's runtime block: config entries, then the execution provider. */
-    private fun sessionOptions(manifest: BundleManifest): OrtSession.SessionOptions {
-        val options = OrtSession.SessionOptions()
-        manifest.sessionConfig.forEach { (key, value) -> options.addConfigEntry(key, value) }
-        when (manifest.executionProvider) {
-            "NNAPI" -> options.addNnapi(nnapiFlags(manifest.providerOptions))
-            "CPU" -> Unit
-            else -> throw IllegalArgumentException("execution provider ${manifest.executionProvider} is not for Android")
-        }
-        return options
-    }
-
-    /** NNAPI_FLAG_USE_FP16 = true -> NNAPIFlags.USE_FP16, and so on; false flags stay off. */
-    private fun nnapiFlags(options: Map<String, Any>): EnumSet<NNAPIFlags> {
-        val flags = EnumSet.noneOf(NNAPIFlags::class.java)
-        for ((key, value) in options) {
-            val on = value == true || value.toString() == "1" || value.toString().equals("true", ignoreCase = true)
-            if (on) flags.add(NNAPIFlags.valueOf(key.removePrefix("NNAPI_FLAG_")))
-        }
-        return flags
     }
 
     companion object {
