@@ -14,12 +14,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgepack.backends import backend_for
-from edgepack.backends.base import MAX_REFINE_ATTEMPTS, Verdict
+from edgepack.backends.base import MAX_REFINE_ATTEMPTS
 from edgepack.backends.onnxruntime import mixed
 from edgepack.backends.onnxruntime.mixed_probe import output_culprits, range_mixing_outputs
 from edgepack.backends.onnxruntime.quantize import quantize, quantize_qdq
 from edgepack.errors import StageError
-from edgepack.gates import accept, compare_outputs, round_metrics
+from edgepack.judge import Judgement, judge
 from edgepack.pipeline import Context, Memo, ModelState
 from edgepack.records import CHOSEN, DROPPED, Candidate
 from edgepack.runtime.ort import run_model
@@ -80,6 +80,23 @@ def offset_model(tmp_path: Path) -> Path:
     return _save(_graph(nodes, [_f("x", [64, 256])], [_f("y", [64, 256])], inits), tmp_path / "offset.onnx")
 
 
+@pytest.fixture
+def outlier_model(tmp_path: Path) -> Path:
+    """One input channel 3000x the others (weighted ~0 by fc1): a per-tensor 8-bit scale over fc1's input
+    leaves the other channels, which make the output, a level or two."""
+    rng = np.random.default_rng(0)
+    scale = np.ones(256, np.float32)
+    scale[0] = 3000.0
+    w1 = (rng.standard_normal((256, 256)) * 0.1).astype(np.float32)
+    w1[0, :] = 1e-5
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["v"], name="outlier"),
+             helper.make_node("MatMul", ["v", "w1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+    inits = [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(w1, "w1"), _w("w2", (256, 256), rng)]
+    return _save(_graph(nodes, [_f("x", [64, 256])], [_f("y", [64, 256])], inits), tmp_path / "outlier.onnx")
+
+
 def _samples(shape, n, seed, uniform=False) -> list[dict]:
     rng = np.random.default_rng(seed)
     make = (lambda: rng.uniform(0, 1, shape)) if uniform else (lambda: rng.standard_normal(shape))
@@ -135,11 +152,10 @@ def _context(tmp_path: Path, model: Path, calib: list[dict], verify: list[dict],
     return Context(target=profile, work=tmp_path, models=(m,), memo=Memo(tmp_path / "memo")), m
 
 
-def _judge(backend, ctx, m, candidate) -> Verdict:
+def _judge(backend, ctx, m, candidate) -> Judgement:
+    """The selector's judgement (cosine: no kind known for these outputs) of the candidate as built."""
     outputs = backend.run(candidate.path, list(m.verify_inputs), ctx.target)
-    metrics = round_metrics(compare_outputs(list(m.reference_outputs), outputs))
-    ok, why = accept(metrics, STATIC_U8.tolerance)
-    return Verdict(ok, why, metrics, outputs)
+    return judge(list(m.reference_outputs), outputs, {}, STATIC_U8.tolerance)
 
 
 def test_full_int8_fails_and_the_mixed_candidate_keeps_the_culprit_float(offset_model: Path, tmp_path: Path) -> None:
@@ -147,9 +163,9 @@ def test_full_int8_fails_and_the_mixed_candidate_keeps_the_culprit_float(offset_
     backend = backend_for(ctx.target)
     full = backend.build_candidate(ctx, m, STATIC_U8, "matmul-heavy", offset_model)
     verdict = _judge(backend, ctx, m, full)
-    assert not verdict.ok  # the offset wipes out the input at 8 bits
+    assert not verdict.passed  # the offset wipes out the input at 8 bits
     candidate, attempts = full, 0
-    while not verdict.ok:
+    while not verdict.passed:
         attempts += 1
         candidate = backend.refine_candidate(ctx, m, STATIC_U8, candidate, verdict, attempts)
         assert candidate is not None and attempts <= MAX_REFINE_ATTEMPTS
@@ -159,7 +175,8 @@ def test_full_int8_fails_and_the_mixed_candidate_keeps_the_culprit_float(offset_
     assert {"fc1", "fc2"}.isdisjoint(candidate.settings["nodes_to_exclude"])  # the weights stay int8
     assert record["quantized_weight_share"] == 1.0 and candidate.bytes_after < 0.3 * candidate.bytes_fp32
     assert record["attempt"] == attempts and len(record["previous_attempts"]) == attempts - 1
-    assert record["why"].startswith("full static int8 failed its judgement (output 'y': cosine_min")
+    assert record["probe_db"] >= record["probe_floor_db"] == mixed.MIN_PROBE_DB
+    assert record["why"].startswith("full static int8 failed its judgement (output 'y' (embedding): cosine_min")
     assert all(s["alone_db"] >= record["probe_db"] - 10 for s in record["quantized_segments"])
     assert any(s["first"] == "offset" for s in record["float_segments"])
 
@@ -176,26 +193,39 @@ def test_schedule_ends_when_nothing_worth_shipping_is_left(offset_model: Path, t
             break
         offered.append(candidate.settings["mixed_precision"]["quantized_weight_share"])
     assert candidate is None
-    assert offered == [1.0]  # attempt 1: calibration per segment, every weight int8; no segment may go float
+    # attempt 1 (calibration per segment, every weight int8) leaves the offset's noise, below the probe floor;
+    # no segment may go float
+    assert offered == []
+
+
+_REF = np.array([1, 2, 3, 4], np.float32)
 
 
 class _Stub:
-    """A backend whose candidates fail until ``passes_at`` (0: never)."""
+    """A backend whose candidates' artifacts fail their judgement until ``passes_at`` (0: never)."""
 
     name, label, recipes, artifact_noun, speed_reference = "stub", "Stub", ("static-int8",), "model", "fp32"
+    host_runtime = "stub"
 
     def __init__(self, path: Path, passes_at: int = 0, raises: bool = False):
-        self.path, self.passes_at, self.raises, self.calls = path, passes_at, raises, []
+        self.path, self.passes_at, self.raises, self.calls, self.converted = path, passes_at, raises, [], []
 
     def build_candidate(self, ctx, m, recipe, model_class, reference):
         return Candidate(recipe.name, self.path, {}, (), {}, 100, 30)
 
-    def run(self, path, inputs, profile):
-        good = self.passes_at and len(self.calls) >= self.passes_at
-        return [{"y": np.ones(4, np.float32) if good else np.array([1, -1, 1, -1], np.float32)} for _ in inputs]
+    def convert(self, ctx, m, notes):
+        self.converted.append(m.current)
+        return replace(m, artifact=m.current)
 
-    def refine_candidate(self, ctx, m, recipe, candidate, verdict, attempt):
-        self.calls.append((attempt, verdict.ok, verdict.reason))
+    def verified_on(self, profile):
+        return ""
+
+    def run_shipped(self, ctx, m):
+        good = self.passes_at and len(self.calls) >= self.passes_at
+        return [{"y": _REF if good else np.array([1, -1, 1, -1], np.float32)} for _ in m.verify_inputs]
+
+    def refine_candidate(self, ctx, m, recipe, candidate, judgement, attempt):
+        self.calls.append((attempt, judgement.passed, judgement.reason))
         if self.raises:
             msg = "mixed candidate refused: 5 partitions"
             raise StageError(msg)
@@ -207,11 +237,11 @@ class _Stub:
 
 def _select(stub: _Stub, tmp_path: Path):
     profile = load_target("rpi5-cpu")
-    m = ModelState(name="model", source=None, current=stub.path, reference_outputs=({"y": np.ones(4, np.float32)},),
+    m = ModelState(name="model", source=None, current=stub.path, reference_outputs=({"y": _REF},),
                    verify_inputs=({"x": np.zeros(1, np.float32)},), calibration=({"x": np.zeros(1, np.float32)},))
     ctx = Context(target=profile, work=tmp_path, models=(m,))
     host: dict = {}
-    attempt, candidate = selector._try(ctx, stub, m, STATIC_U8, "conv-heavy", stub.path, host)
+    attempt, state, candidate = selector._try(ctx, stub, m, STATIC_U8, "conv-heavy", stub.path, host)
     return attempt, candidate, host
 
 
@@ -220,9 +250,11 @@ def test_selector_asks_for_at_most_the_bound(tmp_path: Path) -> None:
     attempt, candidate, host = _select(stub, tmp_path)
     assert candidate is None and attempt.outcome == DROPPED
     assert [a for a, _, _ in stub.calls] == list(range(1, MAX_REFINE_ATTEMPTS + 1))
-    assert stub.calls[0][2].startswith("output 'y': cosine_min")  # attempt 1 is told why full int8 failed
+    assert len(stub.converted) == MAX_REFINE_ATTEMPTS + 1  # every mixed candidate is converted, then judged
+    assert stub.calls[0][2].startswith("output 'y' (embedding): cosine_min")  # attempt 1 is told why full int8 failed
     assert stub.calls[1][2].startswith("mixed precision, attempt 1: ")
-    assert attempt.reason.startswith(f"outside tolerance (mixed precision, attempt {MAX_REFINE_ATTEMPTS}: ")
+    assert attempt.reason.startswith("outside tolerance (output 'y' (embedding): cosine_min")  # full int8's reason,
+    assert f"; mixed precision, attempt {MAX_REFINE_ATTEMPTS}: " in attempt.reason  # then the last attempt's
     assert host["model"][0]["mixed_precision_attempts"] == MAX_REFINE_ATTEMPTS
 
 
@@ -230,7 +262,7 @@ def test_selector_ships_the_first_mixed_candidate_that_passes(tmp_path: Path) ->
     stub = _Stub(tmp_path / "m.onnx", passes_at=2)
     attempt, candidate, _ = _select(stub, tmp_path)
     assert attempt.outcome == CHOSEN and candidate.settings == {"attempt": 2}
-    assert attempt.reason.startswith("mixed precision, attempt 2: all 1 outputs within tolerance")
+    assert attempt.reason.startswith("mixed precision, attempt 2: within tolerance")
     assert len(stub.calls) == 2
 
 
@@ -248,6 +280,21 @@ def test_accelerator_mix_that_adds_partitions_is_refused(offset_model: Path, tmp
     full = backend.build_candidate(ctx, m, STATIC_U8, "matmul-heavy", offset_model)
     with pytest.raises(StageError, match="NNAPI partitions"):
         backend.refine_candidate(ctx, m, STATIC_U8, full, _judge(backend, ctx, m, full), 1)
+
+
+def test_openvino_accuracy_control_puts_the_culprit_back_in_float(outlier_model: Path, tmp_path: Path) -> None:
+    pytest.importorskip("nncf")
+    ctx, m = _context(tmp_path, outlier_model, _samples((64, 256), 24, 1), _samples((64, 256), 8, 2), "intel-openvino")
+    backend = backend_for(ctx.target)
+    m, reference = backend.prepare_candidates(ctx, m, "matmul-heavy", [], {})
+    full = backend.build_candidate(ctx, m, STATIC_U8, "matmul-heavy", reference)
+    verdict = _judge(backend, ctx, m, full)
+    assert not verdict.passed
+    mixed_ir = backend.refine_candidate(ctx, m, STATIC_U8, full, verdict, 1)
+    assert _judge(backend, ctx, m, mixed_ir).passed
+    record = mixed_ir.settings["mixed_precision"]
+    assert record["float_ops"] == ["fc1"] and record["attempt"] == 1 and "cosine_min" in record["why"]
+    assert mixed_ir.bytes_after < full.bytes_fp32 and mixed_ir.settings["tool"] == "nncf.quantize_with_accuracy_control"
 
 
 # ------------------------------------------------------------------------------ the bundle
