@@ -181,6 +181,34 @@ def test_full_int8_fails_and_the_mixed_candidate_keeps_the_culprit_float(offset_
     assert any(s["first"] == "offset" for s in record["float_segments"])
 
 
+def test_a_per_tensor_recipe_tries_per_channel_weights(tmp_path: Path) -> None:
+    """One weight 500x the rest, on an input feature that is ~0: per-tensor weights lose every other weight,
+    per-channel ones only its column's."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((256, 256)) * 0.1).astype(np.float32)
+    w[0, 5] = 50.0
+    model = _save(_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], [_f("x", [64, 256])],
+                         [_f("y", [64, 256])], [numpy_helper.from_array(w, "w")]), tmp_path / "outlier_weight.onnx")
+
+    def feeds(n, seed):
+        out = _samples((64, 256), n, seed)
+        for feed in out:
+            feed["x"][:, 0] *= 1e-3
+        return out
+
+    ctx, m = _context(tmp_path, model, feeds(24, 1), feeds(8, 2))
+    backend = backend_for(ctx.target)
+    per_tensor = replace(STATIC_U8, per_channel=False)
+    full = backend.build_candidate(ctx, m, per_tensor, "matmul-heavy", model)
+    verdict = _judge(backend, ctx, m, full)
+    assert not verdict.passed
+    candidate = backend.refine_candidate(ctx, m, per_tensor, full, verdict, 1)
+    weights = candidate.settings["mixed_precision"]["weights"]
+    assert weights["chosen"] == "per-channel" and weights["per_channel_db"] > weights["per_tensor_db"] + 10
+    assert candidate.settings["per_channel"] is True and not candidate.settings.get("nodes_to_exclude")
+    assert _judge(backend, ctx, m, candidate).passed
+
+
 def test_schedule_ends_when_nothing_worth_shipping_is_left(offset_model: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(mixed, "MIN_QUANTIZED_SHARE", 1.01)  # no mix quantizes enough of the weights
     ctx, m = _context(tmp_path, offset_model, _samples((64, 256), 24, 1), _samples((64, 256), 8, 2))

@@ -11,7 +11,8 @@ targets that quantize alike, e.g. rpi4-cpu and rpi5-cpu):
    it float from the first candidate on, :func:`.mixed_probe.range_mixing_outputs`), and a
    Softmax/LogSoftmax/Sigmoid that makes an output (probabilities in 1/255 steps).
 2. **Calibration**: each of onnxruntime's methods in CALIBRATIONS calibrates once (onnxruntime's
-   calibration cache keeps the ranges, so the many models below need no calibration runs).
+   calibration cache keeps the ranges, so the many models below need no calibration runs). A
+   per-tensor recipe on a CPU target also tries per-channel weights (:func:`_try_per_channel`).
 3. **Sensitivity**: the graph, in topological order, is cut into SEGMENTS runs of nodes. Each run is
    quantized alone (the rest float) with each calibration's ranges and scored; the run keeps the
    calibration that scores best (its tensors' ranges come from that cache), its score and weight bytes.
@@ -56,6 +57,7 @@ MIN_QUANTIZED_SHARE = 0.5  # below this share of the weight bytes in int8, ship 
 # held-out lines; decoded text identical to fp32): 7.5 dB 40/56, 16.7 dB 52/56 and, from a 32-sample
 # build, 17.1 dB 50/56 - the latter passed its 32 verification lines at 31/32 -; 24.3 dB 54/56, 26.3 dB 55/56.
 MIN_PROBE_DB = 20.0
+PER_CHANNEL_GAIN_DB = 1.0  # a per-tensor recipe's mixes take per-channel weights when they score this much better
 # (method, extra options): onnxruntime's calibrations, cheapest first. Left out, measured on the
 # PP-OCRv5 recognizer (onnxruntime 1.32, uint8 activations, 24 samples): Entropy gave a model bit for
 # bit equal to MinMax's at about 3x the calibration time; CalibTensorRangeSymmetric halves the levels
@@ -121,6 +123,7 @@ class Plan:
     segment_calibration: tuple[int, ...] = ()  # index into calibrations, per segment
     seconds: float = 0.0
     base_partitions: int | None = None
+    weights: dict | None = None  # a per-tensor recipe: both scores and the choice
     steps: list[Step] = field(default_factory=list)
     verdicts: list[str] = field(default_factory=list)  # why each candidate failed (first: full int8)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -165,7 +168,8 @@ def make_plan(folder: Path, prepared: Path, full: Path, recipe: Recipe, calibrat
 
     start = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
-    pre = named_nodes(_quantizer_input(prepared, folder / "mixed.onnx", recipe.per_channel, []), folder / "named.onnx")
+    # at opset 13+ whatever the recipe says: per-channel weights are one of the things tried
+    pre = named_nodes(_quantizer_input(prepared, folder / "mixed.onnx", True, []), folder / "named.onnx")
     model = onnx.load_model(str(pre), load_external_data=False)
     every = max(1, len(calibration) // PROBE_SAMPLES)
     feeds = calibration[::every][:PROBE_SAMPLES]
@@ -183,6 +187,8 @@ def make_plan(folder: Path, prepared: Path, full: Path, recipe: Recipe, calibrat
         caches.append(folder / f"ranges-{i}.json")
         plan.calibration_db[_label(method, options)] = plan.score(plan.culprits, f"calibration-{i}.onnx", method=method,
                                                                   options=options, cache=caches[-1])
+    if not recipe.per_channel and not is_accelerator:
+        _try_per_channel(plan, caches[0])
     sizes = weight_bytes(model)
     runs = segment_nodes(model, set(plan.culprits), SEGMENTS)
     plan.segments = tuple(Segment(j, tuple(nodes), sum(sizes.get(n, 0) for n in nodes), 0.0) for j, nodes in enumerate(runs))
@@ -202,6 +208,25 @@ def make_plan(folder: Path, prepared: Path, full: Path, recipe: Recipe, calibrat
     plan.base_db = plan.score(plan.culprits, "base.onnx")
     plan.seconds = time.perf_counter() - start
     return plan
+
+
+def _try_per_channel(plan: Plan, cache: Path) -> None:
+    """A per-tensor recipe: per-channel weights instead, when they score PER_CHANNEL_GAIN_DB better (weights
+    whose channels differ in range lose most of their levels to one scale). Not on accelerator targets,
+    whose profile may say per-tensor for its hardware."""
+    method, options = plan.calibrations[0]
+    per_tensor = next(iter(plan.calibration_db.values()))
+    per_channel = replace(plan.recipe, per_channel=True)
+    tensor_recipe, plan.recipe = plan.recipe, per_channel
+    gained = plan.score(plan.culprits, "per-channel.onnx", method=method, options=options, cache=cache)
+    plan.weights = {"per_tensor_db": _db(per_tensor), "per_channel_db": _db(gained)}
+    if gained < per_tensor + PER_CHANNEL_GAIN_DB:
+        plan.recipe = tensor_recipe
+    plan.weights["chosen"] = "per-channel" if plan.recipe.per_channel else "per-tensor (as the recipe says)"
+
+
+def _switched(plan: Plan) -> bool:
+    return plan.weights is not None and plan.recipe.per_channel
 
 
 def _best_calibration(plan: Plan, segment: Segment, caches: list[Path]) -> tuple[Segment, int]:
@@ -263,7 +288,7 @@ def next_step(plan: Plan, attempt: int, verdict_reason: str) -> Step | None:
             plan.verdicts.append(verdict_reason)
         while len(plan.steps) < attempt:
             k = len(plan.steps) + 1
-            if k == 1 and (plan.culprits or any(plan.segment_calibration)) and plan.base_db >= MIN_PROBE_DB:
+            if k == 1 and (plan.culprits or any(plan.segment_calibration) or _switched(plan)) and plan.base_db >= MIN_PROBE_DB:
                 everything = tuple(sorted(set(plan.culprits)))
                 step = Step(everything, tuple(s.index for s in plan.segments), plan.base_db, None, 0, "culprits")
             else:
@@ -290,6 +315,7 @@ def record(plan: Plan, attempt: int) -> dict:
                            "makes is scored per Concat input"},
         "calibration": {"full_int8_probe_db": {k: _db(v) for k, v in plan.calibration_db.items()},
                         "per_segment": [_label(*plan.calibrations[i]) for i in plan.segment_calibration]},
+        **({"weights": plan.weights} if plan.weights else {}),
         "float_culprits": [{"node": n, "why": w} for n, w in sorted(plan.culprits.items())],
         "float_segments": [_segment_json(s) for s in floating],
         "quantized_segments": [_segment_json(plan.segments[j]) for j in step.quantized],
