@@ -155,6 +155,28 @@ def _run_models(bundle: Path, checked: mc.Checked, backend, f: Findings) -> None
                               "same input, the recipe's tolerance)")
 
 
+def _run_on_target(bundle: Path, checked: mc.Checked, spec: dict, f: Findings) -> None:
+    """``--on-target``: each model on its reference input on the target's own runtime build under emulation."""
+    from . import emulator, on_target, reference
+
+    for run in checked.models:
+        p = _inside(bundle, run.artifact)
+        ref = run.reference
+        if p is None or ref is None or mc.regular_file(bundle / run.artifact) is None:
+            continue  # reported by the host run
+        try:
+            got, where = on_target.run_bundle(p, checked.session_config, _read_reference(bundle, ref.inputs), spec)
+            expected = _read_reference(bundle, ref.outputs)
+        except (OSError, ValueError, emulator.EmulatedRunError) as exc:
+            f.problems.append(f"{run.artifact} on the target's runtime under emulation: {first_line(exc)[:300]}")
+            continue
+        ok, why = reference.check(expected, got, ref.rule)
+        if ok:
+            f.checked.append(f"{run.artifact} runs on its reference input and {why} (on {where})")
+        else:
+            f.problems.append(f"{run.artifact} on its reference input on {where}: {why}")
+
+
 def parse_sha256(text: str) -> str:
     """A ``--manifest-sha256`` value: 64 hex digits (any case)."""
     value = text.strip().lower()
@@ -188,7 +210,7 @@ def _refuse_output_folder(folder: Path) -> None:
         raise OutputError(msg)
 
 
-def check_bundle(bundle: str | Path, manifest_sha256: str | None = None) -> Findings:
+def check_bundle(bundle: str | Path, manifest_sha256: str | None = None, on_target: bool = False) -> Findings:
     bundle = Path(bundle)
     pin = parse_sha256(manifest_sha256) if manifest_sha256 is not None else None
     _refuse_output_folder(bundle)
@@ -201,8 +223,18 @@ def check_bundle(bundle: str | Path, manifest_sha256: str | None = None) -> Find
         else:
             f.checked.append(f"{MANIFEST} matches the pinned sha256")
     checked = mc.check(doc, f.problems)
+    spec = _on_target_spec(doc, checked) if on_target else None  # an error (exit 2) before any run
     _check_files(bundle, checked, f)
     backend = _check_runtime(checked, f)
     if backend is not None and not any(p.startswith(("missing", "changed")) for p in f.problems):
         _run_models(bundle, checked, backend, f)
+        if spec is not None:
+            _run_on_target(bundle, checked, spec, f)
     return f
+
+
+def _on_target_spec(doc: dict, checked: mc.Checked) -> dict:
+    from . import on_target
+    from .backends import BACKENDS
+
+    return on_target.bundle_spec(doc, BACKENDS.get(checked.engine) if checked.engine else None)

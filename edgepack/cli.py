@@ -20,6 +20,9 @@ from .errors import EdgepackError, InternalError, OutputError, UsageError
 
 _SHAPE_HELP = ("fix an input shape, e.g. images=1x3x640x640; with several models NAME=DIMS sets that input of every "
                "model that has it and MODEL:NAME=DIMS one model's (MODEL: its file stem, det:x=1x3x640x640)")
+_ON_TARGET_HELP = ("judge the shipped model of the Pi targets (rpi4-cpu, rpi5-cpu: CPU targets of the onnxruntime "
+                   "wheel) on the target's own aarch64 onnxruntime under qemu user-mode emulation; needs "
+                   "`edgepack emulator setup aarch64` once; costs seconds to minutes per target")
 _CALIBRATION_HELP = ("folder of real input samples: <input>.npy stacks, .npz files (one per sample or stacked), "
                      "<input>/ folders of per-sample .npy files, or images with a preprocess.toml; with several "
                      "models, DIR/<model file stem>/ per model")
@@ -62,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="inferences per hour for battery/energy estimates (default 1000)")
     b.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     b.add_argument("--json", action="store_true", help="print JSON only")
+    b.add_argument("--verify-on-target", action="store_true", help=_ON_TARGET_HELP)
     judging.add_args(b, gate=True, config=True)
     _time_limit_arg(b)
 
@@ -84,6 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default="pyproject.toml", metavar="FILE",
                    help="read budgets from its [tool.edgepack] table (default: ./pyproject.toml)")
     c.add_argument("--json", action="store_true", help="print the report as JSON only")
+    c.add_argument("--verify-on-target", action="store_true", help=_ON_TARGET_HELP)
     judging.add_args(c, gate=False, config=False)
     _time_limit_arg(c)
 
@@ -98,6 +103,8 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
     v.add_argument("--json", action="store_true", help="print JSON")
     v.add_argument("--manifest-sha256", metavar="HEX", help="also check manifest.json against this sha256 (build prints it)")
+    v.add_argument("--on-target", action="store_true", help="also run each model on its reference input on the "
+                   "target's own runtime build under emulation (Pi bundles: aarch64 onnxruntime; see emulator setup)")
     _time_limit_arg(v)
 
     e = sub.add_parser("emulator", help="the target-CPU emulator that runs Pi bundles on their own onnxruntime (aarch64)")
@@ -162,7 +169,7 @@ def _cmd_build(args) -> int:
     progress = _progress(args.json)
     outcomes = api.build(args.models, args.target, args.output, calibration=args.calibration, shapes=args.shape,
                          force=args.force, progress=progress, per_hour=_per_hour(args), keep_going=True,
-                         **judging.options(args))
+                         verify_on_target=args.verify_on_target, **judging.options(args))
     if progress:
         progress.done()
     results = [r for r in outcomes if isinstance(r, BuildResult)]
@@ -200,7 +207,8 @@ def _cmd_compare(args) -> int:
     result = api.compare(args.models, refs, args.output, calibration=args.calibration, shapes=args.shape,
                          budgets=_budget_flags(args), target_budgets=args.budget, config=args.config,
                          baseline=args.baseline, jobs=args.jobs, force=args.force, progress=progress,
-                         per_hour=_per_hour(args), **judging.options(args, gate_is_budget=True))
+                         per_hour=_per_hour(args), verify_on_target=args.verify_on_target,
+                         **judging.options(args, gate_is_budget=True))
     if progress:
         progress.done()
     return _report_outcome(result, args.json, Path(args.output))
@@ -229,7 +237,7 @@ def _report_outcome(result, json_only: bool, out) -> int:
 def _cmd_verify(args) -> int:
     from . import api
 
-    findings = api.verify(args.bundle, manifest_sha256=args.manifest_sha256)
+    findings = api.verify(args.bundle, manifest_sha256=args.manifest_sha256, on_target=args.on_target)
     if args.json:
         print(json.dumps(findings.to_json(), indent=2))
     else:

@@ -235,6 +235,7 @@ def compare(
     per_hour: float = 1000.0,
     output_kinds: list | None = None,
     user_metric=None,
+    verify_on_target: bool = False,
 ) -> dict:
     """Build every target (shared work once, targets in parallel), then write report.{json,md,html}: always,
     also when targets failed (each with its stage and reason in ``failures``)."""
@@ -251,7 +252,8 @@ def compare(
         check_file_slot(out / name)
     start = time.perf_counter()
     outcomes = build(models, targets, out, calibration=calibration, shapes=shapes, force=force, progress=progress,
-                     jobs=jobs, per_hour=per_hour, keep_going=True, output_kinds=output_kinds, user_metric=user_metric)
+                     jobs=jobs, per_hour=per_hour, keep_going=True, output_kinds=output_kinds, user_metric=user_metric,
+                     verify_on_target=verify_on_target)
     seconds = time.perf_counter() - start
     results = [r for r in outcomes if isinstance(r, BuildResult)]
     failures = [r for r in outcomes if not isinstance(r, BuildResult)]

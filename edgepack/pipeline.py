@@ -92,6 +92,7 @@ class Context:
     per_hour: float = 1000.0  # inferences per hour, for battery and energy-per-hour estimates
     memo: "Memo | None" = field(default=None, compare=False)  # work shared across the targets of a build
     user_metric: UserMetric | None = None  # --eval
+    verify_on_target: bool = False  # --verify-on-target: the shipped artifact also judged on the target's own runtime
 
     def with_models(self, models: list[ModelState] | tuple[ModelState, ...]) -> "Context":
         return replace(self, models=tuple(models))

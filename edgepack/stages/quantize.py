@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import onnx
 
-from .. import foreign
+from .. import foreign, on_target
 from ..backends import backend_for
 from ..backends.base import MAX_REFINE_ATTEMPTS
 from ..errors import EdgepackError, StageError
@@ -90,6 +90,9 @@ def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, referen
             return Attempt(recipe.name, DROPPED, f"more than {MAX_SLOWDOWN - 1:.0%} slower than "
                                                  f"{backend.speed_reference} on the host (see the build record for "
                                                  "the timings)", judgement.outputs, lat, checked), None, None
+    judgement, dropped = on_target.decide(ctx, backend, state, judgement)  # --verify-on-target: the target decides
+    if dropped:
+        return Attempt(recipe.name, DROPPED, dropped, judgement.outputs, lat, checked), None, None
     attempt = Attempt(recipe.name, CHOSEN, judgement.reason, judgement.outputs, lat, checked)
     return attempt, replace(state, conversion_notes=tuple(notes)), candidate
 
