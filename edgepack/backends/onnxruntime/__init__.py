@@ -129,6 +129,14 @@ class OnnxRuntimeBackend(Backend):
         return Candidate(recipe.name, dst, record["settings"], tuple(record["notes"]), record["ops_after"],
                          record["bytes_before"], record["bytes_after"], empty)
 
+    def refine_candidate(self, ctx, m, recipe, candidate, judgement, attempt):
+        """Static int8 that failed: mixed precision, the nodes responsible kept float (:mod:`.mixed`)."""
+        if recipe.name != "static-int8" or not m.calibration or candidate.empty:
+            return None
+        from .mixed import refine
+
+        return refine(ctx, m, recipe, candidate, judgement, attempt)
+
     def run(self, path, inputs, profile):
         from ...runtime.ort import run_model
 

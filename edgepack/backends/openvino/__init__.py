@@ -92,6 +92,14 @@ class OpenVinoBackend(Backend):
         empty = "NNCF found nothing to quantize" if recipe.name == "static-int8" and not ops.get("FakeQuantize") else None
         return Candidate(recipe.name, dst, settings, tuple(notes), ops, ir.ir_bytes(reference), ir.ir_bytes(dst), empty)
 
+    def refine_candidate(self, ctx, m, recipe, candidate, judgement, attempt):
+        """Static int8 that failed: NNCF accuracy control reverts what costs the most (:mod:`.mixed`)."""
+        if recipe.name != "static-int8" or candidate.empty:
+            return None
+        from .mixed import refine
+
+        return refine(ctx, m, recipe, candidate, judgement, attempt)
+
     def run(self, path, inputs, profile):
         from .run import run_ir
 
