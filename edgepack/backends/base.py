@@ -66,6 +66,11 @@ class Backend(ABC):
     def check_model(self, loaded: LoadedModel, profile: TargetProfile) -> None:
         """Refuse, before any work, a model the engine cannot import (StageError)."""
 
+    def format_limit(self, profile: TargetProfile) -> tuple[int, str] | None:
+        """(bytes, what limits them) that one shipped model file cannot exceed in this engine's format,
+        planned before any stage runs (:mod:`edgepack.limits_plan`); None where the format has no such limit."""
+        return None
+
     def foreign_errors(self) -> tuple[type[BaseException], ...]:
         """Exception types the engine raises for bad input, beyond the common ones of ``errors.py``."""
         return ()
