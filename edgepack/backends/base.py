@@ -55,6 +55,7 @@ class Backend(ABC):
     host_runtime: str  # what runs the shipped model on this host, for the build summary
     bundle_suffix: str  # the file suffix of the models a bundle of this engine ships (".ort", ".xml")
     runs_long: bool = False  # built first when targets build in parallel
+    int8_on_host_kernels: bool = True  # int8 candidates are judged on this host's CPU int8 kernels (edgepack.cross)
 
     # ------------------------------------------------------------------ profiles and models
 

@@ -25,6 +25,7 @@ import onnx
 
 from .. import foreign
 from ..backends import backend_for
+from ..cross import int8_judgement_note, int8_kernels
 from ..errors import EdgepackError, StageError
 from ..flops import classify, sample_shapes
 from ..judge import check_artifact
@@ -112,6 +113,10 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
         attempt, state, candidate = _try(ctx, backend, m, recipe, model_class, reference, host)
         attempts.append(attempt)
         decisions.append(attempt.decision(m.name))
+        if attempt.checked and recipe.precision in ("int8", "int16") and backend.int8_on_host_kernels:
+            note = int8_judgement_note(m.name)  # None on hosts whose int8 kernels are the device's
+            if note and note not in decisions:
+                decisions.append(note)
         if state is None:
             continue
         choice = _choice(recipe, model_class, candidate, attempt.metrics or {}, attempts)
@@ -127,5 +132,5 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
 def quantize_stage(ctx: Context, decisions: list[str]) -> Context:
     host: dict = {}
     models = [_choose(ctx, m, decisions, host) for m in ctx.models]
-    ctx = ctx.with_models(models)
+    ctx = ctx.with_models(models).measure("host_int8_kernels", {"exact": int8_kernels().ok, "what": int8_kernels().why})
     return ctx.measure("candidate_latency", host) if host else ctx
