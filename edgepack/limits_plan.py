@@ -85,7 +85,7 @@ def plan(proto, profile, backend, has_calibration: bool, model_name: str) -> dic
         size = sizes.get(r.name, sizes["none"])
         if size > cap:
             unfit[r.name] = (f"its {backend.bundle_suffix} would hold about {_gb(size)} of weights, beyond {what} "
-                             f"({_gb(cap)}; planned before any stage ran)")
+                             f"of {_gb(cap)} (planned before any stage ran)")
         else:
             usable.append(r)
     if not unfit:
@@ -96,7 +96,7 @@ def plan(proto, profile, backend, has_calibration: bool, model_name: str) -> dic
         raise StageError(msg)
     if not has_calibration and all(r.needs_calibration for r in usable):
         names = ", ".join(f"{r.name} (about {_gb(sizes.get(r.name, 0))})" for r in usable)
-        msg = (f"{model_name}: only {names} fits {what} ({_gb(cap)}), and it needs calibration data: "
+        msg = (f"{model_name}: only {names} fits {what} of {_gb(cap)}, and it needs calibration data: "
                "pass --calibration DIR")
         raise StageError(msg)
     return unfit

@@ -145,7 +145,7 @@ def test_a_recipe_beyond_the_format_limit_is_planned_away(tmp_path, small_cap):
     assert r.manifest["models"][0]["quantization"]["recipe"] == "dynamic-int8"
     unfit = limits_plan.plan(onnx.load(str(path)), load_target("rpi5-cpu"), OnnxRuntimeBackend(), False, "mlp.onnx")
     assert list(unfit) == ["none"]
-    assert "its .ort would hold about 3.1 MB of weights, beyond a test's ORT-format limit (2.5 MB" in unfit["none"]
+    assert "its .ort would hold about 3.1 MB of weights, beyond a test's ORT-format limit of 2.5 MB (planned" in unfit["none"]
 
 
 def test_no_fitting_recipe_is_refused_before_any_work(tmp_path, small_cap, cli):
@@ -157,7 +157,7 @@ def test_no_fitting_recipe_is_refused_before_any_work(tmp_path, small_cap, cli):
     code, _, err = cli("build", path, "--target", "android-nnapi", "-o", tmp_path / "out2")
     assert time.perf_counter() - start < 30
     assert code == 2 and err.count("\n") == 1
-    assert "only static-int8 (about 0.8 MB) fits a test's ORT-format limit" in err and "pass --calibration DIR" in err
+    assert "only static-int8 (about 0.8 MB) fits a test's ORT-format limit of 2.5 MB" in err and "pass --calibration DIR" in err
     assert not (tmp_path / "out2").exists()
 
 

@@ -67,7 +67,7 @@ class OnnxRuntimeBackend(Backend):
     def format_limit(self, profile):
         # flatbuffers: 32-bit signed offsets, so one buffer stays below 2 GiB (flatbuffers docs, "Internals");
         # the minimal builds load ORT-format models only, so there is no .onnx-with-external-data way out
-        return 2**31 - 1, "the ORT format's limit (an .ort file is one flatbuffer)"
+        return 2**31 - 1, "the limit of the ORT format (one flatbuffer)"
 
     # ------------------------------------------------------------------ coverage
 
