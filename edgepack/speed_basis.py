@@ -23,10 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cross import stands_in
+from .errors import EdgepackError, first_line
 from .gates import MAX_SLOWDOWN
 
 HOST = "host measurement"
 COST_MODEL = "cost model"
+RULES = "profile rules"
+
+
+def onnx_errors() -> tuple[type[BaseException], ...]:
+    import onnx
+
+    return (onnx.shape_inference.InferenceError, onnx.checker.ValidationError)
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,13 @@ def check_speed(ctx, backend, m, recipe, candidate, reference: Path) -> SpeedChe
                   "(see the build record for the timings)")
         return SpeedCheck(reason if slow else None, basis, {**lat, "decides": True})
     graph = candidate.path if candidate.path.suffix == ".onnx" else m.prepared
-    ratio, est = estimated_ratio(profile, m.prepared, graph, recipe.precision, m.verify_inputs[0])
+    try:
+        ratio, est = estimated_ratio(profile, m.prepared, graph, recipe.precision, m.verify_inputs[0])
+    except (ValueError, KeyError, TypeError, ArithmeticError, EdgepackError, *onnx_errors()) as exc:
+        # nothing on the target to price it with: the profile's rules (it lists the recipe for this class) stand
+        basis = {"rests_on": RULES, "why": f"{stand.why}, and the cost model could not price this graph "
+                                            f"({first_line(exc)}): the profile lists the recipe for this model class"}
+        return SpeedCheck(None, basis, {**lat, "decides": False})
     figures = sorted({p for u in profile.device.units if u.kind == "cpu" for p in u.peak_gops})
     basis = {"rests_on": COST_MODEL, "why": stand.why + ": the host's timing is kept in the build record as "
              "information only", "estimated_ratio": float(f"{ratio:.3g}"), **est,

@@ -189,3 +189,16 @@ def test_int8_judged_on_kernels_unlike_the_devices_is_named_in_the_manifest(tmp_
     monkeypatch.setattr(cross, "this_host", lambda: X86_VNNI)
     (r,) = build([SAMPLE_MODEL], [load_target("rpi4-cpu")], tmp_path / "b", calibration=SAMPLE_MODEL.parent / "calibration")
     assert not [d for d in r.manifest["recipe"]["decisions"] if "host-dependent" in d]
+
+
+def test_a_graph_the_cost_model_cannot_price_rests_on_the_profiles_rules(tmp_path, monkeypatch):
+    from edgepack import speed_basis
+
+    def broken(*a):
+        raise ValueError("no shapes")
+
+    monkeypatch.setattr(speed_basis, "estimated_ratio", broken)
+    r = _build(tmp_path, X86_VNNI, monkeypatch)
+    (speed,) = _speed_of(r.manifest)
+    assert r.manifest["models"][0]["quantization"]["recipe"] == "static-int8"
+    assert speed["rests_on"] == "profile rules" and "could not price this graph (no shapes)" in speed["why"]
