@@ -39,7 +39,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _compare_one(name: str, refs: list[np.ndarray], cands: list[np.ndarray]) -> dict:
-    cosines, max_abs, max_ref, nonfinite = [], 0.0, 0.0, 0
+    cosines, max_abs, max_ref, nonfinite, ref_nonfinite = [], 0.0, 0.0, 0, 0
     agree = total = 0
     classifier = all(_is_classifier(r.shape) for r in refs)
     for i, (r, c) in enumerate(zip(refs, cands)):
@@ -50,6 +50,7 @@ def _compare_one(name: str, refs: list[np.ndarray], cands: list[np.ndarray]) -> 
         cf = np.asarray(c, dtype=np.float64).ravel()
         bad = int(np.count_nonzero(~np.isfinite(cf)))
         nonfinite += bad
+        ref_nonfinite += int(np.count_nonzero(~np.isfinite(rf)))
         if bad:
             cosines.append(0.0)
             continue
@@ -70,6 +71,8 @@ def _compare_one(name: str, refs: list[np.ndarray], cands: list[np.ndarray]) -> 
     }
     if nonfinite:
         out["nonfinite_values"] = nonfinite
+        if ref_nonfinite:
+            out["reference_nonfinite_values"] = ref_nonfinite
     return out
 
 

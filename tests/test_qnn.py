@@ -339,9 +339,8 @@ def test_tiny_build_ships_a_reproducible_context_binary_verified_on_the_htp(conv
         assert code == 0, err
         bundles.append(tmp_path / run / "android-qnn")
     files = sorted(p.relative_to(bundles[0]).as_posix() for p in bundles[0].rglob("*") if p.is_file())
-    assert [f for f in files if not f.startswith("reference/")] == [
-        "README.md", "manifest.json", "model.onnx", "model_ctx.onnx", "model_ctx_qnn.bin", "runtime_config.json"]
-    assert any(f.startswith("reference/") for f in files)  # the reference pair every bundle carries (reference.py)
+    assert files == ["README.md", "manifest.json", "model.onnx", "model_ctx.onnx", "model_ctx_qnn.bin",
+                     "reference/model.in0.bin", "reference/model.out0.bin", "runtime_config.json"]
     for name in files:  # two builds -> identical bytes, the context binary included
         assert (bundles[0] / name).read_bytes() == (bundles[1] / name).read_bytes(), name
     doc = json.loads((bundles[0] / "manifest.json").read_text())

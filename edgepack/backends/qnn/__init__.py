@@ -215,13 +215,13 @@ class QnnBackend(Backend):
                     "context binary loads only with a compatible QNN runtime")
         return None
 
-    def run_bundled(self, path, session_config, feed, name) -> None:
+    def run_bundled(self, path, session_config, feed, name) -> dict:
         from ... import limits
         from .session import create, host_options
 
         sess = create(path, host_options({"backend_type": "htp"}), fallback=True, what=name,
                       config=sorted(session_config.items()))
-        limits.run_ort(sess, feed, name)
+        return dict(zip([o.name for o in sess.get_outputs()], limits.run_ort(sess, feed, name)))
 
 
 # ---------------------------------------------------------------------- helpers
