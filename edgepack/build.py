@@ -6,11 +6,11 @@ import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from . import cleanup, on_target, reference, safe_io
+from . import cleanup, limits_plan, on_target, reference, safe_io
 from .backends import Packaging, backend_for
 from .bundle import check_destination, write_bundle
 from .data.inputs import SampleSets
@@ -194,14 +194,16 @@ def _plan_targets(loaded, names, targets, per_model, inputs, kinds, user_fp32, k
             _check_models(loaded, t)
             for lm, p in zip(loaded, plans):
                 _naming(lm, several, lambda: _shapes(lm, t, p))  # noqa: B023 - called at once
+            unfit = [limits_plan.plan(lm.proto, t, backend_for(t), inputs.calibration is not None, lm.path.name)
+                     for lm in loaded]  # format limits, before any work
         except EdgepackError as exc:
             if not keep_going:
                 raise
             failed[t.name] = failure_of(t.name, exc, "plan")
             continue
-        initial[t.name] = [_naming(lm, several, lambda: _initial_state(lm, n, t, mine, inputs, kinds.get(n, {}),  # noqa: B023
-                                                                     user_fp32.get(n)))
-                           for lm, n, mine in zip(loaded, names, per_model)]
+        initial[t.name] = [replace(_naming(lm, several, lambda: _initial_state(lm, n, t, mine, inputs, kinds.get(n, {}),  # noqa: B023
+                                                                             user_fp32.get(n))), unfit=u)
+                           for lm, n, mine, u in zip(loaded, names, per_model, unfit)]
     if failed and not initial:  # no asked target can take the model: bad input, before any work
         raise next(iter(failed.values())).error
     return initial, failed

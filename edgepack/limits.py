@@ -166,6 +166,7 @@ class _Watchdog:
                             hard.append(g)
                         else:
                             nxt = min(nxt, g.deadline + g.grace)
+                g = None  # noqa: F841 - the loop variable must not keep the last guard (and its run) alive while waiting
                 if not fire and not hard:
                     self._wake = nxt
                     self._cond.wait(None if nxt == math.inf else max(nxt - now, 0.001))
@@ -246,7 +247,9 @@ def run_ort(sess, feed: dict, name: str | None = None) -> list:
 
     options = ort.RunOptions()  # fresh per run: a terminate flag set late never stops the next run
     options.log_severity_level = ort_severity()  # a terminated run's ERROR line repeats what edgepack reports
-    with guard(name or (lambda: _session_name(sess)), lambda: setattr(options, "terminate", True)) as g:
+    # the name is taken now: a closure over ``sess`` would keep the session (and a large model's mapped
+    # weights) alive for as long as the watchdog thread holds the guard
+    with guard(name or _session_name(sess), lambda: setattr(options, "terminate", True)) as g:
         try:
             return sess.run(None, feed, options)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidArgument/RuntimeException...

@@ -76,6 +76,7 @@ class ModelState:
     user_fp32: float | None = None  # --eval on the fp32 original
     conversion_notes: tuple[str, ...] = ()  # the chosen artifact's conversion decisions (the convert stage records them)
     preprocessing: dict | None = None  # how an image becomes the input (the calibration folder's preprocess.toml)
+    unfit: dict = field(default_factory=dict)  # recipe -> why its shipped form exceeds the format's limit (edgepack.limits_plan)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:

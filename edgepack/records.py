@@ -42,6 +42,7 @@ class Attempt:
     metrics: dict | None = None  # accuracy against fp32, when it got that far
     host_latency: dict | None = None  # the speed gate's measurement, when it applies (build record only)
     checked: str | None = None  # what was judged: the converted artifact ("model.ort"), when it got that far
+    speed: dict | None = None  # what the speed gate rested on (edgepack.speed_basis), where it applies
 
     def decision(self, model: str) -> str:
         return f"{model}: {self.recipe} {self.outcome}: {self.reason}"
@@ -52,6 +53,8 @@ class Attempt:
             out["checked"] = self.checked
         if self.metrics:
             out["metrics"] = self.metrics
+        if self.speed:
+            out["speed"] = self.speed
         return out
 
 

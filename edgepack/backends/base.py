@@ -59,6 +59,7 @@ class Backend(ABC):
     host_runtime: str  # what runs the shipped model on this host, for the build summary
     bundle_suffix: str  # the file suffix of the models a bundle of this engine ships (".ort", ".xml")
     runs_long: bool = False  # built first when targets build in parallel
+    int8_on_host_kernels: bool = True  # int8 candidates are judged on this host's CPU int8 kernels (edgepack.cross)
 
     # ------------------------------------------------------------------ profiles and models
 
@@ -69,6 +70,11 @@ class Backend(ABC):
 
     def check_model(self, loaded: LoadedModel, profile: TargetProfile) -> None:
         """Refuse, before any work, a model the engine cannot import (StageError)."""
+
+    def format_limit(self, profile: TargetProfile) -> tuple[int, str] | None:
+        """(bytes, what limits them) that one shipped model file cannot exceed in this engine's format,
+        planned before any stage runs (:mod:`edgepack.limits_plan`); None where the format has no such limit."""
+        return None
 
     def foreign_errors(self) -> tuple[type[BaseException], ...]:
         """Exception types the engine raises for bad input, beyond the common ones of ``errors.py``."""

@@ -8,8 +8,10 @@ fusions, QDQ to QLinear), so the artifact's check is the one that counts, and a 
 fails falls through to the next recipe. A candidate is dropped when it cannot be built, converted or
 run (a foreign tool's crash is one line naming the tool, step and node), when it quantized nothing or
 does not make the model smaller, when its artifact is outside the recipe's tolerance, or when the
-backend's host speed gate applies and it runs more than MAX_SLOWDOWN slower than fp32 on this host
-(dynamic int8 on a CNN is several times slower than fp32 - that trap must never ship). Static int8
+backend's speed gate applies and it would run more than MAX_SLOWDOWN slower than fp32 on the target -
+timed on this host only where the host can stand in for the target's processor, else estimated by the
+cost model (:mod:`edgepack.speed_basis`; dynamic int8 on a CNN is several times slower than fp32 - that
+trap must never ship). Static int8
 needs calibration data: without it, it is skipped, never guessed from random numbers. Every outcome
 is an :class:`~edgepack.records.Attempt` and a recorded decision. Latency figures go to the build
 record, not into decisions, so bundles stay byte-identical from build to build.
@@ -24,12 +26,13 @@ import onnx
 from .. import foreign, on_target
 from ..backends import backend_for
 from ..backends.base import MAX_REFINE_ATTEMPTS
+from ..cross import int8_judgement_note, int8_kernels
 from ..errors import EdgepackError, StageError
 from ..flops import classify, sample_shapes
-from ..gates import MAX_SLOWDOWN
 from ..judge import check_artifact
 from ..pipeline import Context, ModelState
 from ..records import CHOSEN, DROPPED, SKIPPED, Attempt, RecipeChoice
+from ..speed_basis import check_speed
 
 
 def _listed(names: tuple[str, ...]) -> str:
@@ -58,6 +61,8 @@ def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, referen
     """One recipe: (Attempt, converted ModelState or None, candidate or None)."""
     if recipe.applies_to not in ("any", model_class):
         return Attempt(recipe.name, SKIPPED, f"it applies to {recipe.applies_to} models"), None, None
+    if recipe.name in m.unfit:  # planned before any stage ran (edgepack.limits_plan)
+        return Attempt(recipe.name, SKIPPED, m.unfit[recipe.name]), None, None
     if recipe.needs_calibration and not m.calibration:
         return Attempt(recipe.name, SKIPPED, "no calibration data (--calibration DIR); "
                                              "static int8 is not guessed from random numbers"), None, None
@@ -83,17 +88,18 @@ def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, referen
     if not judgement.passed:
         return Attempt(recipe.name, DROPPED, f"outside tolerance ({judgement.reason})", judgement.outputs,
                        checked=checked), None, None
-    lat = backend.time_candidate(ctx, m, recipe, candidate, reference)
-    if lat is not None:
-        host.setdefault(m.name, []).append(lat)
-        if lat["ratio"] is not None and lat["ratio"] > MAX_SLOWDOWN:
-            return Attempt(recipe.name, DROPPED, f"more than {MAX_SLOWDOWN - 1:.0%} slower than "
-                                                 f"{backend.speed_reference} on the host (see the build record for "
-                                                 "the timings)", judgement.outputs, lat, checked), None, None
+    speed = check_speed(ctx, backend, m, recipe, candidate, reference)  # rests on the host only where it stands in
+    if speed.host_latency is not None:
+        host.setdefault(m.name, []).append(speed.host_latency)
+    if speed.dropped:
+        return Attempt(recipe.name, DROPPED, speed.dropped, judgement.outputs, speed.host_latency, checked,
+                       speed.basis), None, None
     judgement, dropped = on_target.decide(ctx, backend, state, judgement)  # --verify-on-target: the target decides
     if dropped:
-        return Attempt(recipe.name, DROPPED, dropped, judgement.outputs, lat, checked), None, None
-    attempt = Attempt(recipe.name, CHOSEN, judgement.reason, judgement.outputs, lat, checked)
+        return Attempt(recipe.name, DROPPED, dropped, judgement.outputs, speed.host_latency, checked,
+                       speed.basis), None, None
+    attempt = Attempt(recipe.name, CHOSEN, judgement.reason, judgement.outputs, speed.host_latency, checked,
+                      speed.basis)
     return attempt, replace(state, conversion_notes=tuple(notes)), candidate
 
 
@@ -166,6 +172,10 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
         attempt, state, candidate = _try(ctx, backend, m, recipe, model_class, reference, host)
         attempts.append(attempt)
         decisions.append(attempt.decision(m.name))
+        if attempt.checked and recipe.precision in ("int8", "int16") and backend.int8_on_host_kernels:
+            note = int8_judgement_note(m.name)  # None on hosts whose int8 kernels are the device's
+            if note and note not in decisions:
+                decisions.append(note)
         if state is None:
             continue
         choice = _choice(recipe, model_class, candidate, attempt.metrics or {}, attempts)
@@ -181,5 +191,5 @@ def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> Mo
 def quantize_stage(ctx: Context, decisions: list[str]) -> Context:
     host: dict = {}
     models = [_choose(ctx, m, decisions, host) for m in ctx.models]
-    ctx = ctx.with_models(models)
+    ctx = ctx.with_models(models).measure("host_int8_kernels", {"exact": int8_kernels().ok, "what": int8_kernels().why})
     return ctx.measure("candidate_latency", host) if host else ctx

@@ -65,6 +65,11 @@ class OnnxRuntimeBackend(Backend):
         if p.target_platform is None and p.optimization_style == "fixed":
             fail("conversion.target_platform", "fixed optimizations need a target platform ('arm' or 'amd64')")
 
+    def format_limit(self, profile):
+        # flatbuffers: 32-bit signed offsets, so one buffer stays below 2 GiB (flatbuffers docs, "Internals");
+        # the minimal builds load ORT-format models only, so there is no .onnx-with-external-data way out
+        return 2**31 - 1, "the limit of the ORT format (one flatbuffer)"
+
     # ------------------------------------------------------------------ coverage
 
     def inspect_coverage(self, loaded, profile, plan, variant):

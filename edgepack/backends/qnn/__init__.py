@@ -37,6 +37,7 @@ class QnnBackend(Backend):
     package_stage = "package"
     artifact_noun = "model"
     speed_reference = "fp32"
+    int8_on_host_kernels = False  # judged on the QNN HTP backend's simulation, not on MLAS's CPU kernels
     host_runtime = "QNN HTP backend of this host (onnxruntime-qnn)"
 
     # ------------------------------------------------------------------ profiles and models
