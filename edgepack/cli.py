@@ -90,9 +90,9 @@ def _build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("calibrate", help="measure this machine and write a profile that extends a base target")
     k.add_argument("-o", "--output", required=True, metavar="FILE.toml", help="profile file to write")
     k.add_argument("--base", default="rpi5-cpu", metavar="T", help="built-in target to extend (default rpi5-cpu)")
-    k.add_argument("--threads", type=int, default=1, metavar="N", help="threads the micro-benchmarks use (default 1)")
+    k.add_argument("--threads", type=int, default=1, metavar="N", help="intra-op threads: the profile predicts runs at N threads (default 1)")
     k.add_argument("--name", metavar="NAME", help="the new profile's name (default: <base>-calibrated)")
-    k.add_argument("--quick", action="store_true", help="small sizes, one round: fast but less accurate")
+    k.add_argument("--quick", action="store_true", help="small sizes and time budgets (about 20 s): less accurate")
 
     v = sub.add_parser("verify", help="re-check a bundle's checksums and files, and run its models")
     v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
@@ -308,10 +308,11 @@ def _cmd_calibrate(args) -> int:
         except OSError as exc:
             raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     load_target(args.base)
-    print(f"measuring this machine (GEMM, conv, depthwise, int8, elementwise, cache and memory bandwidth, dispatch overhead; {args.threads} thread)...",
-          file=sys.stderr, flush=True)
+    print(f"measuring this machine with onnxruntime's default session options at {args.threads} thread(s): GEMM, convs "
+          "by kernel/stride/groups, depthwise, int8, elementwise and transcendental ops, normalization, resize, LSTM, "
+          f"memory, dispatch ({'about 20 s' if args.quick else 'under 2 minutes'})...", file=sys.stderr, flush=True)
     try:
-        run_calibration(args.base, out, threads=args.threads, small=args.quick, name=args.name)
+        m = run_calibration(args.base, out, threads=args.threads, small=args.quick, name=args.name)
     except OSError as exc:
         raise OutputError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     profile = load_target(str(out))
@@ -320,6 +321,8 @@ def _cmd_calibrate(args) -> int:
           ", ".join(f"{k} {v:.3g} GOPS" for k, v in sorted(cpu.peak_gops.items())) +
           f", memory {profile.device.memory_bandwidth_gbps:.3g} GB/s, cache {profile.device.cache_bytes / 1e6:.3g} MB at "
           f"{profile.device.cache_bandwidth_gbps:.3g} GB/s, dispatch {profile.device.dispatch_overhead_us:.3g} us")
+    for w in m.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     print(f"use it anywhere a target name goes: edgepack inspect MODEL --target {out}")
     return 0
 
