@@ -102,18 +102,10 @@ def sample_for(model: onnx.ModelProto, special: dict[str, np.ndarray]) -> dict[s
     return feed
 
 
-# Published anchors in the built-in profiles that a locally available model can stand in for.
-ANCHOR_PROXIES = {
-    # model name in [[device.anchors]] -> (local model key, shapes, note)
-    "YOLO11n 640": ("nudenet_yolov8n", {"images": (1, 3, 640, 640)},
-                    "proxy: YOLOv8n at 640 px (8.2 GFLOPs counted here; YOLO11n is 6.5 GFLOPs by Ultralytics' count)"),
-    "YOLOv8-n 640": ("nudenet_yolov8n", {"images": (1, 3, 640, 640)}, "YOLOv8n at 640 px (NudeNet's 18-class head)"),
-}
-
-
 def anchors() -> list[dict]:
     """Estimates beside each built-in profile's published anchors, where a local model stands in."""
-    from edgepack.estimate.latency import estimate_latency
+    from anchor_proxies import ANCHOR_PROXIES
+
     from edgepack.target import builtin_names
 
     rows = []
@@ -128,8 +120,11 @@ def anchors() -> list[dict]:
                 row["estimate_ms"] = None
                 row["note"] = "no local model stands in for this anchor"
             else:
-                est = estimate_latency(analysis_model(path, proxy[1]), profile, a["precision"])
-                row.update(estimate_ms=round(est.value, 2), band_ms=[round(est.low, 2), round(est.high, 2)], note=proxy[2])
+                est = estimate_bundle(path, profile, a["precision"], shapes=proxy[1]).latency  # the one estimate path
+                row.update(estimate_ms=round(est.value, 2), band_ms=[round(est.low, 2), round(est.high, 2)], note=proxy[2],
+                           inside_band=est.low <= a["latency_ms"] <= est.high)
+            if a.get("gap"):
+                row["gap"] = a["gap"]
             rows.append(row)
     return rows
 
@@ -167,9 +162,10 @@ def _measure_one(key: str, tmp: Path, profile, calib: dict, threads: int, runs: 
         probe = measure_latency(fixed_path, feed, threads=threads, runs=5, level=None)["median_ms"]
         n = int(min(5000, max(runs, 1000.0 / max(probe, 1e-3))))
         stats = measure_latency(fixed_path, feed, threads=threads, runs=n, level=None)
-        # the statistic calibrate uses: min of round medians, rounds until stable (the machine's own speed,
-        # not its neighbours'); the plain median of all runs is kept beside it
-        robust = time_session(sess, feed, max(2.0, 10 * probe / 1e3))
+        # the statistic calibrate uses: min of round medians, rounds until stable, by the thread's CPU clock at
+        # one thread (the latency on a core of its own, not its neighbours' time slices), else the wall
+        # clock; the plain wall-clock median of all runs is kept beside it
+        robust = time_session(sess, feed, max(2.0, 10 * probe / 1e3), cpu_clock=threads == 1)
         drift = recheck() / calib["gemm_fp32_gops"] - 1.0
         if abs(drift) <= STABLE_WITHIN:
             break
@@ -185,8 +181,9 @@ def _measure_one(key: str, tmp: Path, profile, calib: dict, threads: int, runs: 
             "band_ms": [round(est.latency.low, 3), round(est.latency.high, 3)], "measured_ms": round(measured, 3),
             "ape": round(abs(err), 4), "signed_error": round(err, 4), "measured_spread": round(robust.spread, 3),
             "measured_rounds": robust.rounds, "measured_stable": robust.stable,
-            "median_of_runs_ms": round(stats["median_ms"], 3), "ape_vs_median_of_runs": round(abs(median_err), 4),
-            "median_runs": n, "measured_p10_ms": round(stats["p10_ms"], 3), "measured_p90_ms": round(stats["p90_ms"], 3),
+            "clock": "thread CPU time" if threads == 1 else "wall",
+            "median_of_runs_ms": round(stats["median_ms"], 3), "wall_p10_ms": round(stats["p10_ms"], 3), "ape_vs_median_of_runs": round(abs(median_err), 4),
+            "median_runs": n, "wall_p90_ms": round(stats["p90_ms"], 3),
             "gemm_drift": round(drift, 3), "attempts": attempt,
             "predicted_by_class_ms": {k: round(v, 3) for k, v in sorted(by_class.items())}}
 
@@ -226,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": f"python benchmarks/bench_estimates.py --threads {args.threads}" + (" --quick" if args.quick else ""),
         "host_cpu": cpu,
-        "shared_host_note": "measured on a host shared with other jobs: timings are noisy (see calibration spread/drift)",
+        "shared_host_note": "measured on a host shared with other jobs: at 1 thread the figures are the thread CPU time per run (other programs' time slices excluded, their cache and memory traffic not); at more threads wall-clock times include their interference (see calibration spread/drift and wall-clock medians)",
         "settings": {"threads": args.threads, "optimization_level": "onnxruntime default (all)",
                      "provider": "CPUExecutionProvider", "estimate_session": profile.estimate_session},
         "calibration": {k: v for k, v in (calib or {}).items() if k not in ("ladder", "element_ns")},

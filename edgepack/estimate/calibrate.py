@@ -72,7 +72,7 @@ def measure(threads: int = 1, sizes: Sizes = Sizes(), level: str | None = None) 
         ref_sess, ref_feed = open_session(ref_model, folder, "ref", settings)
 
         def ref() -> Timing:
-            return time_session(ref_sess, ref_feed, sizes.budget_s / 2)
+            return time_session(ref_sess, ref_feed, sizes.budget_s / 2, cpu_clock=settings.cpu_clock)
 
         def t(model, name) -> Timing:
             timing = time_model(model, folder, name, settings, sizes.budget_s)

@@ -60,8 +60,9 @@ def profile_text(base_target: str, m: dict, cpu: str, name: str, has_fp16: bool 
     from ..target import load_target
 
     eff = latency.EFFICIENCY["matmul"]
+    clock = "the thread's CPU clock" if m["threads"] == 1 else "the wall clock"
     src = (f"measured by edgepack calibrate on {cpu} (onnxruntime CPU, level {m['level']}, {m['threads']} thread(s); "
-           "min of round medians, rounds repeated until within 5%)")
+           f"timed by {clock}; min of round medians, rounds repeated until within 5%)")
     warnings = m.get("warnings", [])
     lines = [
         f"# Written by `edgepack calibrate --base {base_target}` on {cpu}. Measured figures replace the",

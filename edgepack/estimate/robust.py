@@ -1,6 +1,7 @@
 """Robust timing for ``edgepack calibrate`` on a machine that may be busy.
 
-A figure is the minimum of several round medians: each round times a batch of runs and keeps their
+With one intra-op thread, runs are timed by the thread's CPU clock (other programs' time slices do not
+count); with more, by the wall clock. A figure is the minimum of several round medians: each round times a batch of runs and keeps their
 median; rounds repeat until the last ``STABLE_ROUNDS`` medians lie within ``SPREAD_BOUND`` of each
 other (or the figure's time budget is spent), and the fastest of those medians is kept (other
 programs only ever make a run slower). The spread of the kept rounds is recorded with the figure.
@@ -39,6 +40,11 @@ class Session:
     threads: int
     level: str | None  # None: onnxruntime's default (all)
 
+    @property
+    def cpu_clock(self) -> bool:
+        """One thread: timed by the thread's CPU clock (see :func:`time_session`)."""
+        return self.threads == 1
+
 
 def open_session(model: onnx.ModelProto, folder: Path, name: str, settings: Session):
     from ..runtime import ort as ort_runtime
@@ -53,8 +59,14 @@ def open_session(model: onnx.ModelProto, folder: Path, name: str, settings: Sess
     return sess, feed
 
 
-def time_session(sess, feed, budget_s: float, *, max_rounds: int = 12) -> Timing:
-    """Round medians of ``sess.run`` until stable or ``budget_s`` is spent (at least STABLE_ROUNDS)."""
+def time_session(sess, feed, budget_s: float, *, max_rounds: int = 12, cpu_clock: bool = False) -> Timing:
+    """Round medians of ``sess.run`` until stable or ``budget_s`` is spent (at least STABLE_ROUNDS).
+
+    ``cpu_clock``: time each run by the calling thread's CPU clock instead of the wall clock - with one
+    intra-op thread onnxruntime runs the graph on the calling thread, so this is the run's latency on a
+    core of its own, whatever else the machine runs (time-slicing by other programs does not count;
+    their use of shared caches and memory still does)."""
+    clock = time.thread_time if cpu_clock else time.perf_counter
     for _ in range(2):
         sess.run(None, feed)
     t0 = time.perf_counter()
@@ -67,9 +79,9 @@ def time_session(sess, feed, budget_s: float, *, max_rounds: int = 12) -> Timing
     while True:
         times = []
         for _ in range(per_round):
-            t = time.perf_counter()
+            t = clock()
             sess.run(None, feed)
-            times.append(time.perf_counter() - t)
+            times.append(clock() - t)
         medians.append(float(np.median(times)) * 1e3)
         last = medians[-STABLE_ROUNDS:]
         spread = (max(last) - min(last)) / min(last) if len(last) == STABLE_ROUNDS else float("inf")
@@ -81,7 +93,7 @@ def time_session(sess, feed, budget_s: float, *, max_rounds: int = 12) -> Timing
 
 def time_model(model: onnx.ModelProto, folder: Path, name: str, settings: Session, budget_s: float) -> Timing:
     sess, feed = open_session(model, folder, name, settings)
-    return time_session(sess, feed, budget_s)
+    return time_session(sess, feed, budget_s, cpu_clock=settings.cpu_clock)
 
 
 def drift(before: float, after: float) -> float:
