@@ -24,6 +24,10 @@ from .microbench import DEPTHWISE_GRID, fit_depthwise  # noqa: F401 - re-exporte
 from .robust import DRIFT_BOUND, Session, Timing, drift, open_session, time_model, time_session
 
 
+# output channels and map size of the conv ladder (3x3, chains of three): multiples of 16, so no NCHWc padding
+LADDER = ((16, 112), (32, 80), (64, 56))
+
+
 @dataclass(frozen=True)
 class Sizes:
     gemm: int = 512  # M = K = N: 3 MB of operands, cache-resident as most model layers are (a 1024 GEMM
@@ -94,7 +98,8 @@ def measure(threads: int = 1, sizes: Sizes = Sizes(), level: str | None = None) 
             c, hw = sizes.conv_c, sizes.conv_hw
             return {"conv_channels": c, "gemm_fp32_gops": rate(mb.gemm_model(sizes.gemm), "gemm"),
                     "conv_fp32_gops": rate(mb.conv_chain_model(c, hw), "conv3x3"),
-                    "conv_narrow_fp32_gops": rate(mb.conv_chain_model(c // 4, hw * 2), "conv3x3_narrow"),
+                    "conv_ladder": [(ch, rate(mb.conv_chain_model(ch, size), f"conv3x3_c{ch}"))
+                                    for ch, size in LADDER if ch < c],
                     "conv_s1_single_gops": rate(mb.conv_model(c // 4, hw * 2), "conv3x3_single"),
                     "conv_s2_single_gops": rate(mb.conv_model(c // 4, hw * 2, stride=2), "conv3x3_s2_single"),
                     "conv_1x1_fp32_gops": rate(mb.conv_chain_model(c, hw, k=1), "conv1x1"),
@@ -156,9 +161,7 @@ def _derive(m: dict) -> dict:
     """The cost model's parameters from the raw figures (latency.py's conventions)."""
     peak = m["gemm_fp32_gops"] / latency.EFFICIENCY["matmul"]
     disp = max(m["dispatch_us"], 1e-6)
-    ch_sat = latency.CHANNEL_SAT
-    narrow = m["conv_narrow_fp32_gops"] / m["conv_fp32_gops"]
-    channel_exp = min(max(math.log(narrow) / math.log(0.25), 0.0), 1.0)
+    ch_sat, channel_exp = fit_channels(m["conv_ladder"] + [(m["conv_channels"], m["conv_fp32_gops"])])
     col_factor = lambda cols: min(1.0, cols / ch_sat) ** channel_exp  # noqa: E731
     half = (max([m["add_cache_gbps"]] + [g for _, g in m["ladder"][:2]]) + m["add_gbps"]) / 2
     fast = [w for w, g in m["ladder"] if g >= half]
@@ -172,6 +175,8 @@ def _derive(m: dict) -> dict:
         "eff_conv_depthwise": (2e-3 / m["dw_mac_us"]) / peak if m["dw_mac_us"] > 0 else latency.EFFICIENCY["conv-depthwise"],
         "eff_recurrent": m["lstm_fp32_gops"] / peak,
         "channel_exp": channel_exp,
+        "channel_sat": ch_sat,
+        "nchwc_block": nchwc_block() if m["layout"] == "nchwc" else 1.0,
         "strided_conv": min(m["conv_s2_single_gops"] / m["conv_s1_single_gops"], 1.5),
         "dw_row_tap_dispatches": m["dw_row_tap_us"] / disp,
         "dw_channel_tap_dispatches": m["dw_channel_tap_us"] / disp,
@@ -184,6 +189,25 @@ def _derive(m: dict) -> dict:
     m["peak_int8_gops"] = max(m["gemm_int8_gops"], m["conv_int8_gops"] / latency.EFFICIENCY["conv"]
                               * latency.EFFICIENCY["matmul"]) / latency.EFFICIENCY["matmul"]
     return m
+
+
+def fit_channels(ladder: list[tuple[int, float]]) -> tuple[float, float]:
+    """(saturation channels, exponent) of rate(c) = top x min(1, c / sat)^exp from (channels, GOPS):
+    sat is the fewest channels reaching 90% of the best rate; exp fits the narrowest conv below it."""
+    ladder = sorted(ladder)
+    top = max(r for _, r in ladder)
+    sat = next(c for c, r in ladder if r >= 0.9 * top)
+    c0, r0 = ladder[0]
+    if c0 >= sat:
+        return float(sat), 0.0
+    return float(sat), min(max(math.log(r0 / top) / math.log(c0 / sat), 0.0), 2.0)
+
+
+def nchwc_block() -> float:
+    """Channels per NCHWc block of onnxruntime's MLAS on this CPU: 16 with AVX-512F, else 8 (AVX2)."""
+    from .calibrate_profile import x86_features
+
+    return 16.0 if "avx512f" in x86_features() else 8.0
 
 
 def gemm_rate(threads: int = 1, sizes: Sizes = Sizes(), level: str | None = None) -> float:

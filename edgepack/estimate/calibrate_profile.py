@@ -16,7 +16,9 @@ _WHAT = {
     "eff_conv_grouped": (("conv3x3_g4",), "chain of three 3x3 convs in 4 groups / peak"),
     "eff_conv_depthwise": (("dw",), "least-squares fit over a grid of depthwise convs (3x3/5x5, stride 1/2), MAC term / peak"),
     "eff_recurrent": (("lstm",), "one-layer LSTM / peak"),
-    "channel_exp": (("conv3x3",), "3x3 convs at a quarter of the channels vs full: exponent of the channel scaling"),
+    "channel_exp": (("conv3x3",), "3x3 conv chains at 16-256 channels: exponent of the channel scaling below saturation"),
+    "channel_sat": (("conv3x3",), "3x3 conv chains at 16-256 channels: fewest channels reaching 90% of the best rate"),
+    "nchwc_block": ((), "onnxruntime MLAS NCHWc block: 16 channels with AVX-512F, 8 with AVX2 (CPU flags)"),
     "strided_conv": (("conv3x3_s2", "conv3x3_single"), "3x3 stride-2 conv rate / stride-1 rate"),
     "dw_row_tap_dispatches": (("dw",), "depthwise fit, per output row and kernel tap, in dispatches"),
     "dw_channel_tap_dispatches": (("dw",), "depthwise fit, per channel and kernel tap, in dispatches"),
@@ -29,6 +31,8 @@ def _q(s: str) -> str:
 
 
 def _spread(m: dict, prefixes: tuple[str, ...]) -> str:
+    if not prefixes:
+        return "not timed"
     vals = [v for k, v in m["spread"].items() if any(k.startswith(p) for p in prefixes)]
     if not vals:
         return "spread not recorded"
@@ -39,13 +43,13 @@ def _isa_lines(base_arch: str, cpu: str, layout: str) -> list[str]:
     arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
     if arch is None or arch == base_arch:
         return []
-    features = _x86_features() if arch == "x86_64" else []
+    features = x86_features() if arch == "x86_64" else []
     return ["[isa]", f"arch = {_q(arch)}", f"abi = {_q('x86_64-linux-gnu' if arch == 'x86_64' else 'aarch64-linux-gnu')}",
             f"cpu = {_q(cpu)}", "features = [" + ", ".join(_q(f) for f in features) + "]", "",
             "[conversion]", f"target_platform = {_q('amd64' if arch == 'x86_64' else 'arm')}", ""]
 
 
-def _x86_features() -> list[str]:
+def x86_features() -> list[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])

@@ -25,7 +25,7 @@ from ..flops import NodeWork, _numel, _shape_map, model_work  # noqa: PLC2701
 from ..model import iter_graphs
 from ..partition import node_key
 from ..target import ComputeUnit, TargetProfile
-from . import params
+from . import node_rules, params
 from .base import Estimate
 from .params import CostParams
 
@@ -170,11 +170,12 @@ def efficiency(cls: str, flops: float, columns: int | None = None, prm: CostPara
     table = prm.efficiency if prm is not None else EFFICIENCY
     small_exp = prm.small_exp if prm is not None else SMALL_EXP
     channel_exp = prm.channel_exp if prm is not None else CHANNEL_EXP
+    channel_sat = prm.channel_sat if prm is not None else CHANNEL_SAT
     eff = table.get(cls, table["other"])
     if cls in ("matmul", "conv", "conv-pointwise", "conv-grouped", "conv-transpose", "recurrent") and flops > 0:
         eff *= min(1.0, flops / SATURATION_FLOPS) ** small_exp
     if cls in ("matmul", "conv", "conv-pointwise", "conv-grouped") and columns:
-        eff *= min(1.0, columns / CHANNEL_SAT) ** channel_exp
+        eff *= min(1.0, columns / channel_sat) ** channel_exp
     return eff
 
 
@@ -284,52 +285,6 @@ def _strided(n: onnx.NodeProto, weight_dims: dict) -> bool:
     return bool(w) and math.prod(w[2:]) > 1 and any(int(v) > 1 for v in _attr(n, "strides", []))
 
 
-def _pointwise(n: onnx.NodeProto, weight_dims: dict) -> bool:
-    """A plain (group 1) Conv with a 1 x 1 kernel."""
-    w = weight_dims.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 1 else None
-    return bool(w) and math.prod(w[2:]) == 1 and int(_attr(n, "group", 1)) == 1
-
-
-def _element_op(n: onnx.NodeProto) -> str:
-    """The ELEMENT_OPS key of a node: its op type, with Resize's interpolation mode."""
-    if n.op_type == "Resize":
-        mode = _attr(n, "mode", b"nearest")
-        return "Resize-" + (mode.decode() if isinstance(mode, bytes) else str(mode))
-    return n.op_type
-
-
-def _skip_layernorms(g: onnx.GraphProto, producers: dict[str, onnx.NodeProto], consumers: dict[str, int],
-                     shapes: dict) -> dict[tuple, tuple]:
-    """{LayerNormalization key: Add key} for the Add -> LayerNormalization pairs onnxruntime's extended
-    level fuses into SkipLayerNormalization (3-D input, the Add's output used only by the norm);
-    ``producers`` and ``consumers`` are the graph's own."""
-    out = {}
-    for n in g.node:
-        if n.op_type != "LayerNormalization" or not n.input:
-            continue
-        add = producers.get(n.input[0])
-        if add is None or add.op_type != "Add" or consumers.get(n.input[0], 0) != 1:
-            continue
-        dims = shapes.get(n.input[0])
-        if dims is not None and len(dims) == 3 and all(shapes.get(i) == dims for i in add.input):
-            out[node_key(n)] = node_key(add)
-    return out
-
-
-def _swish_muls(g: onnx.GraphProto, producers: dict[str, onnx.NodeProto], consumers: dict[str, int]) -> set[tuple]:
-    """Keys of the Mul nodes of x * Sigmoid(x) (SiLU/Swish), which onnxruntime's extended level fuses
-    with the Sigmoid into one QuickGelu kernel costing about what the Sigmoid alone does."""
-    out = set()
-    for n in g.node:
-        if n.op_type != "Mul" or len(n.input) != 2:
-            continue
-        for a, b in (n.input, n.input[::-1]):
-            sig = producers.get(b)
-            if sig is not None and sig.op_type == "Sigmoid" and sig.input[0] == a and consumers.get(b, 0) == 1:
-                out.add(node_key(n))
-    return out
-
-
 def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "fp32", *,
               fused: bool | None = None) -> LatencyBreakdown:
     """Per-node costs of a shape-inferred model on ``profile``'s device.
@@ -367,8 +322,8 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         nonlocal unknown
         consumers = _consumers(g)
         local = {o: n for n in g.node for o in n.output}
-        skip_ln = _skip_layernorms(g, local, consumers, shapes) if fused else {}
-        absorbed = {*skip_ln.values(), *(_swish_muls(g, local, consumers) if fused else ())}
+        skip_ln = node_rules.skip_layernorms(g, local, consumers, shapes) if fused else {}
+        absorbed = {*skip_ln.values(), *(node_rules.swish_muls(g, local, consumers) if fused else ())}
         total = 0.0
         for n in g.node:
             if node_key(n) in absorbed:
@@ -393,9 +348,9 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
             elif cls == "conv-depthwise" and not on_accel:
                 priced, fixed = _depthwise_work(n, shapes, weight_dims, prm)
                 extra = fixed * disp
-            elif _element_op(n) in prm.element_ops and not on_accel and n.output:
+            elif node_rules.element_op(n) in prm.element_ops and not on_accel and n.output:
                 elems = _numel(shapes.get(n.output[0]))
-                op = "SkipLayerNormalization" if node_key(n) in skip_ln else _element_op(n)
+                op = "SkipLayerNormalization" if node_key(n) in skip_ln else node_rules.element_op(n)
                 priced = None if elems is None else elems * prm.element_ops[op]
                 rate_class = "elementwise"
             elif n.op_type in GATHER_OPS and w.bytes_out is not None:
@@ -404,7 +359,10 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
             cols = None if on_accel else gemm_columns(n, cls, shapes, weight_dims)
             if cls == "conv" and not on_accel and _strided(n, weight_dims):
                 priced = (w.flops or 0.0) / prm.strided_conv
-            if cls == "conv" and not on_accel and "conv-pointwise" in prm.efficiency and _pointwise(n, weight_dims):
+            if cls in ("conv", "conv-depthwise") and not on_accel and prm.nchwc_block > 1:
+                pad = node_rules.nchwc_padding(n, cls, weight_dims, prm.nchwc_block)
+                priced = (priced if priced is not None else (w.flops or 0.0)) * pad
+            if cls == "conv" and not on_accel and "conv-pointwise" in prm.efficiency and node_rules.pointwise(n, weight_dims):
                 rate_class = "conv-pointwise"
             elif cls == "conv" and not on_accel and "conv-grouped" in prm.efficiency and int(_attr(n, "group", 1)) > 1:
                 rate_class = "conv-grouped"
@@ -422,6 +380,14 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         return total
 
     total = graph_cost(model.graph) + prm.run_dispatches * disp
+    if prm.layout == "nchwc" and prm.nchwc_block > 1 and not profile.is_accelerator:
+        # the layout changes onnxruntime's x86 NCHWc transformer inserts: a read and a write of the tensor each
+        for kind, t in node_rules.nchwc_reorders(model.graph, shapes, prm.nchwc_block):
+            moved = 8.0 * (_numel(shapes.get(t)) or 0)
+            c = NodeCost(t, kind, "data-movement", cpu.name, "fp32", 0.0,
+                         memory_time(moved, bw, cache["cache_bytes"], cache["cache_gbps"]), disp)
+            costs.append(c)
+            total += c.total_us
     switches = 0
     if accel_ids:
         side = "cpu"  # inputs arrive in CPU memory, outputs leave to it
@@ -447,7 +413,8 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         + ", ".join(UNMEASURED_ELEMENT_OPS) + " assumed equal to Erf where not measured)",
         f"strided k x k convs at {prm.strided_conv:.3g} of the stride-1 rate; "
         f"GEMM/conv efficiency scaled by min(1, FLOPs / {SATURATION_FLOPS:.0e})^{prm.small_exp:.3g} for small kernels "
-        f"and by min(1, N / {CHANNEL_SAT})^{prm.channel_exp:.3g} for N output channels/columns",
+        f"and by min(1, N / {prm.channel_sat:g})^{prm.channel_exp:.3g} for N output channels/columns"
+        + (f"; NCHWc convs on channels padded to blocks of {prm.nchwc_block:g}" if prm.nchwc_block > 1 else ""),
         (f"working sets up to {cache['cache_bytes'] / 1e6:g} MB move at "
          + (f"{cache['cache_gbps']:g} GB/s (cache)" if cache["cache_gbps"] else f"{CACHE_SPEEDUP:g}x the DRAM rate (cache)")),
         f"peak_gops of unit '{cpu.name}': " + ", ".join(f"{k} {v:g}" for k, v in cpu.peak_gops.items()),

@@ -7,8 +7,10 @@ session the estimate models (``[estimate]``).
 - ``eff_<class>``: share of the unit's peak a node of that op class reaches (``eff_conv_depthwise``
   for class ``conv-depthwise``); ``eff_conv_pointwise`` prices 1 x 1 convs apart from k x k ones.
 - ``op_<Op>``: operations per element of an arithmetic-heavy elementwise op (``op_Resize-linear``).
-- ``strided_conv``, ``channel_exp``, ``small_exp``, ``dw_row_tap_dispatches``,
+- ``strided_conv``, ``channel_exp``, ``channel_sat``, ``small_exp``, ``dw_row_tap_dispatches``,
   ``dw_channel_tap_dispatches``, ``run_dispatches``: the named terms of latency.py.
+- ``nchwc_block``: with the NCHWc layout, convs work on channels padded to this block (MLAS: 16 with
+  AVX-512, 8 with AVX2), so a 24-channel conv costs what a 32-channel one does.
 
 ``[estimate]``: ``optimization_level`` (the session's graph optimization level; onnxruntime's default
 is ``all``), ``layout`` (``nchwc`` where onnxruntime's x86 NCHWc transformer runs: level ``all`` on an
@@ -21,8 +23,8 @@ from dataclasses import dataclass, field
 
 from ..target import TargetProfile
 
-SCALARS = ("strided_conv", "channel_exp", "small_exp", "dw_row_tap_dispatches", "dw_channel_tap_dispatches",
-           "run_dispatches")
+SCALARS = ("strided_conv", "channel_exp", "channel_sat", "small_exp", "dw_row_tap_dispatches",
+           "dw_channel_tap_dispatches", "run_dispatches", "nchwc_block")
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,12 @@ class CostParams:
     element_ops: dict[str, float]
     strided_conv: float
     channel_exp: float
+    channel_sat: float
     small_exp: float
     dw_row_tap_dispatches: float
     dw_channel_tap_dispatches: float
     run_dispatches: float
+    nchwc_block: float  # channels per NCHWc block (convs pad their channels to it); 1 where the layout is NCHW
     level: str  # the session optimization level priced
     layout: str
     threads: int | None
@@ -65,7 +69,8 @@ def for_profile(profile: TargetProfile) -> CostParams:
     eff.update({k[4:].replace("_", "-"): v for k, v in cm.items() if k.startswith("eff_")})
     ops = dict(lat.ELEMENT_OPS)
     ops.update({k[3:]: v for k, v in cm.items() if k.startswith("op_")})
-    defaults = {"strided_conv": lat.STRIDED_CONV, "channel_exp": lat.CHANNEL_EXP, "small_exp": lat.SMALL_EXP,
+    defaults = {"strided_conv": lat.STRIDED_CONV, "channel_exp": lat.CHANNEL_EXP, "channel_sat": lat.CHANNEL_SAT,
+                "small_exp": lat.SMALL_EXP, "nchwc_block": 1.0,
                 "dw_row_tap_dispatches": lat.DW_ROW_TAP_DISPATCHES,
                 "dw_channel_tap_dispatches": lat.DW_CHANNEL_TAP_DISPATCHES, "run_dispatches": lat.RUN_DISPATCHES}
     scalars = {k: cm.get(k, v) for k, v in defaults.items()}
