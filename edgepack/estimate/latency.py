@@ -8,9 +8,10 @@ on the compute unit that runs it (the accelerator's ``npu``/``gpu`` unit for nod
 partition, the ``cpu`` unit otherwise), plus ``partition_switch_us`` for every hand-off between the
 CPU and an accelerator partition. ``If`` costs its dearest branch; loop bodies count once.
 
-The per-op-class efficiencies below are model parameters, not device figures: they were calibrated
-with ``edgepack.estimate.calibrate``'s micro-benchmarks on the development host (ORT CPU, one thread)
-relative to its measured large-GEMM throughput, and are applied to every device.
+The per-op-class efficiencies and terms below are the development host's defaults (calibrated with
+``edgepack calibrate``'s micro-benchmarks there, ORT CPU, one thread). A profile calibrated on its
+device carries its own in ``[device.cost_model]`` and the session they were measured with in
+``[estimate]`` (see :mod:`edgepack.estimate.params`); those replace the defaults for that profile.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ other (or the figure's time budget is spent), and the fastest of those medians i
 programs only ever make a run slower). The spread of the kept rounds is recorded with the figure.
 
 Interference: a reference kernel (a fixed fp32 GEMM) is timed the same way before and after each
-group of figures; when it moved by more than ``DRIFT_BOUND`` the group is measured again, and when it
-still moves the figure carries a warning.
+group of figures; when either timing is more than ``DRIFT_BOUND`` slower than the fastest reference
+timing of the calibration the group is measured again, and when it still is the figures carry a warning.
 """
 
 from __future__ import annotations
