@@ -137,8 +137,11 @@ def _model_entry(manifest: dict, record: dict, m: dict, source_bytes: int) -> di
                             "shipped": round(host["shipped"]["median_ms"], 3),
                             "ratio": round(host["ratio"], 3), "runs": host["shipped"]["runs"],
                             "session": host["session"]} if host else None,
-        "verification": {k: {x: v[x] for x in ("cosine_min", "max_abs_err", "top1_agreement")}
+        "verification": {k: {x: v.get(x) for x in ("kind", "status", "cosine_min", "max_abs_err", "top1_agreement",
+                                                   "confident_agreement", "sequence_agreement", "pixel_agreement",
+                                                   "mask_iou", "box_agreement", "n")}
                          for k, v in m["verification"]["outputs"].items()},
+        "verification_status": m["verification"].get("status"),
         "coverage": {k: m["coverage"][k] for k in ("nodes_total", "nodes_on_accelerator", "partitions")},
     }
 

@@ -29,11 +29,12 @@ from .errors import (
     UsageError,
 )
 
-from .api import CompareResult, build, compare, verify  # light: the work is imported when called
+from .api import CompareResult, build, compare, merge, verify  # light: the work is imported when called
 
 __version__ = "0.1.0"
 __all__ = ["CalibrationError", "EdgepackError", "ModelError", "OutputError", "ProfileError", "ShapeError",
-           "StageError", "UsageError", "CompareResult", "build", "compare", "inspect", "load_target", "verify", "__version__"]
+           "StageError", "UsageError", "CompareResult", "build", "compare", "inspect", "load_target", "merge", "verify",
+           "__version__"]
 
 
 def load_target(ref):
@@ -58,7 +59,7 @@ class _Package(_types.ModuleType):
     to it. The modules stay importable by their full names (``from edgepack.build import ...``)."""
 
     def __setattr__(self, name: str, value) -> None:
-        if name in ("build", "compare", "verify") and isinstance(value, _types.ModuleType):
+        if name in ("build", "compare", "merge", "verify") and isinstance(value, _types.ModuleType):
             return
         super().__setattr__(name, value)
 

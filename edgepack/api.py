@@ -128,12 +128,13 @@ def build(models: PathLike | Iterable[PathLike], targets: Targets, out: PathLike
           calibration: PathLike | None = None, shapes: Shapes = None, force: bool = False, per_hour: float = 1000.0,
           jobs: int = 1, progress: Callable[[str], None] | None = None, keep_going: bool = False,
           output_kinds: Sequence[tuple[str, str, dict, str]] | None = None,
-          user_metric: Any = None) -> list[BuildResult]:
+          user_metric: Any = None, verify_on_target: bool = False) -> list[BuildResult]:
     """One verified bundle per target in ``out/<target>/`` (``edgepack build``); one BuildResult each.
 
     A target that cannot be built raises its error (a StageError naming the stage), unless ``keep_going``:
     then it is returned as a :class:`~edgepack.build.TargetFailure` in its place and the others go on.
-    ``output_kinds`` and ``user_metric``: what ``--output-kind`` and ``--eval`` give (see edgepack.judging).
+    ``output_kinds`` and ``user_metric``: what ``--output-kind`` and ``--eval`` give (see edgepack.judging);
+    ``verify_on_target``: ``--verify-on-target`` (the Pi targets judged on the aarch64 onnxruntime under emulation).
 
     >>> results = edgepack.build("model.onnx", ["rpi5-cpu"], "out", calibration="calib/")  # doctest: +SKIP
     """
@@ -145,7 +146,8 @@ def build(models: PathLike | Iterable[PathLike], targets: Targets, out: PathLike
         raise UsageError(msg)
     return _build(_models(models), profiles(targets), Path(out), calibration=calibration, shapes=shapes_of(shapes),
                   force=force, progress=progress, jobs=jobs, per_hour=per_hour, keep_going=keep_going,
-                  output_kinds=list(output_kinds or []), user_metric=user_metric)
+                  output_kinds=list(output_kinds or []), user_metric=user_metric,
+                  verify_on_target=bool(verify_on_target))
 
 
 def compare(models: PathLike | Iterable[PathLike], targets: Targets = "all", out: PathLike = "out", *,
@@ -153,7 +155,8 @@ def compare(models: PathLike | Iterable[PathLike], targets: Targets = "all", out
             target_budgets: Mapping[str, Mapping[str, Any]] | Sequence[str] | None = None,
             config: PathLike | None = None, baseline: PathLike | None = None, jobs: int = 2, force: bool = False,
             per_hour: float = 1000.0, progress: Callable[[str], None] | None = None,
-            output_kinds: Sequence[tuple[str, str, dict, str]] | None = None, user_metric: Any = None) -> CompareResult:
+            output_kinds: Sequence[tuple[str, str, dict, str]] | None = None, user_metric: Any = None,
+            verify_on_target: bool = False) -> CompareResult:
     """Every target side by side plus ``out/report.{json,md,html}`` (``edgepack compare``).
 
     ``budgets``: {key: limit} for every target (``max-bundle-mb``, ``max-latency-ms``,
@@ -175,17 +178,43 @@ def compare(models: PathLike | Iterable[PathLike], targets: Targets = "all", out
                         else list(target_budgets))
     report = _compare(_models(models), chosen, Path(out), calibration=calibration, shapes=shapes_of(shapes),
                       budgets=limits, baseline=baseline, jobs=jobs, force=force, progress=progress, per_hour=per_hour,
-                      output_kinds=list(output_kinds or []), user_metric=user_metric)
+                      output_kinds=list(output_kinds or []), user_metric=user_metric,
+                      verify_on_target=bool(verify_on_target))
     return CompareResult(report, Path(out))
 
 
-def verify(bundle: PathLike, *, manifest_sha256: str | None = None) -> Findings:
+def verify(bundle: PathLike, *, manifest_sha256: str | None = None, on_target: bool = False, measure: bool = False,
+           runs: int | None = None, threads: int | None = None) -> Findings:
     """Re-check a bundle (``edgepack verify``): checksums, files, runtime pin, and a run of every model
     on its reference input against the reference output. ``findings.ok`` is False when anything is
-    wrong (``findings.problems`` says what); a folder that is not a bundle raises OutputError."""
+    wrong (``findings.problems`` says what); a folder that is not a bundle raises OutputError.
+    ``on_target`` (``--on-target``): also run them on the target's own runtime build under emulation.
+    With ``measure``: also the bundle's latency on this machine with its own runtime and execution
+    provider, labelled with the machine (``findings.measurement``; ``edgepack verify --measure``)."""
     from .bundle_check import check_bundle
 
-    return check_bundle(bundle, manifest_sha256)
+    for name, value in (("runs", runs), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            msg = f"{name} must be a whole number, 1 or more"
+            raise UsageError(msg)
+    return check_bundle(bundle, manifest_sha256, on_target, measure=measure, runs=runs, threads=threads)
+
+
+def merge(inputs: Iterable[PathLike], out: PathLike, *, budgets: Mapping[str, Any] | None = None,
+          target_budgets: Mapping[str, Mapping[str, Any]] | Sequence[str] | None = None, config: PathLike | None = None,
+          baseline: PathLike | None = None, by_model: bool = False) -> list[CompareResult]:
+    """Per-target compare reports (CI jobs on different runners) and ``verify --measure`` records as one
+    report (``edgepack merge``): one CompareResult, or one per model with ``by_model``. Reports of
+    different models or edgepack/onnxruntime versions raise UsageError; budgets as in :func:`compare`."""
+    from .merge import merge as _merge
+
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if not items:
+        msg = "no report to merge"
+        raise UsageError(msg)
+    per_target = target_budgets if target_budgets is None or isinstance(target_budgets, Mapping) else list(target_budgets)
+    return _merge([Path(i) for i in items], Path(out), budgets=dict(budgets or {}), target_budgets=per_target,
+                  config=config, baseline=baseline, by_model=by_model)
 
 
 def _rate(per_hour: float) -> None:

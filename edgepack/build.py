@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import cleanup, reference, safe_io
+from . import cleanup, on_target, reference, safe_io
 from .backends import Packaging, backend_for
 from .bundle import check_destination, write_bundle
 from .data.inputs import SampleSets
@@ -259,6 +259,7 @@ def build(
     keep_going: bool = False,
     output_kinds: list[tuple[str, str, dict, str]] | None = None,
     user_metric: UserMetric | None = None,
+    verify_on_target: bool = False,
 ) -> list:
     """Build one bundle per target in ``out/<target>/``; return what was written.
 
@@ -268,6 +269,8 @@ def build(
     reason) and the others go on; bad input that concerns every target (also a model that none of
     the targets can take) still raises before any work.
     ``output_kinds``: the user's [(NAME or MODEL:NAME, kind, options, where)]; ``user_metric``: --eval.
+    ``verify_on_target``: judge the shipped artifact of targets that can be emulated on their own runtime
+    build (:mod:`edgepack.on_target`); the emulator must be prepared (else EmulatorError before any work).
     """
     paths = [Path(m) for m in models]
     out = Path(out)
@@ -291,6 +294,7 @@ def build(
     safe_io.refuse_inputs_under(replaced, safe_io.input_paths(loaded, calib, targets))
     for t in targets:
         stages_for(t)  # refuse a target we cannot package before any work
+    on_target.require(targets, verify_on_target)
     # the user names models by their file's stem (a single model's artifact is called "model")
     stems = {lm.path.stem: n for lm, n in zip(loaded, names)}
     given_kinds = resolve_kinds(list(output_kinds or []), {lm.path.stem: [o.name for o in lm.info.outputs] for lm in loaded})
@@ -320,7 +324,7 @@ def build(
         backend = backend_for(target)
         with tempfile.TemporaryDirectory(prefix=cleanup.tmp_prefix(target.name)) as tmp:
             ctx = Context(target=target, work=Path(tmp), models=tuple(initial[target.name]), per_hour=per_hour,
-                          memo=memo, user_metric=user_metric)
+                          memo=memo, user_metric=user_metric, verify_on_target=verify_on_target)
             ctx = run_stages(ctx, stages_for(target), progress)
             ctx = ctx.add_files(reference.write(ctx))  # the pair the device checks its first run against
             dest, doc = write_bundle(ctx, out, backend.readme(ctx), force,

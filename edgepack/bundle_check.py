@@ -36,8 +36,14 @@ class Findings:
     def ok(self) -> bool:
         return not self.problems
 
+    measurement: dict | None = None  # verify --measure: edgepack.measure's record
+    measurement_skipped: str | None = None
+
     def to_json(self) -> dict:
-        return {"bundle": self.bundle, "ok": self.ok, "checked": self.checked, "problems": self.problems}
+        out = {"bundle": self.bundle, "ok": self.ok, "checked": self.checked, "problems": self.problems}
+        if self.measurement is not None or self.measurement_skipped:
+            out["measurement"] = self.measurement
+        return out
 
 
 def _inside(bundle: Path, rel: str) -> Path | None:
@@ -107,7 +113,7 @@ def _feed(inputs) -> dict:
     return feed
 
 
-def _read_reference(bundle: Path, tensors) -> dict[str, np.ndarray]:
+def read_reference(bundle: Path, tensors) -> dict[str, np.ndarray]:
     from .reference import from_bytes
 
     out = {}
@@ -126,8 +132,8 @@ def _run_models(bundle: Path, checked: mc.Checked, backend, f: Findings) -> None
             continue  # already reported
         ref = run.reference
         try:
-            feed = _read_reference(bundle, ref.inputs) if ref else _feed(run.inputs)
-            expected = _read_reference(bundle, ref.outputs) if ref else None
+            feed = read_reference(bundle, ref.inputs) if ref else _feed(run.inputs)
+            expected = read_reference(bundle, ref.outputs) if ref else None
         except (OSError, ValueError) as exc:
             f.problems.append(f"{run.artifact}: its reference pair cannot be read: {first_line(exc)}")
             continue
@@ -153,6 +159,28 @@ def _run_models(bundle: Path, checked: mc.Checked, backend, f: Findings) -> None
         else:
             f.problems.append(f"{run.artifact} on its reference input: {why} (the fp32 original's output on the "
                               "same input, the recipe's tolerance)")
+
+
+def _run_on_target(bundle: Path, checked: mc.Checked, spec: dict, f: Findings) -> None:
+    """``--on-target``: each model on its reference input on the target's own runtime build under emulation."""
+    from . import emulator, on_target, reference
+
+    for run in checked.models:
+        p = _inside(bundle, run.artifact)
+        ref = run.reference
+        if p is None or ref is None or mc.regular_file(bundle / run.artifact) is None:
+            continue  # reported by the host run
+        try:
+            got, where = on_target.run_bundle(p, checked.session_config, read_reference(bundle, ref.inputs), spec)
+            expected = read_reference(bundle, ref.outputs)
+        except (OSError, ValueError, emulator.EmulatedRunError) as exc:
+            f.problems.append(f"{run.artifact} on the target's runtime under emulation: {first_line(exc)[:300]}")
+            continue
+        ok, why = reference.check(expected, got, ref.rule)
+        if ok:
+            f.checked.append(f"{run.artifact} runs on its reference input and {why} (on {where})")
+        else:
+            f.problems.append(f"{run.artifact} on its reference input on {where}: {why}")
 
 
 def parse_sha256(text: str) -> str:
@@ -188,7 +216,11 @@ def _refuse_output_folder(folder: Path) -> None:
         raise OutputError(msg)
 
 
-def check_bundle(bundle: str | Path, manifest_sha256: str | None = None) -> Findings:
+def check_bundle(bundle: str | Path, manifest_sha256: str | None = None, on_target: bool = False, *,
+                 measure: bool = False, runs: int | None = None, threads: int | None = None) -> Findings:
+    """Every check; ``on_target``: also on the target's own runtime build under emulation; with ``measure``
+    (and no problem found) also the bundle's latency on this machine with its own runtime and execution
+    provider (``findings.measurement``, see :mod:`edgepack.measure`)."""
     bundle = Path(bundle)
     pin = parse_sha256(manifest_sha256) if manifest_sha256 is not None else None
     _refuse_output_folder(bundle)
@@ -201,8 +233,37 @@ def check_bundle(bundle: str | Path, manifest_sha256: str | None = None) -> Find
         else:
             f.checked.append(f"{MANIFEST} matches the pinned sha256")
     checked = mc.check(doc, f.problems)
+    spec = _on_target_spec(doc, checked) if on_target else None  # an error (exit 2) before any run
     _check_files(bundle, checked, f)
     backend = _check_runtime(checked, f)
     if backend is not None and not any(p.startswith(("missing", "changed")) for p in f.problems):
         _run_models(bundle, checked, backend, f)
+        if spec is not None:
+            _run_on_target(bundle, checked, spec, f)
+    if measure:
+        _measure(bundle, doc, raw, checked, backend, f, runs, threads)
     return f
+
+
+def _on_target_spec(doc: dict, checked: mc.Checked) -> dict:
+    from . import on_target
+    from .backends import BACKENDS
+
+    return on_target.bundle_spec(doc, BACKENDS.get(checked.engine) if checked.engine else None)
+
+
+def _measure(bundle: Path, doc: dict, raw: bytes, checked, backend, f: Findings, runs, threads) -> None:
+    from . import measure as m
+    from .errors import EdgepackError
+
+    if f.problems or backend is None:
+        f.measurement_skipped = "not measured: the bundle has problems (above)"
+        return
+    try:
+        f.measurement = m.measure(bundle, doc, raw, checked, backend, runs=runs or m.DEFAULT_RUNS, threads=threads)
+    except (EdgepackError, OSError, ValueError) as exc:
+        f.problems.append(f"measurement failed: {m.measure_error(exc)}")
+        return
+    failed = [c for c in f.measurement["reference_check"] if ": FAILED: " in c]
+    if failed:
+        f.problems.append(f"on {f.measurement['provider']}: {failed[0]}")

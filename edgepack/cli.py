@@ -14,12 +14,15 @@ import os
 import sys
 from typing import Sequence
 
-from . import judging
+from . import cli_reports, judging
 from .errors import EdgepackError, InternalError, OutputError, UsageError
 
 
 _SHAPE_HELP = ("fix an input shape, e.g. images=1x3x640x640; with several models NAME=DIMS sets that input of every "
                "model that has it and MODEL:NAME=DIMS one model's (MODEL: its file stem, det:x=1x3x640x640)")
+_ON_TARGET_HELP = ("judge the shipped model of the Pi targets (rpi4-cpu, rpi5-cpu: CPU targets of the onnxruntime "
+                   "wheel) on the target's own aarch64 onnxruntime under qemu user-mode emulation; needs "
+                   "`edgepack emulator setup aarch64` once; costs seconds to minutes per target")
 _CALIBRATION_HELP = ("folder of real input samples: <input>.npy stacks, .npz files (one per sample or stacked), "
                      "<input>/ folders of per-sample .npy files, or images with a preprocess.toml; with several "
                      "models, DIR/<model file stem>/ per model")
@@ -62,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="inferences per hour for battery/energy estimates (default 1000)")
     b.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
     b.add_argument("--json", action="store_true", help="print JSON only")
+    b.add_argument("--verify-on-target", action="store_true", help=_ON_TARGET_HELP)
     judging.add_args(b, gate=True, config=True)
     _time_limit_arg(b)
 
@@ -74,32 +78,26 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, default=2, metavar="N", help="targets built in parallel (default 2)")
     c.add_argument("--force", action="store_true", help="replace existing bundles in OUT")
     c.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to show the change against")
-    for key in ("max-bundle-mb", "max-latency-ms", "max-accuracy-drop", "max-battery-pct-per-hour"):
-        c.add_argument(f"--{key}", type=str, metavar="X", help=f"budget for every target: {key}")
-    c.add_argument("--budget", action="append", default=[], metavar="T:KEY=X",
-                   help="budget for one target, e.g. android-nnapi:max-bundle-mb=8 (repeatable)")
+    cli_reports.budget_args(c)
     c.add_argument("--per-hour", type=float, default=1000.0, metavar="N",
                    help="inferences per hour for battery/energy estimates and budgets (default 1000)")
     c.add_argument("--rate", metavar="N/s", help="the same as a rate, e.g. 30/s (overrides --per-hour)")
-    c.add_argument("--config", default="pyproject.toml", metavar="FILE",
-                   help="read budgets from its [tool.edgepack] table (default: ./pyproject.toml)")
     c.add_argument("--json", action="store_true", help="print the report as JSON only")
+    c.add_argument("--verify-on-target", action="store_true", help=_ON_TARGET_HELP)
     judging.add_args(c, gate=False, config=False)
     _time_limit_arg(c)
 
     k = sub.add_parser("calibrate", help="measure this machine and write a profile that extends a base target")
-    k.add_argument("-o", "--output", required=True, metavar="FILE.toml", help="profile file to write")
+    k.add_argument("-o", "--output", metavar="FILE.toml", help="profile file to write")
+    k.add_argument("--check", action="append", default=[], metavar="MEASURED.json",
+                   help="instead: does each bundle's latency estimate (from its profile) bracket what verify --measure "
+                        "measured on the device? exit 1 if one does not")
     k.add_argument("--base", default="rpi5-cpu", metavar="T", help="built-in target to extend (default rpi5-cpu)")
     k.add_argument("--threads", type=int, default=1, metavar="N", help="intra-op threads: the profile predicts runs at N threads (default 1)")
     k.add_argument("--name", metavar="NAME", help="the new profile's name (default: <base>-calibrated)")
     k.add_argument("--quick", action="store_true", help="small sizes and time budgets (about 20 s): less accurate")
 
-    v = sub.add_parser("verify", help="re-check a bundle's checksums and files, and run its models")
-    v.add_argument("bundle", help="a bundle folder (OUT/<target>)")
-    v.add_argument("--json", action="store_true", help="print JSON")
-    v.add_argument("--manifest-sha256", metavar="HEX", help="also check manifest.json against this sha256 (build prints it)")
-    _time_limit_arg(v)
-
+    v, g = cli_reports.add_parsers(sub, _time_limit_arg)
     e = sub.add_parser("emulator", help="the target-CPU emulator that runs Pi bundles on their own onnxruntime (aarch64)")
     esub = e.add_subparsers(dest="emulator_command", parser_class=_Parser, required=True)
     for name, text in (("setup", "prepare (once, cached) an arm64 root with the host's onnxruntime version"),
@@ -109,7 +107,7 @@ def _build_parser() -> argparse.ArgumentParser:
         x.add_argument("--root", metavar="DIR", help="the root's folder (default: $EDGEPACK_EMULATOR_ROOT or "
                        "$XDG_CACHE_HOME/edgepack/emulator/<arch>)")
         x.add_argument("--json", action="store_true", help="print JSON")
-    for command in (t, i, b, c, k, v, *esub.choices.values()):  # also accepted after the command
+    for command in (t, i, b, c, k, v, g, *esub.choices.values()):  # also accepted after the command
         command.add_argument("--debug", action="store_true", dest="debug_here", help=argparse.SUPPRESS)
     return p
 
@@ -162,7 +160,7 @@ def _cmd_build(args) -> int:
     progress = _progress(args.json)
     outcomes = api.build(args.models, args.target, args.output, calibration=args.calibration, shapes=args.shape,
                          force=args.force, progress=progress, per_hour=_per_hour(args), keep_going=True,
-                         **judging.options(args))
+                         verify_on_target=args.verify_on_target, **judging.options(args))
     if progress:
         progress.done()
     results = [r for r in outcomes if isinstance(r, BuildResult)]
@@ -182,12 +180,6 @@ def _cmd_build(args) -> int:
     return 1 if failures else 0
 
 
-def _budget_flags(args) -> dict:
-    from .budgets import KEYS
-
-    return {key: getattr(args, key.replace("-", "_")) for key in KEYS}
-
-
 def _cmd_compare(args) -> int:
     from pathlib import Path
 
@@ -198,50 +190,13 @@ def _cmd_compare(args) -> int:
         raise UsageError("--jobs must be 1 or more")
     progress = _progress(args.json)
     result = api.compare(args.models, refs, args.output, calibration=args.calibration, shapes=args.shape,
-                         budgets=_budget_flags(args), target_budgets=args.budget, config=args.config,
+                         budgets=cli_reports.budget_flags(args), target_budgets=args.budget, config=args.config,
                          baseline=args.baseline, jobs=args.jobs, force=args.force, progress=progress,
-                         per_hour=_per_hour(args), **judging.options(args, gate_is_budget=True))
+                         per_hour=_per_hour(args), verify_on_target=args.verify_on_target,
+                         **judging.options(args, gate_is_budget=True))
     if progress:
         progress.done()
-    return _report_outcome(result, args.json, Path(args.output))
-
-
-def _report_outcome(result, json_only: bool, out) -> int:
-    """Print a compare or merge report (markdown, or JSON only), then the broken budgets and failed
-    targets on stderr; the exit code."""
-    report = result.report
-    if json_only:
-        print(json.dumps(report, indent=2, default=float))
-    else:
-        from .render.report import markdown
-
-        print(markdown(report))
-        from .render.text import print_compare_summary
-
-        print_compare_summary(report, out)
-    for b in result.broken_budgets:
-        print(f"budget failed: {b['target']} {b['budget']} = {b['value']} > {b['limit']} ({b['basis']})", file=sys.stderr)
-    for target, why in result.failed_targets.items():
-        print(f"target not built: {target}: {why}", file=sys.stderr)
-    return result.exit_code
-
-
-def _cmd_verify(args) -> int:
-    from . import api
-
-    findings = api.verify(args.bundle, manifest_sha256=args.manifest_sha256)
-    if args.json:
-        print(json.dumps(findings.to_json(), indent=2))
-    else:
-        for line in findings.checked:
-            print(f"checked: {line}")
-        for line in findings.problems:
-            print(f"PROBLEM: {line}")
-        print(f"{args.bundle}: {'ok' if findings.ok else f'{len(findings.problems)} problem(s)'}")
-    if not findings.ok:  # one line on stderr for CI logs; the full list is on stdout
-        more = f" (and {len(findings.problems) - 1} more)" if len(findings.problems) > 1 else ""
-        print(f"verify failed: {args.bundle}: {findings.problems[0]}{more}", file=sys.stderr)
-    return 0 if findings.ok else 1
+    return cli_reports.report_outcome(result, args.json, Path(args.output))
 
 
 def _cmd_emulator(args) -> int:
@@ -292,6 +247,14 @@ def _cmd_calibrate(args) -> int:
     from .estimate.calibrate import run_calibration
     from .target import load_target
 
+    if args.check:
+        if args.output:
+            raise UsageError("--check compares measurements with the estimates their bundles carry; give it without -o")
+        from .measure import check_files
+
+        return check_files(args.check)
+    if not args.output:
+        raise UsageError("calibrate needs -o FILE.toml (or --check MEASURED.json)")
     out = Path(args.output)
     if out.suffix != ".toml":
         raise UsageError(f"-o {args.output}: the profile file must end in .toml")
@@ -340,7 +303,7 @@ def _progress(json_only: bool):
 
 
 _COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "compare": _cmd_compare, "calibrate": _cmd_calibrate,
-             "verify": _cmd_verify, "emulator": _cmd_emulator}
+             "verify": cli_reports.cmd_verify, "merge": cli_reports.cmd_merge, "emulator": _cmd_emulator}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

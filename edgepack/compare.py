@@ -235,6 +235,7 @@ def compare(
     per_hour: float = 1000.0,
     output_kinds: list | None = None,
     user_metric=None,
+    verify_on_target: bool = False,
 ) -> dict:
     """Build every target (shared work once, targets in parallel), then write report.{json,md,html}: always,
     also when targets failed (each with its stage and reason in ``failures``)."""
@@ -251,17 +252,20 @@ def compare(
         check_file_slot(out / name)
     start = time.perf_counter()
     outcomes = build(models, targets, out, calibration=calibration, shapes=shapes, force=force, progress=progress,
-                     jobs=jobs, per_hour=per_hour, keep_going=True, output_kinds=output_kinds, user_metric=user_metric)
+                     jobs=jobs, per_hour=per_hour, keep_going=True, output_kinds=output_kinds, user_metric=user_metric,
+                     verify_on_target=verify_on_target)
     seconds = time.perf_counter() - start
     results = [r for r in outcomes if isinstance(r, BuildResult)]
     failures = [r for r in outcomes if not isinstance(r, BuildResult)]
     sources = [Path(m) for m in models]
     hosts = time_targets(results, targets, sources, progress) if results else {}  # serially, now nothing else runs
     by_name = {t.name: t for t in targets}
+    host = meta.host_info()
     rows = {}
     for r in results:
         rows[r.target] = row(r, hosts.get(r.target))
         rows[r.target]["estimates_fp32"] = meta.fp32_estimates(sources, r.manifest, by_name[r.target], per_hour)
+        rows[r.target]["host"] = host  # each row says where it was made: a merged report holds rows of many hosts
     names = [t.name for t in targets]
     applied = budget_mod.effective(list(budgets or []), names)
     checks = budget_mod.check(rows, applied)
@@ -272,7 +276,7 @@ def compare(
         "models": _source_models(results, models),
         "source": meta.source_section(sources, results[0].manifest, Path(results[0].bundle)) if results else None,
         "toolchain": meta.toolchain([r.manifest for r in results]),
-        "host": meta.host_info(),
+        "host": host,
         "targets": rows,
         "failed_targets": {f.target: f"{f.stage}: {f.reason}" for f in failures},
         "failures": [f.to_json() for f in failures],

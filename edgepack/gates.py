@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import StageError
+from .metrics.vector import cosine
 from .quiet import numeric
 
 MAX_SLOWDOWN = 1.10  # a candidate (recipe, rewrite) may run at most 10% slower than what it replaces on the host
@@ -29,17 +30,10 @@ def _is_classifier(shape: tuple[int, ...]) -> bool:
     return len(shape) == 2 and shape[-1] > 1
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 and nb == 0.0:
-        return 1.0
-    if na == 0.0 or nb == 0.0:
-        return 0.0
-    return float(np.dot(a, b) / (na * nb))
 
 
 def _compare_one(name: str, refs: list[np.ndarray], cands: list[np.ndarray]) -> dict:
-    cosines, max_abs, max_ref, nonfinite = [], 0.0, 0.0, 0
+    cosines, max_abs, max_ref, nonfinite, ref_nonfinite = [], 0.0, 0.0, 0, 0
     agree = total = 0
     classifier = all(_is_classifier(r.shape) for r in refs)
     for i, (r, c) in enumerate(zip(refs, cands)):
@@ -50,10 +44,11 @@ def _compare_one(name: str, refs: list[np.ndarray], cands: list[np.ndarray]) -> 
         cf = np.asarray(c, dtype=np.float64).ravel()
         bad = int(np.count_nonzero(~np.isfinite(cf)))
         nonfinite += bad
+        ref_nonfinite += int(np.count_nonzero(~np.isfinite(rf)))
         if bad:
             cosines.append(0.0)
             continue
-        cosines.append(_cosine(rf, cf))
+        cosines.append(cosine(rf, cf))
         if rf.size:
             max_abs = max(max_abs, float(np.max(np.abs(rf - cf))))
             max_ref = max(max_ref, float(np.max(np.abs(rf))))
@@ -70,6 +65,8 @@ def _compare_one(name: str, refs: list[np.ndarray], cands: list[np.ndarray]) -> 
     }
     if nonfinite:
         out["nonfinite_values"] = nonfinite
+        if ref_nonfinite:
+            out["reference_nonfinite_values"] = ref_nonfinite
     return out
 
 

@@ -56,7 +56,11 @@ def _judge_output(name: str, kind: OutputKind, refs: list, cands: list, common: 
         entry["kind_options"] = dict(sorted(kind.options.items()))
     entry.update({k: common[k] for k in _COMMON if k in common})
     if common.get("nonfinite_values"):
-        entry.update(status=FAILED, reason=f"output '{name}': {common['nonfinite_values']} NaN/Inf values", bars=bars)
+        why = f"output '{name}': {common['nonfinite_values']} NaN/Inf values"
+        if common.get("reference_nonfinite_values"):  # the model itself overflows on these inputs
+            why += (f" (the fp32 original gives {common['reference_nonfinite_values']} NaN/Inf values on the same inputs: "
+                    "check the model and that its inputs are what it was made for)")
+        entry.update(status=FAILED, reason=why, bars=bars)
         return entry
     metrics = measure(kind, refs, cands)
     why = metrics.pop("not_verifiable")

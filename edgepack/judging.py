@@ -40,8 +40,11 @@ def _table(path: Path) -> dict:
         import tomli as tomllib  # type: ignore[no-redef]
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError, OSError) as exc:
-        msg = f"{path.name}: cannot read [tool.edgepack]: {type(exc).__name__}"
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:  # said as budgets.from_pyproject says it
+        msg = f"{path.name}: invalid TOML: {exc if not isinstance(exc, RecursionError) else 'nested too deeply'}"
+        raise UsageError(msg) from None
+    except OSError as exc:
+        msg = f"{path.name}: cannot read [tool.edgepack]: {exc.strerror or type(exc).__name__}"
         raise UsageError(msg) from None
     tool = data.get("tool", {})
     table = tool.get("edgepack", {}) if isinstance(tool, dict) else {}

@@ -77,6 +77,9 @@ class Checked:
     pinned: str | None = None
     models: list[ModelRun] = field(default_factory=list)
     session_config: dict[str, str] = field(default_factory=dict)
+    provider: str | None = None  # runtime.execution_provider, one the engine's backend serves
+    provider_options: dict[str, str] = field(default_factory=dict)  # as strings (booleans "1"/"0")
+    config_file: str | None = None  # runtime.config_file (OpenVINO), a listed file
 
 
 def read_manifest(bundle: Path) -> tuple[dict, bytes]:
@@ -307,6 +310,42 @@ def _session_config(doc: dict, c: Checked, problems: list[str]) -> None:
                             "writes; not applied")
 
 
+_OPTION_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _provider(doc: dict, c: Checked, problems: list[str]) -> None:
+    """The execution provider and its options, for ``verify --measure``: a provider the engine's backend
+    serves, options with plain names and short scalar values (onnxruntime refuses unknown ones)."""
+    from .backends import BACKENDS
+
+    runtime = doc.get("runtime")
+    if not isinstance(runtime, dict) or c.engine is None:
+        return
+    provider = runtime.get("execution_provider")
+    served = BACKENDS[c.engine].execution_providers
+    if provider is not None and provider not in served:
+        problems.append(f"runtime.execution_provider {str(provider)[:40]!r} is not one {c.engine} serves "
+                        f"({', '.join(served)})")
+        return
+    c.provider = provider
+    options = runtime.get("provider_options") or {}
+    if not isinstance(options, dict):
+        problems.append("runtime.provider_options is not an object; not applied")
+        return
+    for key, value in options.items():
+        if not _OPTION_KEY.match(str(key)) or isinstance(value, (dict, list)) or value is None or len(str(value)) > 64:
+            problems.append(f"runtime.provider_options {str(key)[:60]!r} is not a plain option; not applied")
+            continue
+        c.provider_options[key] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    config = runtime.get("config_file")
+    if config is not None:
+        rel = _safe_rel(config)
+        if rel is None or rel not in {a.path for a in c.artifacts}:
+            problems.append(f"runtime.config_file {str(config)[:80]!r} is not a file listed in 'artifacts'")
+        else:
+            c.config_file = rel
+
+
 def check(doc: dict, problems: list[str]) -> Checked:
     """The fields verify uses, type-checked; what is wrong is appended to ``problems``."""
     c = Checked()
@@ -314,6 +353,7 @@ def check(doc: dict, problems: list[str]) -> Checked:
     _engine(doc, c, problems)
     _models(doc, c, problems)
     _session_config(doc, c, problems)
+    _provider(doc, c, problems)
     return c
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import EdgepackError, InternalError, StageError, first_line, foreign_error_types
 from .model import LoadedModel, TensorSpec
-from .runtime.host import peak_rss_mb, return_freed_memory
+from .runtime.host import peak_rss_mb, return_freed_memory_if_large
 from .target import TargetProfile
 
 if TYPE_CHECKING:
@@ -36,10 +36,14 @@ class StageRecord:
     seconds: float
     decisions: tuple[str, ...]
     peak_rss_mb: float | None = None  # the process's peak RSS so far, read when the stage ended
+    cpu_seconds: float | None = None  # CPU time of the process (all its threads: with --jobs > 1, other targets too)
 
     def to_json(self) -> dict:
-        return {"stage": self.stage, "seconds": round(self.seconds, 3), "peak_rss_mb": self.peak_rss_mb,
-                "decisions": list(self.decisions)}
+        out = {"stage": self.stage, "seconds": round(self.seconds, 3), "peak_rss_mb": self.peak_rss_mb,
+               "decisions": list(self.decisions)}
+        if self.cpu_seconds is not None:  # on a shared host wall seconds say how busy it was; CPU seconds the work
+            out["cpu_seconds"] = round(self.cpu_seconds, 3)
+        return out
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class Context:
     per_hour: float = 1000.0  # inferences per hour, for battery and energy-per-hour estimates
     memo: "Memo | None" = field(default=None, compare=False)  # work shared across the targets of a build
     user_metric: UserMetric | None = None  # --eval
+    verify_on_target: bool = False  # --verify-on-target: the shipped artifact also judged on the target's own runtime
 
     def with_models(self, models: list[ModelState] | tuple[ModelState, ...]) -> "Context":
         return replace(self, models=tuple(models))
@@ -156,6 +161,7 @@ def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Ca
             progress(f"{ctx.target.name}: {name}")
         decisions: list[str] = []
         start = time.perf_counter()
+        cpu_start = time.process_time()
         try:
             ctx = stage(ctx, decisions)
         except EdgepackError as exc:
@@ -171,7 +177,9 @@ def run_stages(ctx: Context, stages: tuple[tuple[str, Stage], ...], progress: Ca
             reason = f"{type(exc).__name__}: {first_line(exc)}"
             raise _at(StageError(f"{ctx.target.name}: {name}: {reason}"), ctx, name, reason) from exc
         seconds = time.perf_counter() - start
-        return_freed_memory()
+        cpu_seconds = time.process_time() - cpu_start
+        return_freed_memory_if_large()
         log.info("%s: %s done in %.2fs", ctx.target.name, name, seconds)
-        ctx = replace(ctx, records=(*ctx.records, StageRecord(name, seconds, tuple(decisions), peak_rss_mb())))
+        ctx = replace(ctx, records=(*ctx.records, StageRecord(name, seconds, tuple(decisions), peak_rss_mb(),
+                                                              cpu_seconds)))
     return ctx

@@ -144,6 +144,7 @@ class Verification:
     evidence: Evidence | None = None
     checked: dict | None = None  # which file was run, with which runtime
     user_metric: dict | None = None  # --eval: fp32 value, the artifact's, the drop and its bar
+    ran_on: dict | None = None  # --verify-on-target: the target's runtime build that judged it (edgepack.on_target)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "passed": self.passed, "summary": self.summary,
@@ -155,6 +156,8 @@ class Verification:
             out["checked"] = self.checked
         if self.user_metric is not None:
             out["user_metric"] = self.user_metric
+        if self.ran_on is not None:
+            out["ran_on"] = self.ran_on
         return out
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .metrics.vector import cosine
+
 FOLDER = "reference"
 EQUAL_WITHIN = 1e-5  # outputs within this of max(|reference|, 1) pass whatever their cosine
 # dtypes a reference file may hold (numpy names, as the manifest writes them)
@@ -63,7 +65,8 @@ def entry(m) -> dict[str, Any] | None:
         check["cosine_min"] = tolerance.cosine_min
         if tolerance.top1_agreement_min is not None:
             check["same_top1"] = True
-    source = "a held-out calibration sample" if m.calibration else "a generated input"
+    real = m.calibration or (m.evidence is not None and not m.evidence.generated)
+    source = "a held-out calibration sample" if real else "a generated input"
     return {
         "inputs": [_spec(n, a, _file(m.name, "in", i)) for i, (n, a) in enumerate(inputs.items())],
         "outputs": [_spec(n, a, _file(m.name, "out", i)) for i, (n, a) in enumerate(outputs.items())],
@@ -109,13 +112,6 @@ def from_bytes(raw: bytes, dtype: str, shape: list[int]) -> np.ndarray:
     return np.frombuffer(raw, dtype=dt).reshape(shape).astype(np.dtype(dtype))
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 and nb == 0.0:
-        return 1.0
-    if na == 0.0 or nb == 0.0:
-        return 0.0
-    return float(np.dot(a, b) / (na * nb))
 
 
 def check(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], rule: dict) -> tuple[bool, str]:
@@ -136,7 +132,7 @@ def check(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], rule: dic
         scaled = float(np.max(np.abs(r - o))) / max(float(np.max(np.abs(r))) if r.size else 0.0, 1.0) if r.size else 0.0
         if scaled <= equal_within:
             continue
-        cos = _cosine(r, o)
+        cos = cosine(r, o)
         if cos < cosine_min:
             return False, f"output '{name}': cosine {cos:.6f} to the reference < {cosine_min} required"
         if rule.get("same_top1") and ref.ndim == 2 and ref.shape[-1] > 1:

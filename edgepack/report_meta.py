@@ -24,10 +24,17 @@ def host_info() -> dict:
 
 def toolchain(manifests: list[dict]) -> dict:
     """The versions that built the bundles (the same process built them all): the union of their toolchains."""
+    import onnxruntime
+
+    from . import __version__
+
     out: dict[str, str] = {}
     for doc in manifests:
         for k, v in (doc.get("toolchain") or {}).items():
             out.setdefault(k, v)
+    # also when every target failed: merge checks these two (a report of failed targets is merged too)
+    out.setdefault("edgepack", __version__)
+    out.setdefault("onnxruntime", onnxruntime.__version__)
     return dict(sorted(out.items()))
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .metrics.vector import dot, norm
 from .quiet import numeric
 
 MARGIN = 4.0
@@ -78,13 +79,13 @@ def _one(refs: list[np.ndarray], cands: list[np.ndarray]) -> Deviation:
         a_parts.append(r[both].ravel())
         b_parts.append(c[both].ravel())
     a, b = np.concatenate(a_parts), np.concatenate(b_parts)
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    na, nb = norm(a), norm(b)
     if na == 0.0 and nb == 0.0:
         cos = 0.0
     elif na == 0.0 or nb == 0.0:
         cos = 1.0
     else:
-        cos = max(0.0, 1.0 - float(np.dot(a, b) / (na * nb)))
+        cos = max(0.0, 1.0 - dot(a, b) / (na * nb))
     return Deviation(err / scale, cos, nonfinite, scale, magnitude)
 
 

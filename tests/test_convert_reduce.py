@@ -330,7 +330,7 @@ def test_build_script(target):
 def test_ci_workflow(target, runner):
     text = ci_workflow(load_target(target), VERSION)
     assert f"runs-on: {runner}" in text
-    assert "actions/upload-artifact@v4" in text and "build_runtime.sh" in text
+    assert "actions/upload-artifact@v6" in text and "build_runtime.sh" in text
     assert ("sdkmanager" in text) == (target == "android-nnapi")
     yaml = pytest.importorskip("yaml")
     doc = yaml.safe_load(text)

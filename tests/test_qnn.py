@@ -338,8 +338,9 @@ def test_tiny_build_ships_a_reproducible_context_binary_verified_on_the_htp(conv
         code, out, err = cli("build", conv_path, "--target", "android-qnn", "--calibration", calib, "-o", tmp_path / run)
         assert code == 0, err
         bundles.append(tmp_path / run / "android-qnn")
-    files = sorted(p.name for p in bundles[0].iterdir())
-    assert files == ["README.md", "manifest.json", "model.onnx", "model_ctx.onnx", "model_ctx_qnn.bin", "runtime_config.json"]
+    files = sorted(p.relative_to(bundles[0]).as_posix() for p in bundles[0].rglob("*") if p.is_file())
+    assert files == ["README.md", "manifest.json", "model.onnx", "model_ctx.onnx", "model_ctx_qnn.bin",
+                     "reference/model.in0.bin", "reference/model.out0.bin", "runtime_config.json"]
     for name in files:  # two builds -> identical bytes, the context binary included
         assert (bundles[0] / name).read_bytes() == (bundles[1] / name).read_bytes(), name
     doc = json.loads((bundles[0] / "manifest.json").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import shutil
@@ -15,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from test_schemas import build_bundles
+from test_schemas import _validator, build_bundles
 
 REPO = Path(__file__).resolve().parents[1]
 APPS = REPO / "sample_apps"
@@ -319,3 +320,94 @@ def test_spm_version_check_script(tmp_path):
     assert ok.returncode == 0 and 'exact: "1.32.0"' in ok.stdout
     missing = subprocess.run(["bash", str(script), "1.99.0"], capture_output=True, text=True, env=env)
     assert missing.returncode == 1 and "use CocoaPods" in missing.stderr
+
+
+# ------------------------------------------------------------------------------------- the Android QNN path
+
+
+def _kotlin_function(path: Path, name: str) -> str:
+    """The body of one Kotlin function (up to the next declaration at its indentation)."""
+    text = _code(path)
+    start = text.index(f"fun {name}(")
+    end = re.search(r"\n    (?:private |internal )?(?:fun|val|var|companion) ", text[start + 1:])
+    return text[start:start + 1 + end.start()] if end else text[start:]
+
+
+def _runtime_schema() -> tuple[set[str], set[str]]:
+    """The properties the schema defines for `runtime`, and for one entry of `runtime.models`."""
+    runtime = SCHEMA["$defs"]["runtime"]["properties"]
+    return set(runtime), set(runtime["models"]["additionalProperties"]["properties"])
+
+
+def _qnn_reads() -> tuple[set[str], set[str], set[str]]:
+    """(runtime fields, runtime.models.<name> fields, toolchain fields) the Android QNN path reads."""
+    body = _kotlin_function(KOTLIN / "ManifestReader.kt", "qnnFiles")
+    on_runtime = set(re.findall(r'runtime\.(?:get|opt)\w*\(\s*"([^"]+)"', body))
+    on_files = set(re.findall(r'files\.(?:get|opt)\w*\(\s*"([^"]+)"', body))
+    gradle = (APPS / "android/app/build.gradle.kts").read_text(encoding="utf-8")
+    on_toolchain = set(re.findall(r'toolchain\["([^"]+)"\]', gradle))
+    return on_runtime, on_files, on_toolchain
+
+
+FALLBACK_STEPS = re.compile(r'^\s*(\w+)\("([^"]+)", "[^"]+"\)[,;]\s*$', re.M)
+
+
+def _fallback_steps() -> dict[str, str]:
+    """BundleRunner.kt's FallbackStep entries: {name: the words of runtime.fallback_order it answers to}."""
+    enum = _code(KOTLIN / "BundleRunner.kt").split("enum class FallbackStep", 1)[1]
+    return {name: prefix for name, prefix in FALLBACK_STEPS.findall(enum.split("companion object", 1)[0])}
+
+
+def test_android_qnn_path_reads_only_runtime_fields_the_schema_defines():
+    """Field by field and at the right place: the QNN reads are properties of `runtime` (and of one
+    `runtime.models` entry, and of `toolchain`), not just names defined somewhere in the schema."""
+    runtime, model_entry = _runtime_schema()
+    on_runtime, on_files, on_toolchain = _qnn_reads()
+    assert on_runtime == {"execution_provider", "models", "ep_library", "ep_registration_name", "fallback_order", "soc"}
+    assert on_files == {"context", "context_binary", "fallback"}
+    assert on_runtime <= runtime, sorted(on_runtime - runtime)
+    assert on_files <= model_entry, sorted(on_files - model_entry)
+    toolchain = set(SCHEMA["properties"]["toolchain"]["properties"])
+    assert {"onnxruntime", "onnxruntime-qnn", "qnn_sdk"} <= on_toolchain <= toolchain, sorted(on_toolchain - toolchain)
+
+
+def test_android_qnn_path_registers_the_plugin_and_follows_the_fallback_order():
+    runner = _code(KOTLIN / "BundleRunner.kt")
+    assert "env.registerExecutionProviderLibrary(qnn.registrationName," in runner and "nativeLibraryDir" in runner
+    assert "env.epDevices.filter { it.epName == qnn.registrationName }" in runner
+    assert "addExecutionProvider(devices, manifest.providerOptions" in runner
+    open_qnn = _kotlin_function(KOTLIN / "BundleRunner.kt", "openQnn")
+    assert "qnn.fallbackOrder.mapNotNull" in open_qnn and "for (step in steps)" in open_qnn  # the manifest's order
+    for name in ("context", "contextBinary", "fallback"):
+        assert f'copyOut(context, "$dir/${{qnn.{name}}}")' in open_qnn  # one folder: opened by path
+    steps = _fallback_steps()
+    assert list(steps) == ["QNN_CONTEXT", "QNN_FALLBACK", "NNAPI_FALLBACK", "CPU"]
+    for name in steps:
+        assert f"FallbackStep.{name}" in open_qnn  # every step has a session
+    gradle = (APPS / "android/app/build.gradle.kts").read_text(encoding="utf-8")
+    assert 'noCompress += listOf("ort", "onnx", "bin")' in gradle and "useLegacyPackaging = true" in gradle
+    assert 'implementation("com.qualcomm.qti:onnxruntime-android-qnn:$qnnPluginVersion")' in gradle
+    assert 'findProperty("qnnRuntimeVersion")' in gradle and 'implementation("com.qualcomm.qti:qnn-runtime:$qnnRuntime")' in gradle
+    assert 'android:name="libcdsprpc.so"' in (APPS / "android/app/src/main/AndroidManifest.xml").read_text()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime_qnn") is None, reason="onnxruntime-qnn is not installed")
+def test_android_qnn_path_reads_what_a_real_qnn_bundle_holds(tmp_path):
+    """A real android-qnn bundle: its manifest is valid, holds every field the QNN path reads with get*
+    (the optional ones too), and every step of its fallback_order is one the app knows, in that order."""
+    from edgepack.build import build
+    from edgepack.target import load_targets
+
+    [result] = build([SAMPLE / "digits_cnn.onnx"], load_targets(["android-qnn"]), tmp_path, calibration=SAMPLE / "calibration")
+    doc = json.loads((result.bundle / "manifest.json").read_text(encoding="utf-8"))
+    _validator("manifest.schema.json").validate(doc)
+    on_runtime, on_files, on_toolchain = _qnn_reads()
+    runtime = doc["runtime"]
+    assert on_runtime <= set(runtime), sorted(on_runtime - set(runtime))
+    [entry] = runtime["models"].values()
+    assert on_files <= set(entry) and all((result.bundle / entry[k]).is_file() for k in on_files)
+    assert on_toolchain <= set(doc["toolchain"]), sorted(on_toolchain - set(doc["toolchain"]))
+    assert doc["models"][0]["artifact"] == entry["context"]
+    steps = _fallback_steps()
+    matched = [[n for n, prefix in steps.items() if text.startswith(prefix)] for text in runtime["fallback_order"]]
+    assert matched == [["QNN_CONTEXT"], ["QNN_FALLBACK"], ["NNAPI_FALLBACK"], ["CPU"]], runtime["fallback_order"]

@@ -53,11 +53,16 @@ def test_eval_gates_the_build_a_stricter_drop_limit_drops_int8_a_looser_one_keep
                          "--eval", f"{nll_file}:nll", "--max-accuracy-drop", "0.0001")
     assert code == 0, err
     q, ver = _quant(tmp_path / "strict", "rpi5-cpu")
-    assert q["recipe"] == "none"
     int8 = next(a for a in q["attempts"] if a["recipe"] == "static-int8")
-    assert int8["outcome"] == "dropped" and "metric.py:nll dropped by" in int8["reason"] and "> 0.0001 allowed" in int8["reason"]
+    if q["recipe"] == "none":
+        assert int8["outcome"] == "dropped" and "metric.py:nll dropped by" in int8["reason"]
+        assert "> 0.0001 allowed" in int8["reason"]
+    else:  # mixed precision (#13.4) kept the nodes responsible float: full int8 failed the user's metric
+        why = q["settings"]["mixed_precision"]["why"]
+        assert q["recipe"] == "static-int8" and int8["reason"].startswith("mixed precision, attempt")
+        assert "metric.py:nll dropped by" in why and "> 0.0001 allowed" in why
     assert ver["user_metric"]["function"] == "metric.py:nll" and ver["user_metric"]["better"] == "lower"
-    assert ver["user_metric"]["drop"] == pytest.approx(0.0, abs=1e-4)  # the fp32 model ships: no drop
+    assert ver["user_metric"]["drop"] <= 1e-4  # what ships keeps the user's metric within the limit
     code, out, err = cli("build", SAMPLE_MODEL, "--target", "rpi5-cpu", "-o", tmp_path / "loose", "--calibration", CALIB,
                          "--eval", f"{nll_file}:nll", "--max-accuracy-drop", "0.01")
     assert code == 0, err

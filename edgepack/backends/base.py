@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
+    from ..judge import Judgement
     from ..model import LoadedModel
     from ..partition import Coverage
     from ..pipeline import Context, ModelState
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
     Fail = Callable[[str, str], None]
     Variant = Callable[[dict | None, frozenset], Any]
+
+
+MAX_REFINE_ATTEMPTS = 4  # mixed-precision candidates the selector asks for after a candidate fails its judgement
 
 
 class Packaging(ABC):
@@ -108,6 +112,14 @@ class Backend(ABC):
     @abstractmethod
     def run(self, path: Path, inputs: list[dict], profile: TargetProfile) -> list[dict]:
         """Run a candidate on this host for each input; one {output name: array} per input."""
+
+    def refine_candidate(self, ctx: Context, m: ModelState, recipe: Recipe, candidate: Candidate,
+                         judgement: Judgement, attempt: int) -> Candidate | None:
+        """A new candidate for ``recipe`` after ``candidate``'s converted artifact failed ``judgement``
+        (:func:`edgepack.judge.check_artifact`): attempt 1, 2 ... up to MAX_REFINE_ATTEMPTS, each called with
+        the previous attempt's candidate and judgement. Mixed precision keeps the nodes responsible in
+        float. None: nothing more to try (the default)."""
+        return None
 
     def time_candidate(self, ctx: Context, m: ModelState, recipe: Recipe, candidate: Candidate,
                        reference: Path) -> dict | None:
@@ -192,3 +204,13 @@ class Backend(ABC):
         """Load and run one model of a bundle (``session_config``: the manifest's checked runtime settings)
         under the run time limit (:mod:`edgepack.limits`); the engine's errors propagate. Returns
         {output name: array} (None when the engine cannot give them: the reference check is skipped)."""
+
+    def measure_session(self, path: Path, checked: Any, threads: int) -> tuple[Callable[[dict], dict], dict]:
+        """``verify --measure``: a run function for one model of a bundle with the bundle's own runtime
+        and execution provider on this machine (``checked``: the manifest's type-checked fields), and
+        what it is: {"runtime", "provider" (what runs), "requested" (what the bundle asks for),
+        "threads", "note" (a fallback, said)}."""
+        from ..errors import StageError
+
+        msg = f"{self.label} bundles cannot be measured on this machine"
+        raise StageError(msg)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kinds import OutputKind
+from .vector import cosine
 
 CONFIDENCE_MARGIN = 0.2  # a class decision is confident when fp32's top-1 leads its runner-up by this much
 TOP_K = 5
@@ -140,23 +141,16 @@ def dense(kind: OutputKind, refs: list, cands: list) -> dict:
     return out
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 and nb == 0.0:
-        return 1.0
-    if na == 0.0 or nb == 0.0:
-        return 0.0
-    return float(np.dot(a, b) / (na * nb))
 
 
 def embedding(kind: OutputKind, refs: list, cands: list) -> dict:
     flat_r = [np.asarray(r, dtype=np.float64).ravel() for r in refs]
     flat_c = [np.asarray(c, dtype=np.float64).ravel() for c in cands]
     if all(v.size == 1 for v in flat_r):
-        cos = [_cos(np.concatenate(flat_r), np.concatenate(flat_c))]
+        cos = [cosine(np.concatenate(flat_r), np.concatenate(flat_c))]
         over = "the samples (one value each)"
     else:
-        cos = [_cos(a, b) for a, b in zip(flat_r, flat_c)]
+        cos = [cosine(a, b) for a, b in zip(flat_r, flat_c)]
         over = "each sample"
     return {"cosine_min": min(cos), "cosine_mean": float(np.mean(cos)), "cosine_over": over,
             "n": len(refs), "unit": "samples", "not_verifiable": None}

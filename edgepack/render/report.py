@@ -84,7 +84,10 @@ def _source_cells(report: dict) -> list[str] | None:
         return None
     files = ", ".join(m["file"] for m in src["models"])
     host = src.get("host_latency")
-    return [f"fp32 source ({files})", "onnxruntime / CPU (this host)", "none (fp32)", f"{_mb(src['bytes'])} (model only)",
+    where = "this host"
+    if report.get("merged_from") and isinstance(src.get("host"), dict):  # a merged report: the first job's host
+        where = f"{src['host'].get('cpu', '?')}, in {src.get('report', '?')}"
+    return [f"fp32 source ({files})", f"onnxruntime / CPU ({where})", "none (fp32)", f"{_mb(src['bytes'])} (model only)",
             "–", "–", "the reference", f"{host['median_ms']:.3f} ms" if host else "–",
             "fp32 estimate: left of → in each row", "fp32 estimate: left of → in each row", "–"]
 
@@ -98,6 +101,26 @@ NOTES = ("Measured = on this host, after all targets were built, one target at a
          "comparable with each other, not with the device. Estimated = edgepack's cost model from the target "
          "profile's published figures, value (low–high), the fp32 source estimated the same way before the arrow. "
          "Sizes include the runtime each target ships with, named in each row.")
+
+
+def _notes(report: dict) -> str:
+    """NOTES; a merged report's host figures were measured on each job's host, not on one."""
+    if report.get("merged_from"):
+        return NOTES.replace("Measured = on this host, after all targets were built,",
+                             "Measured = on the host of the job that built each row (named below), after its builds,")
+    return NOTES
+
+
+def _hosts_line(report: dict) -> str:
+    """Where the host figures were measured: one machine, or (a merged report) one per target."""
+    def cpu(host) -> str:
+        return f"{host.get('cpu', '?')} ({host.get('machine', '?')}, {host.get('os', '?')})" if isinstance(host, dict) else "?"
+
+    hosts = {name: r.get("host") for name, r in report["targets"].items()}
+    distinct = {cpu(h) for h in hosts.values()}
+    if report.get("merged_from") and len(distinct) > 1:
+        return "Host figures measured on: " + "; ".join(f"{n}: {cpu(h)}" for n, h in hosts.items()) + "."
+    return f"Host figures measured on: {next(iter(distinct)) if distinct else cpu(report.get('host'))}."
 
 
 def _why_lines(report: dict) -> list[str]:
@@ -123,6 +146,11 @@ def _measured_lines(report: dict) -> list[str]:
 
 def markdown(report: dict) -> str:
     lines = ["## edgepack compare", ""]
+    merged = report.get("merged_from")
+    if merged:  # edgepack merge: one report per CI job
+        lines += [f"Merged by `edgepack merge` from {len(merged)} reports (one per job): "
+                  + "; ".join(f"{', '.join(m['targets'] + m.get('failed_targets', [])) or 'no target'} from "
+                              f"{m['file']}" for m in merged) + ".", ""]
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "---|" * len(HEADERS))
     src = _source_cells(report)
@@ -132,7 +160,7 @@ def markdown(report: dict) -> str:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
     for target, why in report.get("failed_targets", {}).items():
         lines.append(f"| {target} | **not built**: {why.replace('|', '/')} |" + " |" * (len(HEADERS) - 2))
-    lines += ["", NOTES, ""]
+    lines += ["", _notes(report), "", _hosts_line(report), ""]
     why = _why_lines(report)
     if why:
         lines += ["### Why these recipes", "", *why, ""]
@@ -240,7 +268,7 @@ def html_page(report: dict) -> str:
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>edgepack compare</title>"
             f"<style>{_CSS}</style></head><body><h1>edgepack compare</h1>"
             f"<table id='summary'>{body}</table>"
-            f"<p class='note'>{html.escape(NOTES)}</p>"
+            f"<p class='note'>{html.escape(_notes(report))}</p><p class='note'>{html.escape(_hosts_line(report))}</p>"
             + (f"<h2>Why these recipes</h2><ul>{why}</ul>" if why else "")
             + f"{measured}{budgets}<h2>Charts</h2>{charts}</body></html>\n")
 

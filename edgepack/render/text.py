@@ -153,3 +153,23 @@ def manifest_sha256(bundle) -> str:
     from ..model import sha256_file
 
     return sha256_file(Path(bundle) / "manifest.json")
+
+
+def print_verify(findings, bundle) -> None:
+    """``verify``'s lines: what was checked, the problems, the measurement (``--measure``), the verdict."""
+    for line in findings.checked:
+        print(f"checked: {line}")
+    for line in findings.problems:
+        print(f"PROBLEM: {line}")
+    if findings.measurement:
+        from ..measure import describe
+
+        m = findings.measurement
+        print(describe(m))  # "measured ... on <machine> ... vs estimated ... for <device>"
+        for line in m["reference_check"]:
+            print(f"reference check on {m['provider']}: {line}")
+        if m.get("note"):
+            print(f"note: {m['note']}")
+    elif findings.measurement_skipped:
+        print(findings.measurement_skipped)
+    print(f"{bundle}: {'ok' if findings.ok else f'{len(findings.problems)} problem(s)'}")

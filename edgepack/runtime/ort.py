@@ -134,15 +134,41 @@ def _own(value):
     return np.array(value, copy=True) if isinstance(value, np.ndarray) else value
 
 
+RUNNERS = 2  # verification samples run this many at a time through one session (one thread each)
+
+
+def run_workers(n_inputs: int, lean: bool) -> int:
+    """How many samples run at once: one session, RUNNERS calls in flight (each on its own core,
+    intra-op threads as asked), never more than the host's CPUs; one at a time for memory-lean
+    (large) models, whose every run holds its own activations."""
+    import os
+
+    return 1 if lean or n_inputs < 2 else max(1, min(RUNNERS, os.cpu_count() or 1, n_inputs))
+
+
 def run_model(path: Path, inputs: list[dict], threads: int = 1, level: str | None = None) -> list[dict]:
     """Run a .onnx or .ort model on the CPU for each input dict; one {output name: array} per input.
 
-    ``level`` None keeps onnxruntime's default; "disable" runs the graph exactly as stored (what a
-    minimal build does with a .ort, and what checks of a rewrite itself need).
+    One session for all inputs; they run :func:`run_workers` at a time (onnxruntime's Run is
+    thread-safe and releases the GIL; each run is the same single computation as a serial one, so the
+    outputs are identical - tests/test_run_sharing.py). ``level`` None keeps onnxruntime's default;
+    "disable" runs the graph exactly as stored (what a minimal build does with a .ort, and what checks
+    of a rewrite itself need).
     """
-    sess = session(Path(path), threads, level)
+    lean = model_bytes_on_disk(Path(path)) > SEQUENTIAL_ABOVE_BYTES
+    sess = session(Path(path), threads, level, lean=lean)
     names = [o.name for o in sess.get_outputs()]
-    return [dict(zip(names, map(_own, run(sess, feed)))) for feed in inputs]
+
+    def one(feed: dict) -> dict:
+        return dict(zip(names, map(_own, run(sess, feed))))
+
+    workers = run_workers(len(inputs), lean)
+    if workers == 1:
+        return [one(feed) for feed in inputs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgepack-run") as pool:
+        return list(pool.map(one, inputs))
 
 
 def host_settings(profile) -> dict:

@@ -21,8 +21,9 @@ from dataclasses import replace
 
 import onnx
 
-from .. import foreign
+from .. import foreign, on_target
 from ..backends import backend_for
+from ..backends.base import MAX_REFINE_ATTEMPTS
 from ..errors import EdgepackError, StageError
 from ..flops import classify, sample_shapes
 from ..gates import MAX_SLOWDOWN
@@ -72,15 +73,12 @@ def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, referen
         return Attempt(recipe.name, DROPPED, candidate.empty), None, None
     if not recipe.is_fp32 and candidate.bytes_after >= candidate.bytes_fp32:
         return Attempt(recipe.name, DROPPED, f"it does not make the {backend.artifact_noun} smaller"), None, None
-    notes: list[str] = []
-    state = replace(m, current=candidate.path, recipe=_choice(recipe, model_class, candidate, {}, ()))
-    try:
-        state = _guarded("converting the candidate", backend.label, "conversion",
-                         lambda: backend.convert(ctx, state, notes))
-        judgement = _guarded(f"running {state.artifact.name}", backend.label, "running the artifact",
-                             lambda: check_artifact(ctx, backend, state))
-    except StageError as exc:
-        return Attempt(recipe.name, DROPPED, str(exc)), None, None
+    state, notes, judgement, failure = _judged(ctx, backend, m, recipe, model_class, candidate)
+    if failure is not None:
+        return Attempt(recipe.name, DROPPED, failure), None, None
+    if not judgement.passed:  # mixed precision: the backend may keep what failed in float and try again (bounded)
+        candidate, state, notes, judgement = _refine(ctx, backend, m, recipe, model_class, candidate, state, notes,
+                                                     judgement, host)
     checked = state.artifact.name
     if not judgement.passed:
         return Attempt(recipe.name, DROPPED, f"outside tolerance ({judgement.reason})", judgement.outputs,
@@ -92,8 +90,68 @@ def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, referen
             return Attempt(recipe.name, DROPPED, f"more than {MAX_SLOWDOWN - 1:.0%} slower than "
                                                  f"{backend.speed_reference} on the host (see the build record for "
                                                  "the timings)", judgement.outputs, lat, checked), None, None
+    judgement, dropped = on_target.decide(ctx, backend, state, judgement)  # --verify-on-target: the target decides
+    if dropped:
+        return Attempt(recipe.name, DROPPED, dropped, judgement.outputs, lat, checked), None, None
     attempt = Attempt(recipe.name, CHOSEN, judgement.reason, judgement.outputs, lat, checked)
     return attempt, replace(state, conversion_notes=tuple(notes)), candidate
+
+
+def _judged(ctx: Context, backend, m: ModelState, recipe, model_class: str, candidate):
+    """Convert ``candidate`` and judge the converted artifact: (state, conversion notes, judgement, None),
+    or (None, None, None, why) when it cannot be converted or run."""
+    notes: list[str] = []
+    state = replace(m, current=candidate.path, recipe=_choice(recipe, model_class, candidate, {}, ()))
+    try:
+        state = _guarded("converting the candidate", backend.label, "conversion",
+                         lambda: backend.convert(ctx, state, notes))
+        judgement = _guarded(f"running {state.artifact.name}", backend.label, "running the artifact",
+                             lambda: check_artifact(ctx, backend, state))
+    except StageError as exc:
+        return None, None, None, str(exc)
+    return state, notes, judgement, None
+
+
+def _refine(ctx: Context, backend, m: ModelState, recipe, model_class: str, candidate, state, notes, judgement,
+            host: dict):
+    """Up to MAX_REFINE_ATTEMPTS candidates from :meth:`Backend.refine_candidate` (each told why the last
+    failed), each converted and judged like the first; the first that passes, else the full candidate's
+    state with a reason naming both judgements. The attempts and their seconds go to the build record."""
+    import time
+
+    start, first, tried, last = time.perf_counter(), (candidate, state, notes, judgement), 0, judgement
+    stop = None
+    for attempt in range(1, MAX_REFINE_ATTEMPTS + 1):
+        try:
+            refined = _guarded(f"mixed-precision attempt {attempt}", backend.label, "mixed precision",
+                               lambda a=attempt, c=candidate, j=last: backend.refine_candidate(ctx, m, recipe, c, j, a))
+        except StageError as exc:
+            stop = f"mixed-precision attempt {attempt} failed: {exc}"
+            break
+        if refined is None:
+            break
+        if refined.bytes_after >= refined.bytes_fp32:
+            stop = f"mixed-precision attempt {attempt} does not make the {backend.artifact_noun} smaller"
+            break
+        r_state, r_notes, r_judgement, failure = _judged(ctx, backend, m, recipe, model_class, refined)
+        tried = attempt
+        if failure is not None:
+            stop = f"mixed-precision attempt {attempt}: {failure}"
+            break
+        candidate, last = refined, replace(r_judgement, reason=f"mixed precision, attempt {attempt}: {r_judgement.reason}")
+        if last.passed:
+            break
+    if tried:
+        host.setdefault(m.name, []).append({"recipe": recipe.name, "mixed_precision_attempts": tried,
+                                            "mixed_precision_seconds": round(time.perf_counter() - start, 3)})
+    if tried and last.passed:
+        return candidate, r_state, r_notes, last
+    reason = first[3].reason
+    if tried and last is not first[3]:
+        reason += f"; {last.reason}"
+    if stop:
+        reason += f"; {stop}"
+    return first[0], first[1], first[2], replace(first[3], reason=reason)
 
 
 def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> ModelState:

@@ -16,7 +16,8 @@ from typing import Any
 from ..base import Backend
 
 _QUANT_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul")
-LATENCY_RUNS = 15  # pairs of the host speed gate (at least; more for fast models)
+MEASURE_WITHIN = 0.05  # the shipped model's host latency: timed until the ratio is known within +-5% (or 1 s)
+MEASURE_BUDGET_S = 1.0
 
 
 class OnnxRuntimeBackend(Backend):
@@ -128,6 +129,14 @@ class OnnxRuntimeBackend(Backend):
         return Candidate(recipe.name, dst, record["settings"], tuple(record["notes"]), record["ops_after"],
                          record["bytes_before"], record["bytes_after"], empty)
 
+    def refine_candidate(self, ctx, m, recipe, candidate, judgement, attempt):
+        """Static int8 that failed: mixed precision, the nodes responsible kept float (:mod:`.mixed`)."""
+        if recipe.name != "static-int8" or not m.calibration or candidate.empty:
+            return None
+        from .mixed import refine
+
+        return refine(ctx, m, recipe, candidate, judgement, attempt)
+
     def run(self, path, inputs, profile):
         from ...runtime.ort import run_model
 
@@ -136,13 +145,14 @@ class OnnxRuntimeBackend(Backend):
     def time_candidate(self, ctx, m, recipe, candidate, reference):
         if ctx.target.execution_provider != "CPU" or recipe.name == "none":
             return None
+        from ...gates import MAX_SLOWDOWN
         from ...runtime.ort import host_settings
         from ...runtime.timing import compare_latency
 
         settings = host_settings(ctx.target)
 
         def compute():
-            return compare_latency(reference, candidate.path, m.verify_inputs[0], runs=LATENCY_RUNS, **settings)
+            return compare_latency(reference, candidate.path, m.verify_inputs[0], clear_of=MAX_SLOWDOWN, **settings)
 
         if ctx.memo is None:
             lat = compute()
@@ -194,11 +204,13 @@ class OnnxRuntimeBackend(Backend):
         from ...runtime.timing import compare_latency
 
         settings = host_settings(ctx.target)
-        lat = compare_latency(m.source.path, m.artifact, m.verify_inputs[0], **settings)
+        lat = compare_latency(m.source.path, m.artifact, m.verify_inputs[0], within=MEASURE_WITHIN,
+                              stop_budget_s=MEASURE_BUDGET_S, **settings)
         return {"where": "this build host, onnxruntime CPUExecutionProvider (a measurement of the host, "
                          "not of the target device)",
                 "session": {**settings, "lean": lat.get("lean", False)},
-                "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"]}
+                "fp32_original": lat["ref"], "shipped": lat["cand"], "ratio": lat["ratio"],
+                **({"stop": lat["stop"]} if "stop" in lat else {})}
 
     def host_runners(self, source, artifact, profile, threads=1):
         from ...runtime import ort as ort_runtime
@@ -263,8 +275,51 @@ class OnnxRuntimeBackend(Backend):
         sess = ort_runtime.inference_session(path, options)
         return dict(zip([o.name for o in sess.get_outputs()], limits.run_ort(sess, feed, name)))
 
+    def measure_session(self, path, checked, threads):
+        import onnxruntime as ort
+
+        from ... import limits, quiet
+        from ...errors import StageError, first_line
+        from ...runtime import ort as ort_runtime
+
+        wanted = ORT_PROVIDERS.get(checked.provider or "CPU", "CPUExecutionProvider")
+        cpu = "CPUExecutionProvider"
+        available = ort.get_available_providers()
+        note = None
+        providers: list = [cpu]
+        if wanted != cpu:
+            if wanted in available:
+                providers = [(wanted, dict(checked.provider_options)), cpu]
+            else:
+                note = f"{wanted} is not in this onnxruntime ({', '.join(available)}): measured on {cpu}"
+
+        def make(chosen):
+            options = ort_runtime.session_options(log_severity=quiet.ort_severity(), threads=threads,
+                                                  config=sorted(checked.session_config.items()))
+            return ort.InferenceSession(str(path), options, providers=chosen)
+
+        try:
+            sess = make(providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
+            if providers == [cpu]:
+                msg = f"onnxruntime cannot load {path.name}: {first_line(exc)}"
+                raise StageError(msg) from exc
+            note = f"the {wanted} session could not be created ({first_line(exc)[:160]}): measured on {cpu}"
+            sess = make([cpu])
+        names = [o.name for o in sess.get_outputs()]
+
+        def infer(feed):
+            return dict(zip(names, limits.run_ort(sess, feed, path.name)))
+
+        return infer, {"runtime": f"onnxruntime {ort.__version__}", "provider": sess.get_providers()[0],
+                       "requested": wanted, "threads": threads, "note": note}
+
     def foreign_errors(self) -> tuple[type[BaseException], ...]:
         return ()
+
+
+# the manifest's execution_provider -> onnxruntime's provider name
+ORT_PROVIDERS = {"CPU": "CPUExecutionProvider", "NNAPI": "NnapiExecutionProvider", "CoreML": "CoreMLExecutionProvider"}
 
 
 # ---------------------------------------------------------------------- helpers

@@ -309,7 +309,7 @@ def fuse_transformer(
                          f"{FUSION_MAX_REL_ERR}: kept the unfused model")
         return record
 
-    lat = compare_latency(src, dst, reference_inputs[0], **host)
+    lat = compare_latency(src, dst, reference_inputs[0], clear_of=1.0 / min_speedup, **host)
     ratio = lat["ratio"]
     record["latency_ratio"] = ratio
     record["host_latency"] = {"session": dict(host), "unfused": lat["ref"], "fused": lat["cand"], "ratio": ratio}

@@ -283,8 +283,8 @@ jobs:
     runs-on: @RUNNER@
     timeout-minutes: 300
     steps:
-      - uses: actions/checkout@v4
-      - uses: actions/setup-python@v5
+      - uses: actions/checkout@v5
+      - uses: actions/setup-python@v6
         with:
           python-version: "3.12"
       - name: Build tools
@@ -294,7 +294,7 @@ jobs:
         env:
           ORT_SRC: onnxruntime
           BUNDLE: ${{ inputs.bundle }}
-      - uses: actions/upload-artifact@v4
+      - uses: actions/upload-artifact@v6
         with:
           name: "onnxruntime-@VERSION@-@TARGET@"
           if-no-files-found: error

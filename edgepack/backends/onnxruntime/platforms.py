@@ -68,7 +68,7 @@ fi
 _ANDROID_NDK = "27.2.12479018"  # NDK r27c, installed with the runner's own sdkmanager
 
 _ANDROID_STEPS = """\
-      - uses: actions/setup-java@v4
+      - uses: actions/setup-java@v5
         with:
           distribution: temurin
           java-version: "17"

@@ -9,6 +9,7 @@ onnxruntime is imported inside the functions that need it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -24,6 +25,8 @@ from ... import limits
 from ...errors import CalibrationError, StageError, first_line
 from ...flops import classify
 from ...model import iter_tensors
+from ...runtime.capture import captured_output
+from .mixed_probe import range_mixing_outputs
 from ...target import Recipe
 from ...transforms import LARGE_MODEL_BYTES
 
@@ -64,10 +67,18 @@ class _SampleReader:
 
     def __init__(self, samples: list[dict[str, np.ndarray]]) -> None:
         self._samples = samples
-        self._next = 0
+        self._next, self._end = 0, len(samples)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Read only samples [start, end) (quantize_static's CalibStridedMinMax: a few samples' activations
+        in memory at a time)."""
+        self._next, self._end = start_index, min(end_index, len(self._samples))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= len(self._samples):
+        if self._next >= self._end:
             limits.end_step()
             return None
         limits.step()  # onnxruntime runs the model once per sample: each run gets the time limit
@@ -75,7 +86,7 @@ class _SampleReader:
         return self._samples[self._next - 1]
 
     def rewind(self) -> None:
-        self._next = 0
+        self._next, self._end = 0, len(self._samples)
 
 
 def _reader(samples: list[dict[str, np.ndarray]]):
@@ -150,45 +161,88 @@ def _quantizer_input(src: Path, dst: Path, per_channel: bool, notes: list[str]) 
 # ------------------------------------------------------------------------------ recipes
 
 
-@limits.bounded_steps("onnxruntime static int8 calibration")
 def _static_int8(src: Path, dst: Path, recipe: Recipe, calibration, is_accelerator: bool, notes: list[str]) -> dict:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     if not calibration:
         msg = "recipe 'static-int8' needs calibration data: pass --calibration DIR with one .npy per model input"
         raise CalibrationError(msg)
-    act = recipe.activation_type or "uint8"
-    weight = recipe.weight_type or "int8"
     if recipe.activation_type is None:
         notes.append("no activation_type in the recipe: uint8 activations (U8S8, the widest-supported kernel pair)")
-    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if is_accelerator:
+        notes.append("accelerator target: asymmetric activations, symmetric weights, a dedicated QDQ pair per consumer")
+    pre = _quantizer_input(src, dst, recipe.per_channel, notes)
+    pre, culprits = range_mixing_outputs(pre, calibration)
+    settings = quantize_qdq(pre, dst, recipe, calibration, is_accelerator=is_accelerator, exclude=tuple(culprits))
+    if culprits:
+        settings["float_culprits"] = [{"node": n, "why": w} for n, w in sorted(culprits.items())]
+        notes.append(f"{len(culprits)} node(s) at the outputs kept float: " + "; ".join(sorted(set(culprits.values()))))
+    return settings
+
+
+CALIBRATION_METHODS = ("MinMax", "Percentile", "Entropy")
+HAS_CALIBRATION_CACHE = "calibration_cache_path"  # quantize_static's keyword (onnxruntime >= 1.25)
+
+
+def takes_calibration_cache() -> bool:
+    """Whether this onnxruntime's quantize_static can save and reuse calibrated ranges."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return HAS_CALIBRATION_CACHE in inspect.signature(quantize_static).parameters
+
+
+@limits.bounded_steps("onnxruntime static int8 calibration")
+def quantize_qdq(pre: Path, dst: Path, recipe: Recipe, calibration, *, is_accelerator: bool, method: str = "MinMax",
+                 calib_options: dict | None = None, exclude: tuple[str, ...] = (), cache: Path | None = None) -> dict:
+    """onnxruntime quantize_static on the pre-processed model ``pre`` with the recipe's types (QDQ).
+
+    ``method`` and ``calib_options`` (CalibMovingAverage, CalibPercentile ...) choose the calibration;
+    ``exclude`` names nodes kept in float (mixed precision); with ``cache`` the calibrated ranges are
+    saved there on the first call and read back (no model runs) on later ones, where onnxruntime can.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    act = recipe.activation_type or "uint8"
+    weight = recipe.weight_type or "int8"
+    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True, **(calib_options or {})}
     if is_accelerator:
         # one DQ per consumer: an EP partition boundary never shares a DQ node with a CPU-side consumer
         extra["DedicatedQDQPair"] = True
-        notes.append("accelerator target: asymmetric activations, symmetric weights, a dedicated QDQ pair per consumer")
-    pre = _quantizer_input(src, dst, recipe.per_channel, notes)
-    settings = {
+    settings: dict[str, Any] = {
         "format": "QDQ",
         "activation_type": act,
         "weight_type": weight,
         "per_channel": recipe.per_channel,
-        "calibrate_method": "MinMax",
+        "calibrate_method": method,
         "calibration_samples": len(calibration),
         "extra_options": extra,
     }
+    if exclude:
+        settings["nodes_to_exclude"] = sorted(exclude)
+    kwargs: dict[str, Any] = {}
+    reader = _reader(calibration)
+    if cache is not None and takes_calibration_cache():
+        kwargs[HAS_CALIBRATION_CACHE] = str(cache)
+        if cache.is_file():
+            reader = None
     try:
-        quantize_static(
-            str(pre),
-            str(dst),
-            _reader(calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=recipe.per_channel,
-            activation_type=getattr(QuantType, _QUANT_TYPES[act]),
-            weight_type=getattr(QuantType, _QUANT_TYPES[weight]),
-            calibrate_method=CalibrationMethod.MinMax,
-            use_external_data_format=_model_bytes(pre) > LARGE_MODEL_BYTES,
-            extra_options=extra,
-        )
+        with contextlib.ExitStack() as stack:
+            if method != "MinMax":  # the histogram calibrators print their progress on stdout
+                stack.enter_context(captured_output())
+            quantize_static(
+                str(pre),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=recipe.per_channel,
+                activation_type=getattr(QuantType, _QUANT_TYPES[act]),
+                weight_type=getattr(QuantType, _QUANT_TYPES[weight]),
+                calibrate_method=getattr(CalibrationMethod, method),
+                use_external_data_format=_model_bytes(pre) > LARGE_MODEL_BYTES,
+                nodes_to_exclude=list(exclude),
+                extra_options=extra,
+                **kwargs,
+            )
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidArgument/ValueError...
         raise _fail("static int8 quantization (onnxruntime quantize_static)", exc) from exc
     return settings

@@ -92,6 +92,14 @@ class OpenVinoBackend(Backend):
         empty = "NNCF found nothing to quantize" if recipe.name == "static-int8" and not ops.get("FakeQuantize") else None
         return Candidate(recipe.name, dst, settings, tuple(notes), ops, ir.ir_bytes(reference), ir.ir_bytes(dst), empty)
 
+    def refine_candidate(self, ctx, m, recipe, candidate, judgement, attempt):
+        """Static int8 that failed: NNCF accuracy control reverts what costs the most (:mod:`.mixed`)."""
+        if recipe.name != "static-int8" or candidate.empty:
+            return None
+        from .mixed import refine
+
+        return refine(ctx, m, recipe, candidate, judgement, attempt)
+
     def run(self, path, inputs, profile):
         from .run import run_ir
 
@@ -100,9 +108,10 @@ class OpenVinoBackend(Backend):
     def time_candidate(self, ctx, m, recipe, candidate, reference):
         if recipe.name != "static-int8":
             return None
+        from ...gates import MAX_SLOWDOWN
         from .run import compare_irs
 
-        lat = compare_irs(reference, candidate.path, m.verify_inputs[0])
+        lat = compare_irs(reference, candidate.path, m.verify_inputs[0], clear_of=MAX_SLOWDOWN)
         return {"recipe": recipe.name, "vs": "fp32 IR, OpenVINO CPU", **lat}
 
     def chosen(self, ctx, m, candidate, decisions):
@@ -216,6 +225,9 @@ class OpenVinoBackend(Backend):
             return None
         return getattr(openvino, "__version__", "?")
 
+    def measure_session(self, path, checked, threads):
+        return _measure_session(path, checked, threads)
+
     def run_bundled(self, path, session_config, feed, name) -> dict:
         import numpy as np
         import openvino as ov
@@ -225,6 +237,59 @@ class OpenVinoBackend(Backend):
         compiled = ov.Core().compile_model(str(path), "CPU")
         result = limits.run_openvino(compiled.create_infer_request(), feed, name)
         return {o.get_any_name(): np.asarray(result[o]) for o in compiled.outputs}
+
+
+_MEASURE_PROPERTIES = {"PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS"}
+_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+
+
+def _runtime_config(path, checked) -> tuple[str, dict]:
+    """Device and properties from the bundle's runtime_config.json (listed, so its bytes were checked;
+    still read field by field: only the properties edgepack writes, only known devices)."""
+    import json
+
+    from ...errors import StageError
+
+    if checked.config_file is None:
+        return "CPU", {}
+    try:
+        doc = json.loads((path.parent / checked.config_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        msg = f"{checked.config_file}: not a runtime config ({type(exc).__name__})"
+        raise StageError(msg) from exc
+    device = doc.get("device", "CPU") if isinstance(doc, dict) else "CPU"
+    props = doc.get("properties", {}) if isinstance(doc, dict) else {}
+    if device not in _DEVICES or not isinstance(props, dict):
+        msg = f"{checked.config_file}: device {str(device)[:20]!r} or properties are not what edgepack writes"
+        raise StageError(msg)
+    return device, {k: v for k, v in props.items() if k in _MEASURE_PROPERTIES and isinstance(v, (str, int))
+                    and not isinstance(v, bool)}
+
+
+def _measure_session(path, checked, threads):
+    import numpy as np
+    import openvino as ov
+
+    from ... import limits
+    from ...errors import StageError
+    from .coverage import openvino_error_summary
+
+    device, props = _runtime_config(path, checked)
+    props["INFERENCE_NUM_THREADS"] = threads
+    try:
+        compiled = ov.Core().compile_model(str(path), device, props)
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with long texts
+        msg = f"OpenVINO cannot compile {path.name} for {device}: {openvino_error_summary(exc)}"
+        raise StageError(msg) from exc
+    request = compiled.create_infer_request()
+
+    def infer(feed):
+        result = limits.run_openvino(request, feed, path.name)
+        return {o.get_any_name(): np.asarray(result[o]) for o in compiled.outputs}
+
+    used = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+    return infer, {"runtime": f"openvino {ov.__version__.split('-')[0]}", "provider": f"OpenVINO {device}",
+                   "requested": f"OpenVINO {device}", "threads": used, "note": None}
 
 
 def _shipped_coverage(xml, profile):

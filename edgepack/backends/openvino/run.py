@@ -11,7 +11,7 @@ from ...limits import run_openvino
 from .coverage import openvino_error_summary
 from ...runtime import ort as ort_runtime
 from ...runtime.host import host_cpu
-from ...runtime.timing import elapsed_ms, interleaved, ratio, summary
+from ...runtime.timing import elapsed_ms, interleaved, ratio, summary, until_clear
 from .ir import DEVICE_DEFAULT, openvino, properties
 
 
@@ -98,8 +98,10 @@ def compare_with_onnxruntime(onnx_ref: Path, xml: Path, sample: dict, *, threads
 
 
 def compare_irs(ref_xml: Path, cand_xml: Path, sample: dict, *, threads: int = 1, runs: int = 15, budget_s: float = 0.5,
-                device: str = DEVICE_DEFAULT, max_runs: int = 400) -> dict:
-    """Interleaved OpenVINO timing of two IRs; ``ratio`` = candidate median / reference median."""
+                device: str = DEVICE_DEFAULT, max_runs: int = 400, clear_of: float | None = None) -> dict:
+    """Interleaved OpenVINO timing of two IRs; ``ratio`` = candidate median / reference median. With
+    ``clear_of`` (a gate's threshold) timing stops as soon as the ratio is clearly on one side of it
+    (:func:`edgepack.runtime.timing.until_clear`; ``stop`` in the result)."""
     a = compile_ir(Path(ref_xml), threads, device)
     b = compile_ir(Path(cand_xml), threads, device)
     ra, rb = a.create_infer_request(), b.create_infer_request()
@@ -110,6 +112,11 @@ def compare_irs(ref_xml: Path, cand_xml: Path, sample: dict, *, threads: int = 1
     def run_b():
         infer(rb, b, sample)
 
-    ta, tb = interleaved(run_a, run_b, warmup=3, runs=runs, budget_s=budget_s, max_runs=max_runs)
+    if clear_of is not None:
+        ta, tb, stop = until_clear(run_a, run_b, clear_of=clear_of, max_pairs=max_runs)
+    else:
+        ta, tb = interleaved(run_a, run_b, warmup=3, runs=runs, budget_s=budget_s, max_runs=max_runs)
+        stop = None
     r, c = _ov_summary(ta, threads, device), _ov_summary(tb, threads, device)
-    return {"ref": r, "cand": c, "ratio": ratio(r, c)}
+    out = {"ref": r, "cand": c, "ratio": ratio(r, c)}
+    return out if stop is None else {**out, "stop": stop}

@@ -214,13 +214,36 @@ class QnnBackend(Backend):
                     "context binary loads only with a compatible QNN runtime")
         return None
 
-    def run_bundled(self, path, session_config, feed, name) -> None:
+    def measure_session(self, path, checked, threads):
+        """``verify --measure`` on a Snapdragon host (the HTP itself). On x86_64 the HTP backend is a
+        simulator of the NPU: its timings are no latency, so nothing is measured there."""
+        from ... import limits
+        from ...errors import StageError
+        from .session import create, host_options, versions
+
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            msg = ("the QNN HTP backend on x86_64 is a simulator of the NPU: its timings are no latency of the phone; "
+                   "measure QNN bundles on a Snapdragon device (the Android sample app)")
+            raise StageError(msg)
+        options = dict(checked.provider_options) or {"backend_type": "htp"}
+        sess = create(path, host_options(options), config=sorted(checked.session_config.items()), what=path.name)
+        names = [o.name for o in sess.get_outputs()]
+
+        def infer(feed):
+            return dict(zip(names, limits.run_ort(sess, feed, path.name)))
+
+        v = versions()
+        return infer, {"runtime": f"onnxruntime-qnn {v['onnxruntime-qnn']} (QNN SDK {v['qnn_sdk']})",
+                       "provider": "QNNExecutionProvider (HTP)", "requested": "QNNExecutionProvider (HTP)",
+                       "threads": threads, "note": None}
+
+    def run_bundled(self, path, session_config, feed, name) -> dict:
         from ... import limits
         from .session import create, host_options
 
         sess = create(path, host_options({"backend_type": "htp"}), fallback=True, what=name,
                       config=sorted(session_config.items()))
-        limits.run_ort(sess, feed, name)
+        return dict(zip([o.name for o in sess.get_outputs()], limits.run_ort(sess, feed, name)))
 
 
 # ---------------------------------------------------------------------- helpers

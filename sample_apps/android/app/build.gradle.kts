@@ -8,14 +8,16 @@ plugins {
 // The runtime must be the onnxruntime version that wrote model.ort: read it from the bundle's
 // manifest.json (toolchain.onnxruntime) so the two cannot disagree. Override with -PortVersion=1.x.y.
 val bundleManifest = file("src/main/assets/bundle/manifest.json")
-val ortVersion: String = (findProperty("ortVersion") as String?)
-    ?: if (bundleManifest.isFile) {
-        @Suppress("UNCHECKED_CAST")
-        val toolchain = (JsonSlurper().parse(bundleManifest) as Map<String, Any?>)["toolchain"] as Map<String, Any?>
-        toolchain["onnxruntime"] as String
-    } else {
-        throw GradleException("copy the bundle folder to app/src/main/assets/bundle/ (see README.md)")
-    }
+@Suppress("UNCHECKED_CAST")
+val toolchain: Map<String, Any?> = if (bundleManifest.isFile) {
+    (JsonSlurper().parse(bundleManifest) as Map<String, Any?>)["toolchain"] as Map<String, Any?>
+} else {
+    throw GradleException("copy the bundle folder to app/src/main/assets/bundle/ (see README.md)")
+}
+val ortVersion: String = (findProperty("ortVersion") as String?) ?: (toolchain["onnxruntime"] as String)
+// QNN bundles (android-qnn*): the QNN EP plugin of the version that compiled the context binaries, and a QNN
+// runtime whose QAIRT version accepts them (toolchain.qnn_sdk; pass -PqnnRuntimeVersion=2.x.y, see README.md)
+val qnnPluginVersion: String? = toolchain["onnxruntime-qnn"] as String?
 
 android {
     namespace = "dev.edgepack.sample"
@@ -31,7 +33,13 @@ android {
     }
 
     androidResources {
-        noCompress += "ort" // keep the model uncompressed in the APK (copied out once and loaded by path)
+        // keep the models uncompressed in the APK (copied out once and loaded by path): .ort, and a QNN
+        // bundle's context model (.onnx), its context binary (.bin) and its fallback model (.onnx)
+        noCompress += listOf("ort", "onnx", "bin")
+    }
+
+    packaging {
+        jniLibs { useLegacyPackaging = true } // QNN: the EP and the HTP skeleton are loaded from nativeLibraryDir
     }
 
     buildTypes {
@@ -51,4 +59,11 @@ dependencies {
     // library and Java API: onnxruntime's build_aar_package.py with --build_java): copy
     // onnxruntime/build/edgepack/onnxruntime-release.aar to app/libs/ and swap the line above for this one:
     // implementation(files("libs/onnxruntime-release.aar"))
+    if (qnnPluginVersion != null) {
+        val qnnRuntime = findProperty("qnnRuntimeVersion") as String?
+            ?: throw GradleException("a QNN bundle: pass -PqnnRuntimeVersion=<com.qualcomm.qti:qnn-runtime version compatible " +
+                                     "with QAIRT ${toolchain["qnn_sdk"]}> (see README.md)")
+        implementation("com.qualcomm.qti:onnxruntime-android-qnn:$qnnPluginVersion")
+        implementation("com.qualcomm.qti:qnn-runtime:$qnnRuntime")
+    }
 }

@@ -7,6 +7,7 @@ import ai.onnxruntime.OrtException
 import ai.onnxruntime.OrtSession
 import ai.onnxruntime.providers.NNAPIFlags
 import android.content.Context
+import android.util.Log
 import java.io.File
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
@@ -19,25 +20,95 @@ import kotlin.math.sqrt
  * One ONNX Runtime session for the bundle in the app's assets, made once per process and reused:
  * the model is loaded by path (copied out of the APK once, not held as a byte array), with the
  * manifest's session config and execution provider; when the accelerator session cannot be made
- * it falls back to the CPU and says so in [notes].
+ * it falls back to the CPU and says so in [notes]. A QNN bundle (android-qnn*) registers the QNN
+ * plugin EP and tries the sessions its runtime.fallback_order lists, in that order ([openQnn]).
  */
 class BundleRunner private constructor(context: Context, assetDir: String) {
     val manifest: BundleManifest
     val notes = mutableListOf<String>()
     val env: OrtEnvironment = OrtEnvironment.getEnvironment() // UnsatisfiedLinkError: see MainActivity
+    /** What runs the model: the execution provider and, for a QNN bundle, which model file. */
+    var running: String = ""
+        private set
     private val session: OrtSession
     private val assets = context.assets
     private val dir = assetDir
 
     init {
         manifest = ManifestReader.parse(assets.open("$dir/manifest.json").bufferedReader().use { it.readText() })
+        session = manifest.qnn?.let { openQnn(context, it) } ?: openOne(context)
+    }
+
+    /** The manifest's execution provider on models[].artifact, else the CPU. */
+    private fun openOne(context: Context): OrtSession {
         val model = copyOut(context, "$dir/${manifest.model.artifact}")
-        session = try {
+        running = manifest.executionProvider
+        return try {
             env.createSession(model.path, options(accelerator = true))
         } catch (e: OrtException) {
             if (manifest.executionProvider == "CPU") throw e
             notes += "${manifest.executionProvider} session failed (${e.message}); running on the CPU"
+            running = "CPU"
             env.createSession(model.path, options(accelerator = false))
+        }
+    }
+
+    /**
+     * A QNN bundle: the context model (+ its context binary, named by file name: both copied into one folder
+     * and opened by path) and the fallback model. Tries each step of runtime.fallback_order in turn - a context
+     * binary loads only on the SoC it was compiled for, with a compatible QNN runtime - and notes why the
+     * steps before the one that runs failed.
+     */
+    private fun openQnn(context: Context, qnn: QnnFiles): OrtSession {
+        val contextModel = copyOut(context, "$dir/${qnn.context}")
+        copyOut(context, "$dir/${qnn.contextBinary}")
+        val fallback = copyOut(context, "$dir/${qnn.fallback}")
+        val steps = qnn.fallbackOrder.mapNotNull { text ->
+            FallbackStep.of(text).also { if (it == null) notes += "runtime.fallback_order step '$text' is not one this app knows; skipped" }
+        }.ifEmpty { FallbackStep.DEFAULT }
+        val failed = mutableListOf<String>()
+        for (step in steps) {
+            val model = if (step == FallbackStep.QNN_CONTEXT) contextModel else fallback
+            try {
+                val session = when (step) {
+                    FallbackStep.QNN_CONTEXT, FallbackStep.QNN_FALLBACK ->
+                        qnnOptions(context, qnn).use { env.createSession(model.path, it) }
+                    FallbackStep.NNAPI_FALLBACK ->
+                        options(accelerator = false).use { it.addNnapi(); env.createSession(model.path, it) }
+                    FallbackStep.CPU -> options(accelerator = false).use { env.createSession(model.path, it) }
+                }
+                running = "${step.label}, ${model.name}" + if (step == FallbackStep.QNN_CONTEXT) " (compiled for ${qnn.soc})" else ""
+                if (failed.isNotEmpty()) notes += "fell back: ${failed.joinToString("; ")}"
+                return session
+            } catch (e: OrtException) {
+                Log.w(TAG, "${step.label}: ${e.message}")
+                failed += "${step.label} failed: ${e.message?.lineSequence()?.firstOrNull() ?: e.javaClass.simpleName}"
+            } catch (e: IllegalStateException) { // no QNN device registered
+                Log.w(TAG, "${step.label}: ${e.message}")
+                failed += "${step.label} failed: ${e.message}"
+            }
+        }
+        throw IllegalStateException("no session could be created: ${failed.joinToString("; ")}")
+    }
+
+    /** The QNN plugin EP on the HTP with runtime.provider_options (and the session config, the threads). */
+    private fun qnnOptions(context: Context, qnn: QnnFiles): OrtSession.SessionOptions {
+        registerQnn(context, qnn)
+        val devices = env.epDevices.filter { it.epName == qnn.registrationName }
+        check(devices.isNotEmpty()) { "the QNN EP registered no device" }
+        val options = options(accelerator = false)
+        options.addExecutionProvider(devices, manifest.providerOptions.mapValues { it.value.toString() })
+        return options
+    }
+
+    /** Registers libonnxruntime_providers_qnn.so (from the plugin AAR, in nativeLibraryDir) once per process. */
+    private fun registerQnn(context: Context, qnn: QnnFiles) {
+        require('/' !in qnn.epLibrary) { "runtime.ep_library must be a file name, not '${qnn.epLibrary}'" }
+        synchronized(registered) {
+            if (qnn.registrationName in registered) return
+            env.registerExecutionProviderLibrary(qnn.registrationName,
+                                                 "${context.applicationInfo.nativeLibraryDir}/${qnn.epLibrary}")
+            registered += qnn.registrationName
         }
     }
 
@@ -163,7 +234,9 @@ class BundleRunner private constructor(context: Context, assetDir: String) {
     }
 
     companion object {
+        private const val TAG = "edgepack"
         private const val INTRA_OP_THREADS = 4
+        private val registered = mutableSetOf<String>() // plugin EPs registered with the process-wide environment
         @Volatile private var shared: BundleRunner? = null
 
         /** The process's runner for the bundle in assets/[assetDir] (made on first use, then reused). */
@@ -171,5 +244,22 @@ class BundleRunner private constructor(context: Context, assetDir: String) {
             shared ?: synchronized(this) {
                 shared ?: BundleRunner(context.applicationContext, assetDir).also { shared = it }
             }
+    }
+}
+
+/**
+ * A step of a QNN bundle's runtime.fallback_order, known by the words edgepack writes there
+ * (edgepack/backends/qnn/package.py); [DEFAULT] when the manifest lists none.
+ */
+enum class FallbackStep(val prefix: String, val label: String) {
+    QNN_CONTEXT("QNN HTP with the context model", "QNN HTP"),
+    QNN_FALLBACK("QNN HTP with the fallback model", "QNN HTP (compiled on the device)"),
+    NNAPI_FALLBACK("NNAPI with the fallback model", "NNAPI"),
+    CPU("CPU", "CPU");
+
+    companion object {
+        val DEFAULT = listOf(QNN_CONTEXT, QNN_FALLBACK, NNAPI_FALLBACK, CPU)
+
+        fun of(text: String): FallbackStep? = values().firstOrNull { text.startsWith(it.prefix) }
     }
 }

@@ -7,9 +7,9 @@ import android.widget.TextView
 import kotlin.concurrent.thread
 
 /**
- * Opens the bundle in assets/bundle/ (one session for the process: [BundleRunner.shared]), runs its
- * reference input, checks the outputs against the reference outputs on this first run, then times
- * the same input and shows every output as the manifest describes it.
+ * Opens the bundle in assets/bundle/ (one session for the process: [BundleRunner.shared]; a QNN bundle
+ * through its fallback order), runs its reference input, checks the outputs against the reference outputs
+ * on this first run, then times the same input and shows every output as the manifest describes it.
  */
 class MainActivity : Activity() {
 
@@ -39,7 +39,7 @@ class MainActivity : Activity() {
         val model = manifest.model
         val feed = runner.referenceInputs()
         try {
-            val first = runner.run(feed) // first run: NNAPI compiles the model; checked against the reference
+            val first = runner.run(feed) // first run: NNAPI (or QNN, for the fallback model) compiles; checked against the reference
             val check = runner.checkReference(first)
             val times = (1..RUNS).map {
                 val t0 = System.nanoTime()
@@ -48,7 +48,7 @@ class MainActivity : Activity() {
             }.sorted()
             return buildString {
                 appendLine("${manifest.targetName}: ${model.artifact} (${model.recipe})")
-                appendLine("provider: ${manifest.executionProvider} ${manifest.providerOptions}")
+                appendLine("provider: ${runner.running} ${manifest.providerOptions}")
                 appendLine("onnxruntime: bundle written by ${manifest.onnxruntimeVersion}")
                 runner.notes.forEach { appendLine("note: $it") }
                 appendLine("input: ${model.inputs.joinToString { "${it.name} ${it.dtype} ${it.shape.contentToString()}" }}")

@@ -19,8 +19,9 @@ data class BundleManifest(
 )
 
 /**
- * A QNN bundle's model: [context] (EPContext model) + [contextBinary] compiled for one SoC, and
- * [fallback] (the model they came from) for other SoCs, NNAPI or the CPU (runtime.models.<name>).
+ * A QNN bundle's model: [context] (EPContext model) + [contextBinary] compiled for one SoC ([soc]), and
+ * [fallback] (the model they came from) for other SoCs, NNAPI or the CPU (runtime.models.<name>);
+ * [fallbackOrder] is runtime.fallback_order: the sessions to try, in turn (see [FallbackStep]).
  */
 data class QnnFiles(
     val epLibrary: String,
@@ -28,6 +29,8 @@ data class QnnFiles(
     val context: String,
     val contextBinary: String,
     val fallback: String,
+    val fallbackOrder: List<String>,
+    val soc: String,
 )
 
 data class ModelEntry(
@@ -96,16 +99,19 @@ object ManifestReader {
         )
     }
 
-    /** runtime.ep_library, runtime.ep_registration_name and runtime.models.<name> of a QNN bundle. */
+    /** runtime.ep_library, ep_registration_name, models.<name>, fallback_order and soc of a QNN bundle. */
     private fun qnnFiles(runtime: JSONObject, modelName: String): QnnFiles? {
         if (runtime.getString("execution_provider") != "QNN") return null
         val files = runtime.getJSONObject("models").getJSONObject(modelName)
+        val order = runtime.optJSONArray("fallback_order") ?: JSONArray()
         return QnnFiles(
             epLibrary = runtime.getString("ep_library"),
             registrationName = runtime.getString("ep_registration_name"),
             context = files.getString("context"),
             contextBinary = files.getString("context_binary"),
             fallback = files.getString("fallback"),
+            fallbackOrder = (0 until order.length()).map { order.getString(it) },
+            soc = runtime.optString("soc", "the SoC it was compiled for"),
         )
     }
 
