@@ -93,9 +93,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="instead: does each bundle's latency estimate (from its profile) bracket what verify --measure "
                         "measured on the device? exit 1 if one does not")
     k.add_argument("--base", default="rpi5-cpu", metavar="T", help="built-in target to extend (default rpi5-cpu)")
-    k.add_argument("--threads", type=int, default=1, metavar="N", help="threads the micro-benchmarks use (default 1)")
+    k.add_argument("--threads", type=int, default=1, metavar="N", help="intra-op threads: the profile predicts runs at N threads (default 1)")
     k.add_argument("--name", metavar="NAME", help="the new profile's name (default: <base>-calibrated)")
-    k.add_argument("--quick", action="store_true", help="small sizes, one round: fast but less accurate")
+    k.add_argument("--quick", action="store_true", help="small sizes and time budgets (about 20 s): less accurate")
 
     v, g = cli_reports.add_parsers(sub, _time_limit_arg)
     e = sub.add_parser("emulator", help="the target-CPU emulator that runs Pi bundles on their own onnxruntime (aarch64)")
@@ -271,10 +271,11 @@ def _cmd_calibrate(args) -> int:
         except OSError as exc:
             raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     load_target(args.base)
-    print(f"measuring this machine (GEMM, conv, depthwise, int8, elementwise, cache and memory bandwidth, dispatch overhead; {args.threads} thread)...",
-          file=sys.stderr, flush=True)
+    print(f"measuring this machine with onnxruntime's default session options at {args.threads} thread(s): GEMM, convs "
+          "by kernel/stride/groups, depthwise, int8, elementwise and transcendental ops, normalization, resize, LSTM, "
+          f"memory, dispatch ({'about 20 s' if args.quick else 'under 2 minutes'})...", file=sys.stderr, flush=True)
     try:
-        run_calibration(args.base, out, threads=args.threads, small=args.quick, name=args.name)
+        m = run_calibration(args.base, out, threads=args.threads, small=args.quick, name=args.name)
     except OSError as exc:
         raise OutputError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     profile = load_target(str(out))
@@ -283,6 +284,8 @@ def _cmd_calibrate(args) -> int:
           ", ".join(f"{k} {v:.3g} GOPS" for k, v in sorted(cpu.peak_gops.items())) +
           f", memory {profile.device.memory_bandwidth_gbps:.3g} GB/s, cache {profile.device.cache_bytes / 1e6:.3g} MB at "
           f"{profile.device.cache_bandwidth_gbps:.3g} GB/s, dispatch {profile.device.dispatch_overhead_us:.3g} us")
+    for w in m.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     print(f"use it anywhere a target name goes: edgepack inspect MODEL --target {out}")
     return 0
 

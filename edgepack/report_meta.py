@@ -97,4 +97,4 @@ def fp32_estimates(sources: list[Path], manifest: dict, profile, per_hour: float
     for t in total.values():
         for part in ("value", "low", "high"):
             t[part] = float(f"{t[part]:.4g}")
-    return {**total, "note": "the fp32 source graph at the shipped input shapes, before prepare and quantization"}
+    return {**total, "note": "the fp32 source graph at the shipped input shapes, prepared as the build prepares it (estimate.estimate_bundle), before quantization"}

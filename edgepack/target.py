@@ -105,6 +105,13 @@ SCHEMA: dict[str, Any] = {
         "stock_size_note": Field(str),
         "ci_runner": Field(str),
     },
+    # the onnxruntime session the latency estimates model (edgepack/estimate/params.py)
+    "estimate": {
+        "optimization_level": Field(str, choices=("basic", "extended", "all")),
+        "layout": Field(str, choices=("nchw", "nchwc")),
+        "threads": Field(int, minimum=1),
+        "note": Field(str),
+    },
     "device": {
         "name": Field(str, required=True),
         "idle_w": Field(float, minimum=0.0),
@@ -117,6 +124,8 @@ SCHEMA: dict[str, Any] = {
         "battery_v": Field(float, minimum=0.0),
         "power_bank_wh": Field(float, minimum=0.0),
         "units": TableOf(_UNIT),
+        # cost-model parameters measured on the device by `edgepack calibrate` (edgepack/estimate/params.py)
+        "cost_model": TableOf(Field(float, minimum=0.0)),
         "sources": TableOf(Field(str)),
         "anchors": ListOf(
             {
@@ -125,6 +134,8 @@ SCHEMA: dict[str, Any] = {
                 "latency_ms": Field(float, required=True, minimum=0.0),
                 "runtime": Field(str, required=True),
                 "source": Field(str, required=True),
+                # why the estimate's band does not hold this figure (another runtime, no local model...)
+                "gap": Field(str),
             }
         ),
     },
@@ -194,6 +205,7 @@ class Device:
     power_bank_wh: float | None = None
     sources: dict[str, str] = field(default_factory=dict)
     anchors: tuple[dict[str, Any], ...] = ()
+    cost_model: dict[str, float] = field(default_factory=dict)  # measured cost-model parameters
 
 
 @dataclass(frozen=True)
@@ -230,6 +242,7 @@ class TargetProfile:
     device: Device
     source: str  # where it came from: "builtin:<name>" or the user's file name (never an absolute path)
     files: tuple[str, ...] = field(repr=False, compare=False, default=())  # the user's profile files read (resolved)
+    estimate_session: dict[str, Any] = field(default_factory=dict)  # [estimate]: the session estimates model
 
     @property
     def is_accelerator(self) -> bool:
@@ -441,6 +454,7 @@ def _build(raw: dict[str, Any], label: str) -> TargetProfile:
         power_bank_wh=dev.get("power_bank_wh"),
         sources=dict(dev.get("sources", {})),
         anchors=tuple(dev.get("anchors", [])),
+        cost_model={k: float(v) for k, v in dev.get("cost_model", {}).items()},
     )
     return TargetProfile(
         name=raw["name"],
@@ -474,4 +488,5 @@ def _build(raw: dict[str, Any], label: str) -> TargetProfile:
         ci_runner=mb.get("ci_runner"),
         device=device,
         source=label,
+        estimate_session=dict(raw.get("estimate", {})),
     )

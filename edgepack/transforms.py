@@ -74,15 +74,16 @@ def load_for_analysis(path: Path, notes: list[str] | None = None) -> onnx.ModelP
 
 
 def analysis_graph(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None,
-                   notes: list[str] | None = None) -> onnx.ModelProto:
-    """:func:`prepare_graph` of a model file (shapes fixed if given), shape-inferred; only a temporary
-    folder is written. A shape inference failure is recorded in ``notes``."""
+                   notes: list[str] | None = None, decompose_ops: frozenset[str] = frozenset()) -> onnx.ModelProto:
+    """:func:`prepare_graph` of a model file (shapes fixed if given, ``decompose_ops`` rewritten),
+    shape-inferred; only a temporary folder is written. A shape inference failure is recorded in ``notes``."""
     import tempfile
 
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix=tmp_prefix("analysis")) as tmp:
         dst = Path(tmp) / "basic.onnx"
-        prepare_graph(onnx.load_model(str(path), load_external_data=False), path.parent.resolve(), dst, shapes=shapes)
+        prepare_graph(onnx.load_model(str(path), load_external_data=False), path.parent.resolve(), dst, shapes=shapes,
+                      decompose_ops=decompose_ops)
         return load_for_analysis(dst, notes)
 
 

@@ -164,7 +164,7 @@ def test_gather_reads_only_the_rows_it_gathers():
 
 
 def test_fit_depthwise_recovers_known_coefficients():
-    from edgepack.estimate.calibrate import DEPTHWISE_GRID, fit_depthwise
+    from edgepack.estimate.microbench import DEPTHWISE_GRID, fit_depthwise
 
     a, b, c = 2e-4, 3e-3, 8e-3
     samples = [(ch, h, w, k, s, ch * k * k * (a * ((h - 1) // s + 1) * w + b * ((h - 1) // s + 1) + c))
@@ -280,6 +280,12 @@ def test_calibrate_writes_a_loadable_profile(tmp_path):
     assert p.name == "rpi4-cpu-calibrated" and p.device.anchors == ()
     cpu = next(u for u in p.device.units if u.kind == "cpu")
     assert cpu.peak_gops["fp32"] == pytest.approx(m["gemm_fp32_gops"] / latency.EFFICIENCY["matmul"], rel=1e-3)
+    # the session its estimates model, and the per-class figures measured here with their spread
+    assert p.estimate_session["optimization_level"] == "all" and p.estimate_session["threads"] == 1
+    assert p.estimate_session["layout"] in ("nchw", "nchwc")
+    assert {"eff_conv", "eff_conv_depthwise", "eff_conv_pointwise", "eff_recurrent", "op_Sigmoid"} <= set(p.device.cost_model)
+    assert "spread" in p.device.sources["cost_model.eff_conv"]
+    assert set(m["reference_drift"]) == {"overhead", "gemm-conv", "depthwise", "elementwise", "memory", "int8-recurrent"}
     assert p.device.memory_bandwidth_gbps > 0 and p.device.dispatch_overhead_us > 0
     assert "measured by edgepack calibrate" in p.device.sources["memory_bandwidth_gbps"]
     assert p.device.cache_bytes > 0 and p.device.cache_bandwidth_gbps > 0

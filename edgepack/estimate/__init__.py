@@ -88,11 +88,17 @@ def estimate_model(model, profile: TargetProfile, precision: str = "fp32", *, ar
 def estimate_bundle(model_path: str | Path, profile: TargetProfile, precision: str = "fp32", *,
                     artifacts: list[str | Path] | None = None, coverage: dict | None = None,
                     ort_config_ops: str | Path | None = None, shapes: dict[str, tuple[int, ...]] | None = None,
-                    per_hour: float = 1000.0) -> BundleEstimates:
+                    per_hour: float = 1000.0, prepared: bool = False) -> BundleEstimates:
     """Size, latency and energy estimates of one model on one target, as JSON-ready dicts.
 
-    ``model_path``: the .onnx analysed (the shipped graph in ONNX form, or the source model before
-    building). ``artifacts``: the shipped files (sizes, download); None before building.
+    The one estimate path: ``inspect`` (before building), the ``estimate`` stage of ``build`` and
+    ``compare``'s fp32 line all call this, so the same model, target and precision give the same number.
+
+    ``model_path``: the .onnx analysed: the shipped graph in ONNX form (``prepared`` True: build has
+    already prepared it for the target), or the source model (``prepared`` False: it is prepared here
+    exactly as the prepare stage does - shapes fixed, the ops the target's accelerator lacks
+    decomposed, basic optimizations - so the partitioning priced is the one a build ships).
+    ``artifacts``: the shipped files (sizes, download); None before building.
     ``ort_config_ops``: the bundle's required_operators_and_types.config (path or text); None uses
     the model's op types. ``coverage``: the shipped coverage (a ShippedCoverage); its partition
     count is recorded beside the estimate's own. ``shapes``: input shapes to fix (needed for dynamic models).
@@ -100,9 +106,23 @@ def estimate_bundle(model_path: str | Path, profile: TargetProfile, precision: s
     from ..transforms import analysis_graph
 
     notes: list[str] = []
-    model = analysis_graph(model_path, shapes, notes)
+    decompose = frozenset() if prepared else _decomposable(model_path, profile)
+    model = analysis_graph(model_path, shapes, notes, decompose)
     out = estimate_model(model, profile, precision, artifacts=[Path(p) for p in artifacts] if artifacts else None,
                          ort_config=ort_config_ops, per_hour=per_hour, source_bytes=Path(model_path).stat().st_size)
     if notes:
         out = replace(out, notes=tuple(notes))
     return replace(out, coverage_partitions=coverage.partitions) if coverage is not None else out
+
+
+def _decomposable(model_path: str | Path, profile: TargetProfile) -> frozenset[str]:
+    """The ops prepare decomposes for ``profile``'s accelerator in this model (none on CPU targets)."""
+    if not profile.is_accelerator:
+        return frozenset()
+    import onnx
+
+    from ..model import iter_graphs
+    from ..partition import decomposable_ops
+
+    proto = onnx.load_model(str(model_path), load_external_data=False)
+    return decomposable_ops(profile, {n.op_type for g in iter_graphs(proto.graph) for n in g.node})

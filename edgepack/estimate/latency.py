@@ -8,9 +8,10 @@ on the compute unit that runs it (the accelerator's ``npu``/``gpu`` unit for nod
 partition, the ``cpu`` unit otherwise), plus ``partition_switch_us`` for every hand-off between the
 CPU and an accelerator partition. ``If`` costs its dearest branch; loop bodies count once.
 
-The per-op-class efficiencies below are model parameters, not device figures: they were calibrated
-with ``edgepack.estimate.calibrate``'s micro-benchmarks on the development host (ORT CPU, one thread)
-relative to its measured large-GEMM throughput, and are applied to every device.
+The per-op-class efficiencies and terms below are the development host's defaults (calibrated with
+``edgepack calibrate``'s micro-benchmarks there, ORT CPU, one thread). A profile calibrated on its
+device carries its own in ``[device.cost_model]`` and the session they were measured with in
+``[estimate]`` (see :mod:`edgepack.estimate.params`); those replace the defaults for that profile.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from ..flops import NodeWork, _numel, _shape_map, model_work  # noqa: PLC2701
 from ..model import iter_graphs
 from ..partition import node_key
 from ..target import ComputeUnit, TargetProfile
+from . import node_rules, params
 from .base import Estimate
+from .params import CostParams
 
 # Share of the unit's peak_gops a node of each class reaches (compute-bound part of the roofline).
 # matmul: a large fp32 GEMM in MLAS reaches ~80% of the theoretical FMA peak; calibrate writes
@@ -162,13 +165,18 @@ def cost_class(node: onnx.NodeProto, work: NodeWork, weight_dims: dict[str, list
     return work.op_class
 
 
-def efficiency(cls: str, flops: float, columns: int | None = None) -> float:
-    """Share of peak for a node of class ``cls``; ``columns``: GEMM N (conv output channels per group)."""
-    eff = EFFICIENCY.get(cls, EFFICIENCY["other"])
-    if cls in ("matmul", "conv", "conv-transpose", "recurrent") and flops > 0:
-        eff *= min(1.0, flops / SATURATION_FLOPS) ** SMALL_EXP
-    if cls in ("matmul", "conv") and columns:
-        eff *= min(1.0, columns / CHANNEL_SAT) ** CHANNEL_EXP
+def efficiency(cls: str, flops: float, columns: int | None = None, prm: CostParams | None = None) -> float:
+    """Share of peak for a node of class ``cls``; ``columns``: GEMM N (conv output channels per group);
+    ``prm``: the profile's parameters (default: the development host's)."""
+    table = prm.efficiency if prm is not None else EFFICIENCY
+    small_exp = prm.small_exp if prm is not None else SMALL_EXP
+    channel_exp = prm.channel_exp if prm is not None else CHANNEL_EXP
+    channel_sat = prm.channel_sat if prm is not None else CHANNEL_SAT
+    eff = table.get(cls, table["other"])
+    if cls in ("matmul", "conv", "conv-pointwise", "conv-grouped", "conv-transpose", "recurrent") and flops > 0:
+        eff *= min(1.0, flops / SATURATION_FLOPS) ** small_exp
+    if cls in ("matmul", "conv", "conv-pointwise", "conv-grouped") and columns:
+        eff *= min(1.0, columns / channel_sat) ** channel_exp
     return eff
 
 
@@ -209,7 +217,7 @@ def memory_time(moved: float, bandwidth_gbps: float, cache_bytes: float = CACHE_
 def node_time(work: NodeWork, cls: str, unit: ComputeUnit, precision: str, bandwidth_gbps: float,
               dispatch_us: float, *, flops: float | None = None, columns: int | None = None,
               moved: float | None = None, cache_bytes: float = CACHE_BYTES, cache_gbps: float | None = None,
-              rate_class: str | None = None) -> NodeCost:
+              rate_class: str | None = None, prm: CostParams | None = None) -> NodeCost:
     """The roofline cost of one node (microseconds); exact arithmetic, used by tests on hand graphs.
 
     ``flops`` overrides the node's counted FLOPs (depthwise convs, arithmetic-heavy elementwise ops);
@@ -217,7 +225,7 @@ def node_time(work: NodeWork, cls: str, unit: ComputeUnit, precision: str, bandw
     efficiency prices the FLOPs, when not ``cls`` (ELEMENT_OPS are per element at the elementwise rate)."""
     peak, used = _peak(unit, precision)
     flops = (work.flops or 0.0) if flops is None else flops
-    eff = efficiency(rate_class or cls, flops, columns)
+    eff = efficiency(rate_class or cls, flops, columns, prm)
     compute_us = flops / (peak * 1e3 * eff) if flops else 0.0
     if moved is None:
         moved = (work.bytes_in or 0.0) + (work.bytes_out or 0.0)
@@ -226,7 +234,8 @@ def node_time(work: NodeWork, cls: str, unit: ComputeUnit, precision: str, bandw
     return NodeCost(work.name, work.op_type, cls, unit.name, used, compute_us, memory_us, dispatch_us)
 
 
-def _depthwise_work(node: onnx.NodeProto, shapes: dict, weight_dims: dict) -> tuple[float | None, float]:
+def _depthwise_work(node: onnx.NodeProto, shapes: dict, weight_dims: dict,
+                    prm: CostParams) -> tuple[float | None, float]:
     """(priced FLOPs, fixed cost in dispatches) of a depthwise conv.
 
     FLOPs = 2 x C x H_out x W_in x taps: the host kernels skip rows by the height stride but compute
@@ -240,7 +249,7 @@ def _depthwise_work(node: onnx.NodeProto, shapes: dict, weight_dims: dict) -> tu
     channels, taps = int(x[1]), math.prod(w[2:])
     rows = int(y[2]) if len(y) > 3 else 1  # 1-D convs: one row
     width = int(math.prod(x[3:])) if len(x) > 3 else int(x[2])
-    fixed = channels * taps * (rows * DW_ROW_TAP_DISPATCHES + DW_CHANNEL_TAP_DISPATCHES)
+    fixed = channels * taps * (rows * prm.dw_row_tap_dispatches + prm.dw_channel_tap_dispatches)
     return 2.0 * channels * rows * width * taps, fixed
 
 
@@ -277,56 +286,17 @@ def _strided(n: onnx.NodeProto, weight_dims: dict) -> bool:
     return bool(w) and math.prod(w[2:]) > 1 and any(int(v) > 1 for v in _attr(n, "strides", []))
 
 
-def _element_op(n: onnx.NodeProto) -> str:
-    """The ELEMENT_OPS key of a node: its op type, with Resize's interpolation mode."""
-    if n.op_type == "Resize":
-        mode = _attr(n, "mode", b"nearest")
-        return "Resize-" + (mode.decode() if isinstance(mode, bytes) else str(mode))
-    return n.op_type
-
-
-def _skip_layernorms(g: onnx.GraphProto, producers: dict[str, onnx.NodeProto], consumers: dict[str, int],
-                     shapes: dict) -> dict[tuple, tuple]:
-    """{LayerNormalization key: Add key} for the Add -> LayerNormalization pairs onnxruntime's extended
-    level fuses into SkipLayerNormalization (3-D input, the Add's output used only by the norm);
-    ``producers`` and ``consumers`` are the graph's own."""
-    out = {}
-    for n in g.node:
-        if n.op_type != "LayerNormalization" or not n.input:
-            continue
-        add = producers.get(n.input[0])
-        if add is None or add.op_type != "Add" or consumers.get(n.input[0], 0) != 1:
-            continue
-        dims = shapes.get(n.input[0])
-        if dims is not None and len(dims) == 3 and all(shapes.get(i) == dims for i in add.input):
-            out[node_key(n)] = node_key(add)
-    return out
-
-
-def _swish_muls(g: onnx.GraphProto, producers: dict[str, onnx.NodeProto], consumers: dict[str, int]) -> set[tuple]:
-    """Keys of the Mul nodes of x * Sigmoid(x) (SiLU/Swish), which onnxruntime's extended level fuses
-    with the Sigmoid into one QuickGelu kernel costing about what the Sigmoid alone does."""
-    out = set()
-    for n in g.node:
-        if n.op_type != "Mul" or len(n.input) != 2:
-            continue
-        for a, b in (n.input, n.input[::-1]):
-            sig = producers.get(b)
-            if sig is not None and sig.op_type == "Sigmoid" and sig.input[0] == a and consumers.get(b, 0) == 1:
-                out.add(node_key(n))
-    return out
-
-
 def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "fp32", *,
               fused: bool | None = None) -> LatencyBreakdown:
     """Per-node costs of a shape-inferred model on ``profile``'s device.
 
-    ``fused`` (default: the profile's CPU optimization level is extended/all) prices activations that
-    follow a Conv/Gemm as fused into it.
+    ``fused`` (default: the session the profile's estimates model runs at level extended/all on the
+    CPU) prices activations that follow a Conv/Gemm as fused into it.
     """
     dev = profile.device
+    prm = params.for_profile(profile)
     if fused is None:
-        fused = profile.optimization_level in ("extended", "all") and not profile.is_accelerator
+        fused = prm.fused and not profile.is_accelerator
     work = model_work(model)
     graphs = list(iter_graphs(model.graph))
     node_work: dict[tuple, NodeWork] = {}
@@ -353,8 +323,8 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         nonlocal unknown
         consumers = _consumers(g)
         local = {o: n for n in g.node for o in n.output}
-        skip_ln = _skip_layernorms(g, local, consumers, shapes) if fused else {}
-        absorbed = {*skip_ln.values(), *(_swish_muls(g, local, consumers) if fused else ())}
+        skip_ln = node_rules.skip_layernorms(g, local, consumers, shapes) if fused else {}
+        absorbed = {*skip_ln.values(), *(node_rules.swish_muls(g, local, consumers) if fused else ())}
         total = 0.0
         for n in g.node:
             if node_key(n) in absorbed:
@@ -375,25 +345,32 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
                 # applied by the conv kernel to its output while in cache: its arithmetic only (no
                 # dispatch, no memory pass), ELEMENT_OPS per element, 1 for the cheap ones
                 elems = _numel(shapes.get(n.output[0])) if n.output else None
-                priced, moved, rate_class = (elems or 0) * ELEMENT_OPS.get(n.op_type, 1.0), 0.0, "elementwise"
+                priced, moved, rate_class = (elems or 0) * prm.element_ops.get(n.op_type, 1.0), 0.0, "elementwise"
             elif cls == "conv-depthwise" and not on_accel:
-                priced, fixed = _depthwise_work(n, shapes, weight_dims)
+                priced, fixed = _depthwise_work(n, shapes, weight_dims, prm)
                 extra = fixed * disp
-            elif _element_op(n) in ELEMENT_OPS and not on_accel and n.output:
+            elif node_rules.element_op(n) in prm.element_ops and not on_accel and n.output:
                 elems = _numel(shapes.get(n.output[0]))
-                op = "SkipLayerNormalization" if node_key(n) in skip_ln else _element_op(n)
-                priced = None if elems is None else elems * ELEMENT_OPS[op]
+                op = "SkipLayerNormalization" if node_key(n) in skip_ln else node_rules.element_op(n)
+                priced = None if elems is None else elems * prm.element_ops[op]
                 rate_class = "elementwise"
             elif n.op_type in GATHER_OPS and w.bytes_out is not None:
                 index = _numel(shapes.get(n.input[1])) if len(n.input) > 1 else None
                 moved = 2.0 * w.bytes_out + 8.0 * (index or 0)
             cols = None if on_accel else gemm_columns(n, cls, shapes, weight_dims)
             if cls == "conv" and not on_accel and _strided(n, weight_dims):
-                priced = (w.flops or 0.0) / STRIDED_CONV
+                priced = (w.flops or 0.0) / prm.strided_conv
+            if cls in ("conv", "conv-depthwise") and not on_accel and prm.nchwc_block > 1:
+                pad = node_rules.nchwc_padding(n, cls, weight_dims, prm.nchwc_block)
+                priced = (priced if priced is not None else (w.flops or 0.0)) * pad
+            if cls == "conv" and not on_accel and "conv-pointwise" in prm.efficiency and node_rules.pointwise(n, weight_dims):
+                rate_class = "conv-pointwise"
+            elif cls == "conv" and not on_accel and "conv-grouped" in prm.efficiency and int(_attr(n, "group", 1)) > 1:
+                rate_class = "conv-grouped"
             # in int8 models (QDQ, dynamic) the per-element ops between the quantized kernels run in fp32
             node_precision = "fp32" if rate_class == "elementwise" and precision in QUANTIZED else precision
             c = node_time(w, cls, unit, node_precision, bw, (0.0 if on_accel or into_conv else disp) + extra, flops=priced,
-                          columns=cols, moved=moved, rate_class=rate_class, **cache)
+                          columns=cols, moved=moved, rate_class=rate_class, prm=prm, **cache)
             costs.append(c)
             total += c.total_us
             subs = [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
@@ -403,7 +380,15 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
                 total += sum(graph_cost(s) for s in subs)
         return total
 
-    total = graph_cost(model.graph) + RUN_DISPATCHES * disp
+    total = graph_cost(model.graph) + prm.run_dispatches * disp
+    if prm.layout == "nchwc" and prm.nchwc_block > 1 and not profile.is_accelerator:
+        # the layout changes onnxruntime's x86 NCHWc transformer inserts: a read and a write of the tensor each
+        for kind, t in node_rules.nchwc_reorders(model.graph, shapes, prm.nchwc_block):
+            moved = 8.0 * (_numel(shapes.get(t)) or 0)
+            c = NodeCost(t, kind, "data-movement", cpu.name, "fp32", 0.0,
+                         memory_time(moved, bw, cache["cache_bytes"], cache["cache_gbps"]), disp)
+            costs.append(c)
+            total += c.total_us
     switches = 0
     if accel_ids:
         side = "cpu"  # inputs arrive in CPU memory, outputs leave to it
@@ -417,18 +402,20 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
     for c in costs:
         by_unit[c.unit] = by_unit.get(c.unit, 0.0) + c.total_us
     assumptions = [
+        params.describe(prm, profile),
         f"per-node roofline: max(FLOPs / (peak_gops x efficiency), bytes / {bw:g} GB/s) + {disp:g} us dispatch per CPU node",
-        "op-class efficiencies (model parameters calibrated on host micro-benchmarks): "
-        + ", ".join(f"{k} {v:g}" for k, v in EFFICIENCY.items() if v < 1.0),
-        f"depthwise conv priced on H_out x W_in positions plus {DW_ROW_TAP_DISPATCHES:g} dispatches per output row "
-        f"and {DW_CHANNEL_TAP_DISPATCHES:g} per channel, each per kernel tap; "
-        f"{RUN_DISPATCHES:g} dispatches per inference for the session run",
+        "op-class efficiencies (share of peak): "
+        + ", ".join(f"{k} {v:.3g}" for k, v in prm.efficiency.items() if v < 1.0),
+        f"depthwise conv priced on H_out x W_in positions plus {prm.dw_row_tap_dispatches:.3g} dispatches per output row "
+        f"and {prm.dw_channel_tap_dispatches:.3g} per channel, each per kernel tap; "
+        f"{prm.run_dispatches:.3g} dispatches per inference for the session run",
         "transcendental/division elementwise ops priced per element: "
-        + ", ".join(f"{k} {v:g}" for k, v in sorted(ELEMENT_OPS.items())) + " operations (host micro-benchmarks; "
-        + ", ".join(UNMEASURED_ELEMENT_OPS) + " assumed equal to Erf)",
-        f"strided k x k convs at {STRIDED_CONV:g} of the stride-1 rate; "
-        f"GEMM/conv efficiency scaled by min(1, FLOPs / {SATURATION_FLOPS:.0e})^{SMALL_EXP:g} for small kernels "
-        f"and by min(1, N / {CHANNEL_SAT})^{CHANNEL_EXP:g} for N output channels/columns",
+        + ", ".join(f"{k} {v:.3g}" for k, v in sorted(prm.element_ops.items())) + " operations ("
+        + ", ".join(UNMEASURED_ELEMENT_OPS) + " assumed equal to Erf where not measured)",
+        f"strided k x k convs at {prm.strided_conv:.3g} of the stride-1 rate; "
+        f"GEMM/conv efficiency scaled by min(1, FLOPs / {SATURATION_FLOPS:.0e})^{prm.small_exp:.3g} for small kernels "
+        f"and by min(1, N / {prm.channel_sat:g})^{prm.channel_exp:.3g} for N output channels/columns"
+        + (f"; NCHWc convs on channels padded to blocks of {prm.nchwc_block:g}" if prm.nchwc_block > 1 else ""),
         (f"working sets up to {cache['cache_bytes'] / 1e6:g} MB move at "
          + (f"{cache['cache_gbps']:g} GB/s (cache)" if cache["cache_gbps"] else f"{CACHE_SPEEDUP:g}x the DRAM rate (cache)")),
         f"peak_gops of unit '{cpu.name}': " + ", ".join(f"{k} {v:g}" for k, v in cpu.peak_gops.items()),

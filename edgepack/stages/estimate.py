@@ -24,7 +24,7 @@ def estimate_stage(ctx: Context, decisions: list[str]) -> Context:
         inputs = backend.estimate_inputs(ctx, m)
         est = estimate_bundle(inputs.graph, ctx.target, precision, artifacts=list(inputs.artifacts),
                               coverage=m.coverage, ort_config_ops=inputs.ops_config, shapes=shapes,
-                              per_hour=ctx.per_hour)
+                              per_hour=ctx.per_hour, prepared=True)
         lat = est.to_json()["latency_ms"]
         decisions.append(f"{m.name}: estimated {lat['value']:.3g} ms ({lat['low']:.3g}-{lat['high']:.3g}) on "
                          f"{ctx.target.device.name.split(' (')[0]} at {precision}: {lat['method']}")
