@@ -62,9 +62,9 @@ def test_ci_runs_the_readme_test_command():
 @pytest.mark.parametrize(("stamp", "want", "installs"), [
     (None, "dev", True),                      # fresh venv: install
     ("{digest}\ndev", "dev", False),          # nothing changed: no reinstall
-    ("{digest}\ndev", "openvino", False),     # dev includes what the demo needs
-    ("{digest}\nopenvino", "openvino", False),
-    ("{digest}\nopenvino", "dev", True),      # the tests need more than the demo installed
+    ("{digest}\ndev", "demo", False),         # dev includes what the demo needs
+    ("{digest}\ndemo", "demo", False),
+    ("{digest}\ndemo", "dev", True),          # the tests need more than the demo installed
     ("0000\ndev", "dev", True),               # pyproject.toml changed
 ])
 def test_install_only_when_something_changed(tmp_path, stamp, want, installs):
