@@ -202,3 +202,22 @@ def test_a_graph_the_cost_model_cannot_price_rests_on_the_profiles_rules(tmp_pat
     (speed,) = _speed_of(r.manifest)
     assert r.manifest["models"][0]["quantization"]["recipe"] == "static-int8"
     assert speed["rests_on"] == "profile rules" and "could not price this graph (no shapes)" in speed["why"]
+
+
+def test_weight_only_int8_on_a_cross_build_rests_on_the_cost_model(tmp_path, monkeypatch):
+    """prepare's keep-or-fold gate for weight-only int8 is not timed on a host that cannot stand in."""
+    from test_rewrite_check import _weight_only_int8
+
+    from edgepack.build import build
+    from edgepack.target import load_target
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("a cross-build must not time the host")
+
+    monkeypatch.setattr(cross, "this_host", lambda: X86_VNNI)
+    monkeypatch.setattr("edgepack.stages.prepare.compare_latency", no_timing)  # (verify's timing is information)
+    path = tmp_path / "wo8.onnx"
+    onnx.save(_weight_only_int8(), str(path))
+    [r] = build([path], [load_target("rpi5-cpu")], tmp_path / "out")
+    [line] = [d for d in r.manifest["recipe"]["decisions"] if d.startswith("prepare: model: weight-only int8 weights")]
+    assert "by the cost model (a build host that is not arm64 cannot stand in for this arm64 target)" in line, line

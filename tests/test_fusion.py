@@ -295,3 +295,14 @@ def test_without_sympy_fusion_is_skipped_with_a_reason(bert, tmp_path, monkeypat
     src, inputs, ref = bert
     rec = fuse_transformer(src, tmp_path / "fused.onnx", inputs, ref, host=HOST)
     assert rec["applied"] is False and "sympy" in rec["why"]
+
+
+def test_a_cross_build_keeps_the_unfused_model_without_timing_it(bert, tmp_path):
+    """Where the build host cannot stand in for the target, no host timing decides: the unfused model stays."""
+    src, inputs, ref = bert
+    dst = tmp_path / "fused.onnx"
+    why = "a build host that is not arm64 cannot stand in for this arm64 target"
+    rec = fuse_transformer(src, dst, inputs, ref, host=HOST, min_speedup=0.5, timed=False, timed_why=why)
+    assert rec["applied"] is False and not dst.exists()
+    assert rec["host_latency"] is None and rec["latency_ratio"] is None
+    assert "is not measured here (" + why + "): kept the unfused model" in rec["why"]

@@ -18,6 +18,7 @@ import onnx
 
 from .. import partition
 from ..backends import backend_for
+from ..cross import stands_in
 from ..errors import StageError, first_line
 from ..gates import MAX_SLOWDOWN
 from ..model import iter_graphs
@@ -104,6 +105,9 @@ def _keep_int8_weights(ctx: Context, m: ModelState, folded: Path, kept: Path, de
     if ctx.target.is_accelerator:
         decisions.append(f"{m.name}: weight-only int8 weights kept int8 (DequantizeLinear): 4x smaller download")
         return True
+    stand = stands_in(ctx.target)
+    if not stand.ok:  # no host timing for a processor the host is not: the cost model, else the model as given
+        return _keep_int8_weights_estimated(ctx, m, folded, kept, decisions, what, stand.why)
     settings = host_settings(ctx.target)
     settings["disabled_optimizers"] = [*settings["disabled_optimizers"], "QDQSelectorActionTransformer"]
     ratio = compare_latency(folded, kept, m.verify_inputs[0], clear_of=MAX_SLOWDOWN, **settings)["ratio"]
@@ -113,6 +117,28 @@ def _keep_int8_weights(ctx: Context, m: ModelState, folded: Path, kept: Path, de
         return False
     decisions.append(f"{m.name}: weight-only int8 {what} kept int8: 4x smaller, "
                      f"within {MAX_SLOWDOWN - 1:.0%} of the fp32-folded speed on the host")
+    return True
+
+
+def _keep_int8_weights_estimated(ctx: Context, m: ModelState, folded: Path, kept: Path, decisions: list[str],
+                                 what: str, why: str) -> bool:
+    """The weight-only int8 gate of a cross-build: the target's cost model prices the kept and the folded
+    graph; where it cannot, the weights stay as the model gives them (int8, 4x smaller)."""
+    from ..speed_basis import estimated_ratio, onnx_errors
+
+    try:
+        ratio, _ = estimated_ratio(ctx.target, folded, kept, "fp32", m.verify_inputs[0])
+    except (ValueError, KeyError, TypeError, ArithmeticError, StageError, *onnx_errors()) as exc:
+        decisions.append(f"{m.name}: weight-only int8 {what} kept int8 as the model gives them: 4x smaller; their speed "
+                         f"on the target is not measured here ({why}) and the cost model could not price them "
+                         f"({first_line(exc)})")
+        return True
+    if ratio > MAX_SLOWDOWN:
+        decisions.append(f"{m.name}: weight-only int8 {what} folded to fp32: the cost model estimates dequantizing them "
+                         f"on every inference at {ratio:.2f}x the fp32-folded latency on the target ({why})")
+        return False
+    decisions.append(f"{m.name}: weight-only int8 {what} kept int8: 4x smaller, estimated {ratio:.2f}x the "
+                     f"fp32-folded latency on the target by the cost model ({why})")
     return True
 
 

@@ -109,12 +109,14 @@ class OnnxRuntimeBackend(Backend):
         """onnxruntime.transformers fusions for transformer encoders on CPU targets, kept where they help."""
         if ctx.target.execution_provider != "CPU" or model_class != "matmul-heavy":
             return m, m.prepared
+        from ...cross import stands_in
         from ...runtime.ort import host_settings
         from .fusion import fuse_transformer
 
         dst = ctx.work / f"{m.name}.fused.onnx"
+        stand = stands_in(ctx.target)
         record = fuse_transformer(m.prepared, dst, list(m.verify_inputs), list(m.reference_outputs),
-                                  host=host_settings(ctx.target))
+                                  host=host_settings(ctx.target), timed=stand.ok, timed_why=stand.why)
         if record.get("host_latency"):
             host.setdefault(m.name, []).append({"recipe": "transformer-fusion", **record["host_latency"]})
         decisions.append(f"{m.name}: transformer fusion {'applied' if record['applied'] else 'not applied'}: "

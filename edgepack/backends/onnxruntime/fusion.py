@@ -249,8 +249,14 @@ def fuse_transformer(
     *,
     host: dict,
     min_speedup: float = 1.05,
+    timed: bool = True,
+    timed_why: str = "",
 ) -> dict[str, Any]:
     """Apply onnxruntime.transformers BERT fusions to ``src``, write ``dst`` if they pay off, return the record.
+
+    ``timed`` False (the build host cannot stand in for the target's processor, ``timed_why`` says why):
+    the speed-up cannot be measured for the target, so the unfused model is kept - a decision that does
+    not depend on the machine that builds.
 
     ``reference_outputs`` are ``src``'s outputs on ``reference_inputs``; ``host`` is the session
     settings of :func:`edgepack.runtime.ort.host_settings` (e.g. ``{"level": "extended",
@@ -309,6 +315,12 @@ def fuse_transformer(
                          f"{FUSION_MAX_REL_ERR}: kept the unfused model")
         return record
 
+    if not timed:  # the build host cannot stand in for the target: no evidence of a speed-up there
+        _remove(dst)
+        record["why"] = (f"fusions matched ({names}) and outputs stay within tolerance, but whether they are "
+                         f"{_speed_phrase(min_speedup)} on the target is not measured here ({timed_why}): kept the "
+                         "unfused model")
+        return record
     lat = compare_latency(src, dst, reference_inputs[0], clear_of=1.0 / min_speedup, **host)
     ratio = lat["ratio"]
     record["latency_ratio"] = ratio
