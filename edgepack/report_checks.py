@@ -95,6 +95,17 @@ class _Doc:
             self.text(value.get("error"), f"{key}.error")
 
 
+def _model_digests(d: _Doc, models: Any, key: str) -> None:
+    """``models``: a non-empty list of {file, sha256} (a report's and a measurement's source models)."""
+    if not isinstance(models, list) or not models:
+        d.fail(key, "a non-empty list")
+    for i, x in enumerate(models):
+        d.obj(x, f"{key}[{i}]")
+        d.text(x.get("file"), f"{key}[{i}].file", limit=500)
+        if not isinstance(x.get("sha256"), str) or not _HEX64.match(x["sha256"]):
+            d.fail(f"{key}[{i}].sha256", "64 hexadecimal digits")
+
+
 def _check_row(d: _Doc, name: str, row: Any) -> None:
     key = f"targets.{name}"
     d.obj(row, key)
@@ -161,14 +172,7 @@ def check_report(doc: Any, where: str) -> dict:
     if doc.get("merged_from"):
         msg = f"{where} is a merged report; merge the job reports it was made from (its merged_from lists them)"
         raise UsageError(msg)
-    models = doc.get("models")
-    if not isinstance(models, list) or not models:
-        d.fail("models", "a non-empty list")
-    for i, m in enumerate(models):
-        d.obj(m, f"models[{i}]")
-        d.text(m.get("file"), f"models[{i}].file", limit=500)
-        if not isinstance(m.get("sha256"), str) or not _HEX64.match(m["sha256"]):
-            d.fail(f"models[{i}].sha256", "64 hexadecimal digits")
+    _model_digests(d, doc.get("models"), "models")
     toolchain = d.obj(doc.get("toolchain"), "toolchain")
     for k, v in toolchain.items():
         d.text(v, f"toolchain.{k}", limit=200)
@@ -213,14 +217,7 @@ def check_measurement(doc: Any, where: str) -> dict:
         d.fail("measurement.measurement_version", "1")
     d.text(m.get("target"), "measurement.target", limit=200)
     d.text(m.get("device"), "measurement.device", optional=True)
-    models = m.get("models")
-    if not isinstance(models, list) or not models:
-        d.fail("measurement.models", "a non-empty list")
-    for i, x in enumerate(models):
-        d.obj(x, f"measurement.models[{i}]")
-        d.text(x.get("file"), f"measurement.models[{i}].file", limit=500)
-        if not isinstance(x.get("sha256"), str) or not _HEX64.match(x["sha256"]):
-            d.fail(f"measurement.models[{i}].sha256", "64 hexadecimal digits")
+    _model_digests(d, m.get("models"), "measurement.models")
     for k, v in d.obj(m.get("machine"), "measurement.machine").items():
         d.text(v, f"measurement.machine.{k}", limit=500)
     for k in ("runtime", "provider", "requested"):
