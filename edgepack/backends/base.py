@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 MAX_REFINE_ATTEMPTS = 4  # mixed-precision candidates the selector asks for after a candidate fails its judgement
 
 
+def onnx_ml_ops(loaded: LoadedModel) -> str:
+    """The ai.onnx.ml operator types of a model, comma-separated ('' when it has none) - for engines without them."""
+    return ", ".join(sorted(op.split(":", 1)[1] for op in loaded.info.op_histogram if op.startswith("ai.onnx.ml:")))
+
+
 class Packaging(ABC):
     """What a backend's packaging stage decided (rendered as the manifest's ``reduced_build``)."""
 

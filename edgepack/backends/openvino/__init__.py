@@ -38,11 +38,13 @@ class OpenVinoBackend(Backend):
             fail("minimal_build.level", "an ONNX Runtime minimal build does not apply to the OpenVINO runtime")
 
     def check_model(self, loaded, profile) -> None:
-        ml = sorted(op for op in loaded.info.op_histogram if op.startswith("ai.onnx.ml:"))
+        from ..base import onnx_ml_ops
+
+        ml = onnx_ml_ops(loaded)
         if ml:
             from ...errors import StageError
 
-            msg = (f"{profile.name}: OpenVINO has no ai.onnx.ml operators ({', '.join(o.split(':')[1] for o in ml)} in "
+            msg = (f"{profile.name}: OpenVINO has no ai.onnx.ml operators ({ml} in "
                    f"{loaded.path.name}, e.g. a scikit-learn export); build it for an ONNX Runtime target")
             raise StageError(msg)
 

@@ -63,11 +63,13 @@ class QnnBackend(Backend):
         from .session import qnn_module
 
         qnn_module()  # one clear error with the install line before any work
-        ml = sorted(op for op in loaded.info.op_histogram if op.startswith("ai.onnx.ml:"))
+        from ..base import onnx_ml_ops
+
+        ml = onnx_ml_ops(loaded)
         if ml:  # the QNN EP has no ai.onnx.ml kernels, and the HTP must take the whole graph (no CPU fallback)
             from ...errors import StageError
 
-            msg = (f"{profile.name}: the QNN HTP has no ai.onnx.ml operators ({', '.join(o.split(':')[1] for o in ml)} "
+            msg = (f"{profile.name}: the QNN HTP has no ai.onnx.ml operators ({ml} "
                    f"in {loaded.path.name}, e.g. a scikit-learn export) and QNN bundles run without CPU fallback; "
                    "build it for an ONNX Runtime CPU target")
             raise StageError(msg)
