@@ -82,6 +82,11 @@ class ModelState:
     def inputs(self) -> tuple[TensorSpec, ...]:
         return self.source.info.inputs
 
+    @property
+    def real_samples(self) -> bool:
+        """Whether its samples come from a calibration folder (also for targets that calibrate on none)."""
+        return bool(self.calibration) or (self.evidence is not None and not self.evidence.generated)
+
 
 @dataclass(frozen=True)
 class Context:

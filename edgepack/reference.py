@@ -65,8 +65,7 @@ def entry(m) -> dict[str, Any] | None:
         check["cosine_min"] = tolerance.cosine_min
         if tolerance.top1_agreement_min is not None:
             check["same_top1"] = True
-    real = m.calibration or (m.evidence is not None and not m.evidence.generated)
-    source = "a held-out calibration sample" if real else "a generated input"
+    source = "a held-out calibration sample" if m.real_samples else "a generated input"
     return {
         "inputs": [_spec(n, a, _file(m.name, "in", i)) for i, (n, a) in enumerate(inputs.items())],
         "outputs": [_spec(n, a, _file(m.name, "out", i)) for i, (n, a) in enumerate(outputs.items())],

@@ -61,7 +61,7 @@ def preprocessing_lines(ctx) -> list[str]:
             shape = m.shapes.get(t.name, t.shape) if m.fixed_shapes else t.shape
             dims = "[" + ", ".join(str(d) if isinstance(d, int) else str(d or "?") for d in (shape or ())) + "]"
             span = _value_range(m, t.name)
-            if (m.calibration or (m.evidence is not None and not m.evidence.generated)) and span is not None:
+            if m.real_samples and span is not None:
                 source = f"the calibration data span [{span[0]:.6g}, {span[1]:.6g}]: feed values prepared the same way"
             elif span is not None:
                 source = ("there was no calibration data (the build verified on generated inputs): feed what the "
