@@ -13,8 +13,11 @@ processor (:func:`edgepack.cross.stands_in`):
   ConvInteger is slower than fp32 on ARM and x86, onnxruntime#9694), and a profile that lists fp16 for
   a CPU without fp16 arithmetic is refused when it is loaded.
 
-Either way the host timing is kept in the build record (``candidate_latency``, with ``decides``), and
-the manifest's attempt records what the decision rested on (``speed``) in words that name no host.
+The host timing is run only where it decides (issue #20: each model runs once per purpose): on the
+stand-in path it is kept in the build record (``candidate_latency``, ``decides``: true); off it the
+candidate is not timed on the host at all (the shipped artifact's host timing is still measured, once,
+by the verify stage: ``host_latency``). The manifest's attempt records what the decision rested on
+(``speed``) in words that name no host.
 """
 
 from __future__ import annotations
@@ -71,13 +74,13 @@ def estimated_ratio(profile, reference: Path, candidate: Path, precision: str, s
 
 def check_speed(ctx, backend, m, recipe, candidate, reference: Path) -> SpeedCheck:
     """The speed gate for one judged candidate (nothing where the backend's gate does not apply)."""
-    lat = backend.time_candidate(ctx, m, recipe, candidate, reference)
-    if lat is None:
+    if not backend.speed_gate_applies(ctx, recipe):
         return SpeedCheck(None, None, None)
     profile = ctx.target
     stand = stands_in(profile)
     limit = f"{MAX_SLOWDOWN - 1:.0%}"
     if stand.ok:
+        lat = backend.time_candidate(ctx, m, recipe, candidate, reference)
         basis = {"rests_on": HOST, "why": stand.why}
         slow = lat.get("ratio") is not None and lat["ratio"] > MAX_SLOWDOWN
         reason = (f"more than {limit} slower than {backend.speed_reference} on the host, which stands in for the target "
@@ -90,12 +93,11 @@ def check_speed(ctx, backend, m, recipe, candidate, reference: Path) -> SpeedChe
         # nothing on the target to price it with: the profile's rules (it lists the recipe for this class) stand
         basis = {"rests_on": RULES, "why": f"{stand.why}, and the cost model could not price this graph "
                                             f"({first_line(exc)}): the profile lists the recipe for this model class"}
-        return SpeedCheck(None, basis, {**lat, "decides": False})
+        return SpeedCheck(None, basis, None)
     figures = sorted({p for u in profile.device.units if u.kind == "cpu" for p in u.peak_gops})
-    basis = {"rests_on": COST_MODEL, "why": stand.why + ": the host's timing is kept in the build record as "
-             "information only", "estimated_ratio": float(f"{ratio:.3g}"), **est,
+    basis = {"rests_on": COST_MODEL, "why": stand.why + ": the candidate is not timed on the host", "estimated_ratio": float(f"{ratio:.3g}"), **est,
              "method": f"per-node roofline cost model with {profile.name}'s [device] figures "
                        f"(cpu peak_gops for {'/'.join(figures)}; memory bandwidth; dispatch overhead)"}
     reason = (f"estimated {ratio:.2f}x the fp32 latency on the target (more than {limit} slower; cost model, "
               "the build host cannot stand in for the target)")
-    return SpeedCheck(reason if ratio > MAX_SLOWDOWN else None, basis, {**lat, "decides": False})
+    return SpeedCheck(reason if ratio > MAX_SLOWDOWN else None, basis, None)

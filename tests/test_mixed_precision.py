@@ -259,8 +259,8 @@ class _Stub:
             raise StageError(msg)
         return replace(candidate, settings={"attempt": attempt})
 
-    def time_candidate(self, *args):
-        return None
+    def speed_gate_applies(self, ctx, recipe):
+        return False
 
 
 def _select(stub: _Stub, tmp_path: Path):

@@ -52,6 +52,41 @@ def test_limits_scale_with_the_noise_and_have_a_floor():
     assert ok and "4 x onnxruntime's own 1.0e-04" in why
 
 
+def test_within_the_floors_a_rewrite_passes_whatever_the_noise():
+    """The limits never go below the floors, so a deviation inside them passes with any noise - and the
+    noise need not be measured; one beyond a floor (or with NaN/Inf) needs the noise to be judged."""
+    inside = {"y": rc.Deviation(rc.FLOOR_ULPS * rc.FLOAT32_EPS * 0.5, rc.COSINE_FLOOR / 2, 0, 1.0, 1.0)}
+    text = rc.within_floor(inside)
+    assert text is not None and "32 float32 ulps" in text and "need not be measured" in text
+    for noise in (rc.Noise({"y": rc.Deviation(0.0, 0.0, 0, 1.0, 1.0)}, 8, ("basic",)),
+                  rc.Noise({"y": rc.Deviation(1e-3, 1e-6, 0, 1.0, 1.0)}, 8, ("basic",))):
+        assert noise.check(inside)[0]
+    beyond = {"y": rc.Deviation(rc.FLOOR_ULPS * rc.FLOAT32_EPS * 2, 0.0, 0, 1.0, 1.0)}
+    assert rc.within_floor(beyond) is None
+    assert rc.within_floor({"y": rc.Deviation(0.0, 0.0, 0, 1.0, 1.0), "z": rc.Deviation(0.0, 2 * rc.COSINE_FLOOR, 0, 1.0, 1.0)}) is None
+    assert rc.within_floor({"y": rc.Deviation(0.0, 0.0, 1, 1.0, 1.0)}) is None
+
+
+def test_prepare_measures_the_noise_only_when_a_rewrite_leaves_the_floors(tmp_path, monkeypatch):
+    from edgepack import transforms
+    from edgepack.stages import prepare
+
+    calls = []
+    real = prepare.measure_noise
+    monkeypatch.setattr(prepare, "measure_noise", lambda *a: calls.append(1) or real(*a))
+    # basic optimizations alone compute (nearly) the same bits: no noise run is spent
+    [r] = build([_tiny_with_hardswish(tmp_path)], [load_target("rpi5-cpu")], tmp_path / "a", shapes={"x": (1, 3, 8, 8)})
+    line = next(d for d in r.manifest["recipe"]["decisions"] if "onnxruntime basic optimizations" in d)
+    assert not calls and "need not be measured" in line, line
+    # a decomposition with a wrong constant leaves the floors: the noise is measured (once) and judges it
+    monkeypatch.setattr(transforms, "_real_decompose", transforms.decompose, raising=False)
+    monkeypatch.setattr(transforms, "decompose", _wrong_decomposition)
+    [r] = build([_tiny_with_hardswish(tmp_path)], [load_target("android-nnapi")], tmp_path / "b",
+                shapes={"x": (1, 3, 8, 8)})
+    skipped = [d for d in r.manifest["recipe"]["decisions"] if "decomposed skipped" in d]
+    assert calls == [1] and len(skipped) == 1 and "onnxruntime's own" in skipped[0], skipped
+
+
 def _deep_model() -> onnx.ModelProto:
     """Conv -> BatchNormalization -> Relu, twice: BatchNormalization folding and NCHWc layouts move the
     float32 sums, so onnxruntime's levels disagree in the last bits."""

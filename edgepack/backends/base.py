@@ -132,6 +132,11 @@ class Backend(ABC):
         float. None: nothing more to try (the default)."""
         return None
 
+    def speed_gate_applies(self, ctx: Context, recipe: Recipe) -> bool:
+        """Whether a candidate of ``recipe`` for ``ctx.target`` passes the speed gate (:mod:`edgepack.speed_basis`):
+        timed on the host where the host stands in for the target, else priced by the cost model."""
+        return False
+
     def time_candidate(self, ctx: Context, m: ModelState, recipe: Recipe, candidate: Candidate,
                        reference: Path) -> dict | None:
         """The host speed gate's measurement ({"recipe", ..., "ratio"}), or None where it does not apply."""

@@ -54,7 +54,7 @@ def estimate_model(model, profile: TargetProfile, precision: str = "fp32", *, ar
                    source_bytes: int | None = None) -> BundleEstimates:
     """Estimates for an already shape-inferred ``onnx.ModelProto`` (pure: reads only ``artifacts``/``ort_config``)."""
     b = latency.breakdown(model, profile, precision)
-    lat = latency.estimate_latency(model, profile, precision)
+    lat = latency.estimate_latency(model, profile, precision, priced=b)
     if artifacts:
         art, dl = size.model_size([Path(p) for p in artifacts])
     else:

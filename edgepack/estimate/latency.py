@@ -440,9 +440,11 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
 
 
 def estimate_latency(model: onnx.ModelProto, profile: TargetProfile, precision: str = "fp32", *,
-                     fused: bool | None = None, band: tuple[float, float] = BAND) -> Estimate:
-    """Latency of one inference (ms) of a shape-inferred model on ``profile``'s device."""
-    b = breakdown(model, profile, precision, fused=fused)
+                     fused: bool | None = None, band: tuple[float, float] = BAND,
+                     priced: LatencyBreakdown | None = None) -> Estimate:
+    """Latency of one inference (ms) of a shape-inferred model on ``profile``'s device (``priced``: its
+    :func:`breakdown` with the same arguments, when the caller has it already)."""
+    b = priced if priced is not None else breakdown(model, profile, precision, fused=fused)
     ms = b.total_us / 1e3
     method = ("per-node roofline cost model (FLOPs and bytes per node from the shape-inferred graph; "
               f"device figures from profile {profile.source}); band {band[0]:g}x-{band[1]:g}x from host validation")

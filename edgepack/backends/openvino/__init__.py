@@ -107,8 +107,11 @@ class OpenVinoBackend(Backend):
 
         return run_ir(path, inputs)
 
+    def speed_gate_applies(self, ctx, recipe):
+        return recipe.name == "static-int8"
+
     def time_candidate(self, ctx, m, recipe, candidate, reference):
-        if recipe.name != "static-int8":
+        if not self.speed_gate_applies(ctx, recipe):
             return None
         from ...gates import MAX_SLOWDOWN
         from .run import compare_irs
