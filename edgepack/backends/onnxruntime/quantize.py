@@ -127,25 +127,68 @@ def _quiet_symbolic_saves() -> None:
         symbolic_shape_infer.onnx = _SavesInWorkFolder(symbolic_shape_infer.onnx)
 
 
+# quant_pre_process's own pass is onnxruntime's basic level - what the prepare stage applied and checked (or
+# refused, when it moved the outputs beyond onnxruntime's own noise): not run twice, nor against that check
+_OPTIMIZED = ("its basic optimizations skipped: the prepare stage applied them (BatchNorm folded into Conv) "
+              "where they passed its check")
+
+
+def _static_shapes_known(src: Path) -> bool:
+    """Whether onnx's own shape inference gives every node output of ``src`` (all graphs) a fully static
+    shape: then onnxruntime's symbolic shape inference has nothing to add (it exists for the dimensions
+    onnx cannot infer) and quant_pre_process skips it - and the sympy import it needs. Large models: False."""
+    from ...model import iter_graphs
+
+    if _model_bytes(src) > LARGE_MODEL_BYTES:
+        return False
+    try:
+        model = onnx.shape_inference.infer_shapes(onnx.load_model(str(src), load_external_data=False))
+    except Exception:  # noqa: BLE001 - onnx raises assorted errors on graphs it cannot infer
+        return False
+    known = {v.name: v for v in (*model.graph.value_info, *model.graph.output)}
+    for g in iter_graphs(model.graph):
+        known.update((v.name, v) for v in (*g.value_info, *g.output))
+    for g in iter_graphs(model.graph):
+        for node in g.node:
+            for out in node.output:
+                if not out:
+                    continue
+                v = known.get(out)
+                if v is None or not v.type.HasField("tensor_type") or not v.type.tensor_type.HasField("shape"):
+                    return False
+                if any(not d.HasField("dim_value") for d in v.type.tensor_type.shape.dim):
+                    return False
+    return True
+
+
 def _preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
     """onnxruntime's quant_pre_process (symbolic shapes + basic optimizations); ``src`` if it fails."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    _quiet_symbolic_saves()
     large = _model_bytes(src) > LARGE_MODEL_BYTES
+    if _static_shapes_known(src):
+        try:
+            quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=True,
+                              save_as_external_data=large)
+        except Exception as exc:  # noqa: BLE001 - then the full pre-processing below says why
+            notes.append(f"quant_pre_process (skip_symbolic_shape=True) failed: {first_line(exc)}")
+        else:
+            notes.append("pre-processed with onnxruntime quant_pre_process (onnx shape inference: every tensor's shape "
+                         f"is static and known, so symbolic inference has nothing to add; {_OPTIMIZED})")
+            return dst
+    _quiet_symbolic_saves()
     for skip_symbolic in (False, True):
         try:
             _saves.folder = str(dst.parent)
-            quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
+            quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=skip_symbolic,
+                              save_as_external_data=large)
         except Exception as exc:  # noqa: BLE001 - symbolic shape inference raises assorted errors
             notes.append(f"quant_pre_process (skip_symbolic_shape={skip_symbolic}) failed: {first_line(exc)}")
             continue
         finally:
             _saves.folder = None
-        notes.append(
-            "pre-processed with onnxruntime quant_pre_process "
-            f"({'onnx' if skip_symbolic else 'symbolic'} shape inference, basic optimizations fold BatchNorm into Conv)"
-        )
+        notes.append(f"pre-processed with onnxruntime quant_pre_process ({'onnx' if skip_symbolic else 'symbolic'} "
+                     f"shape inference; {_OPTIMIZED})")
         return dst
     notes.append("quantizing the model as given (pre-processing failed)")
     return src
@@ -408,7 +451,8 @@ def quantize(
     *,
     is_accelerator: bool,
 ) -> dict:
-    """Apply ``recipe`` to the model at ``src``, write it to ``dst``, return the decision record.
+    """Apply ``recipe`` to the model at ``src`` (the prepare stage's graph: onnxruntime's basic optimizations
+    are not applied again here), write it to ``dst``, return the decision record.
 
     ``calibration`` is a list of samples ({input name: array with batch 1}); static int8 needs it.
     Static int8 writes its pre-processed input next to ``dst`` as ``<dst stem>.pre.onnx``.
