@@ -123,3 +123,81 @@ def test_profile_text_is_a_loadable_profile_with_sources_and_warnings(tmp_path):
     assert "spread of the kept round medians up to 2.0%" in p.device.sources["cost_model.eff_conv"]
     assert "# WARNING: gemm-conv" in text
     assert params.for_profile(p).element_ops["Sigmoid"] == 12.0
+
+
+# ------------------------------------------------------------------ N threads: the cores probe
+
+
+class _FakeProbe(robust.CoresProbe):
+    """A CoresProbe whose speedups come from a list (the last repeated), without sessions."""
+
+    def __init__(self, speedups, threads=2):
+        self.threads, self.best, self._s = threads, 0.0, list(speedups)
+
+    def speedup(self, window_s=robust.PROBE_WINDOW_S):
+        s = self._s.pop(0) if len(self._s) > 1 else self._s[0]
+        self.best = max(self.best, s)
+        return s
+
+
+def test_the_probe_is_judged_against_the_best_it_has_seen(monkeypatch):
+    monkeypatch.setattr(robust, "CORES_POLL_S", 0.0)
+    p = _FakeProbe([1.8, 1.3, 1.3, 1.75])
+    assert p.check().ok  # 1.8: the best so far
+    c = p.wait(budget_s=5.0)  # 1.3, 1.3 (below 0.85 x 1.8), then 1.75
+    assert c.ok and c.speedup == 1.75 and c.waited_s >= 0.0
+    assert p.stale(1.3) and not p.stale(1.6)
+    slow = _FakeProbe([1.9, 1.2])
+    slow.check()
+    c = slow.wait(budget_s=0.0)  # no time to wait: the slow reading, not ok
+    assert not c.ok and c.speedup == 1.2
+
+
+def test_a_group_whose_cores_went_away_is_measured_again():
+    refs = iter([1.0] * 8)
+    out: dict = {"cores_wait_left_s": 0.0}
+    calls = []
+    probe = _FakeProbe([1.8, 1.8, 1.1, 1.8, 1.8])  # seed, before, after (lost), before, after
+    probe.speedup()
+    calibrate._group("gemm-conv", lambda: calls.append(1) or {}, lambda: Timing(next(refs), 0.0, 3, True),  # noqa: SLF001
+                     out, calibrate.SMALL, probe)
+    assert len(calls) == 2 and out["cores"]["gemm-conv"] == {"speedup_before": 1.8, "waited_s": 0.0, "speedup_after": 1.8}
+    assert calibrate._stale_groups(out, probe) == []  # noqa: SLF001
+
+
+def test_groups_measured_before_the_best_was_seen_are_stale_and_warned():
+    out = {"cores": {"overhead": {"speedup_before": 1.3, "waited_s": 0.0, "speedup_after": 1.32},
+                     "memory": {"speedup_before": 1.8, "waited_s": 0.0, "speedup_after": 1.79}}}
+    probe = _FakeProbe([1.82])
+    probe.speedup()
+    assert calibrate._stale_groups(out, probe) == ["overhead"]  # noqa: SLF001
+    calibrate._cores_warnings(out, probe)  # noqa: SLF001
+    (w,) = out["warnings"]
+    assert w.startswith("overhead: 2 threads ran only 1.30x") and "best 1.82x" in w
+
+
+def test_parallel_terms_come_from_the_add_ladder():
+    m = {"threads": 2, "add_cache_gbps": 100.0, "par_element_ns": {"Relu": 0.03},
+         "ladder": [(12.0 * 65536, 110.0), (12.0 * 85196, 104.0), (12.0 * 110755, 220.0), (12.0 * 143982, 205.0)]}
+    terms = calibrate._parallel_terms(m, elem_rate=2.0)  # noqa: SLF001
+    assert terms == {"parallel_elems": 110755.0, "par_cache_gbps": 220.0, "par_op_Relu": 0.06}
+    never = {**m, "ladder": [(12.0 * 65536, 110.0), (12.0 * 143982, 105.0)]}
+    assert calibrate._parallel_terms(never, elem_rate=2.0) == {}  # noqa: SLF001
+
+
+def _relu_model(n: int):
+    return infer_shapes(make_model([helper.make_node("Add", ["x", "x"], ["y"])],
+                                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])]))
+
+
+def test_elementwise_nodes_from_parallel_elems_on_are_priced_split_over_the_threads():
+    base = load_target("rpi5-cpu")
+    dev = dataclasses.replace(base.device, cache_bandwidth_gbps=100.0, cache_bytes=64e6)
+    serial = dataclasses.replace(base, device=dev)
+    split = dataclasses.replace(base, device=dataclasses.replace(
+        dev, cost_model={"parallel_elems": 100_000.0, "par_cache_gbps": 200.0}))
+    for n, faster in ((50_000, False), (200_000, True)):
+        (a,) = latency.breakdown(_relu_model(n), serial, "fp32").nodes
+        (b,) = latency.breakdown(_relu_model(n), split, "fp32").nodes
+        assert b.memory_us == pytest.approx(a.memory_us / 2 if faster else a.memory_us, rel=1e-9)

@@ -21,7 +21,8 @@ from ..cleanup import tmp_prefix
 from . import latency
 from . import microbench as mb
 from .microbench import DEPTHWISE_GRID, fit_depthwise  # noqa: F401 - re-exported (tests, benchmarks)
-from .robust import DRIFT_BOUND, Session, Timing, drift, open_session, time_model, time_session
+from .robust import (CORES_WAIT_S, CORES_WITHIN, DRIFT_BOUND, Cores, CoresProbe, Session, Timing, drift, open_session,
+                     time_model, time_session)
 
 
 # output channels and map size of the conv ladder (3x3, chains of three): multiples of 16, so no NCHWc padding
@@ -43,23 +44,48 @@ class Sizes:
     chain: int = 400
     budget_s: float = 0.9  # per figure (robust.time_session)
     retries: int = 1  # a group whose reference kernel moved is measured again this many times
+    cores_wait_s: float = CORES_WAIT_S  # N threads: the most calibrate waits, in all, for N cores
 
 
-SMALL = Sizes(conv_c=128, ladder=4, lstm_seq=16, lstm_hidden=128, chain=100, budget_s=0.12)
+PARALLEL_SIZE = 4  # N threads: elementwise ops are also timed at 4 x add_cache_elems (256 K floats), above the size
+# from which onnxruntime's elementwise kernels split their work over the threads (between 85 K and 110 K floats
+# for an Add on the AMD EPYC development host; the Add ladder finds it on each device: parallel_elems)
+PARALLEL_GAIN = 1.3  # a ladder Add this much faster than the cache-resident (64 K) one runs on several threads
+
+SMALL = Sizes(conv_c=128, ladder=4, lstm_seq=16, lstm_hidden=128, chain=100, budget_s=0.12, cores_wait_s=6.0)
 
 
-def _group(name: str, bench, ref, out: dict, sizes: Sizes) -> dict:
+def _cores_before(name: str, probe: CoresProbe | None, out: dict) -> Cores | None:
+    """N threads: wait (within what is left of the calibration's budget) until the N cores are there."""
+    if probe is None:
+        return None
+    c = probe.wait(out.get("cores_wait_left_s", 0.0))
+    out["cores_wait_left_s"] = max(out.get("cores_wait_left_s", 0.0) - c.waited_s, 0.0)
+    out.setdefault("cores", {})[name] = {"speedup_before": round(c.speedup, 2), "waited_s": c.waited_s}
+    return c
+
+
+def _group(name: str, bench, ref, out: dict, sizes: Sizes, probe: CoresProbe | None = None) -> dict:
     """Run ``bench()`` (-> {figure: Timing or value}) between two timings of the reference kernel;
     measured again when the reference ran more than DRIFT_BOUND slower than its fastest timing so far
-    (another program took the CPU, its caches or a core of an N-thread run); a warning when it still does."""
+    (another program took the CPU, its caches or a core of an N-thread run); a warning when it still does.
+    At N threads (``probe``) the group also starts only once the N threads run as well as they have in
+    this calibration, and is measured again when they did not by its end
+    (:class:`~edgepack.estimate.robust.CoresProbe`; :func:`_stale_groups` redoes the groups a better
+    later probe shows were measured in a bad period)."""
     for attempt in range(sizes.retries + 1):
+        cores = _cores_before(name, probe, out)
         before = ref()
         figures = bench()
         after = ref()
+        cores_after = probe.check() if probe is not None else None
         best = min(out.get("reference_best_ms", before.ms), before.ms, after.ms)
         out["reference_best_ms"] = best
         moved = drift(best, max(before.ms, after.ms))
-        if moved <= DRIFT_BOUND:
+        lost = cores_after is not None and not (cores is not None and cores.ok and cores_after.ok)
+        if cores_after is not None:
+            out["cores"][name]["speedup_after"] = round(cores_after.speedup, 2)
+        if moved <= DRIFT_BOUND and not lost:
             break
     out.setdefault("reference_drift", {})[name] = round(moved, 3)
     if moved > DRIFT_BOUND:
@@ -67,6 +93,24 @@ def _group(name: str, bench, ref, out: dict, sizes: Sizes) -> dict:
             f"{name}: the reference GEMM ran {moved:+.0%} slower than its best across the group after {attempt + 1} "
             "attempt(s) (another program was using the CPU); its figures may be off by as much")
     return figures
+
+
+def _stale_groups(out: dict, probe: CoresProbe | None) -> list[str]:
+    """The groups measured while the N threads ran worse than the best the probe has seen since."""
+    if probe is None:
+        return []
+    return [k for k, c in out.get("cores", {}).items()
+            if probe.stale(min(c["speedup_before"], c.get("speedup_after", c["speedup_before"])))]
+
+
+def _cores_warnings(out: dict, probe: CoresProbe | None) -> None:
+    for name in _stale_groups(out, probe):
+        c = out["cores"][name]
+        out.setdefault("warnings", []).append(
+            f"{name}: {probe.threads} threads ran only {min(c['speedup_before'], c.get('speedup_after', 9.9)):.2f}x as fast "
+            f"as one on the parallel probe, below {CORES_WITHIN:g} x the best {probe.best:.2f}x of this calibration, "
+            f"after {c['waited_s']:g} s of waiting: the machine gave the threads less than its cores then; these "
+            "figures describe a slower machine")
 
 
 def measure(threads: int = 1, sizes: Sizes = Sizes(), level: str | None = None) -> dict:
@@ -121,7 +165,12 @@ def measure(threads: int = 1, sizes: Sizes = Sizes(), level: str | None = None) 
                       *((f"Resize-{m}", mb.resize_model(n // 4, m), 4 * (n // 4)) for m in ("nearest", "linear", "cubic")),
                       *((name, mb.layernorm_model(rows, 384, skip=skip), rows * 384)
                         for name, skip in (("LayerNormalization", False), ("SkipLayerNormalization", True)))]
-            return {"element_ns": {k: net(m, k) * 1e6 / elems for k, m, elems in models}}
+            figures = {"element_ns": {k: net(m, k) * 1e6 / elems for k, m, elems in models}}
+            if threads > 1:  # the same ops on tensors large enough for onnxruntime to split them over the threads
+                big = PARALLEL_SIZE * n
+                figures["par_element_ns"] = {op: net(mb.unary_model(op, big), f"{op}_par") * 1e6 / big
+                                             for op in mb.ELEMENT_OPS}
+            return figures
 
         def memory():
             ladder = []
@@ -136,10 +185,23 @@ def measure(threads: int = 1, sizes: Sizes = Sizes(), level: str | None = None) 
                     "conv_int8_gops": rate(mb.conv_model(sizes.conv_c, sizes.conv_hw, int8=True), "conv_int8"),
                     "lstm_fp32_gops": rate(mb.lstm_model(sizes.lstm_seq, sizes.lstm_hidden), "lstm")}
 
+        probe = CoresProbe(folder, threads) if threads > 1 else None
+        if probe is not None:
+            out["cores_wait_left_s"] = sizes.cores_wait_s
+            for _ in range(3):  # a first idea of what the N threads can do here
+                probe.speedup()
         out["reference_gops_start"] = ref_flops / (ref().ms * 1e6)
-        for name, bench in (("overhead", overhead), ("gemm-conv", gemm_conv), ("depthwise", depthwise),
-                            ("elementwise", elementwise), ("memory", memory), ("int8-recurrent", int8_recurrent)):
-            out.update(_group(name, bench, ref, out, sizes))
+        groups = {"overhead": overhead, "gemm-conv": gemm_conv, "depthwise": depthwise, "elementwise": elementwise,
+                  "memory": memory, "int8-recurrent": int8_recurrent}
+        for name, bench in groups.items():
+            out.update(_group(name, bench, ref, out, sizes, probe))
+        for name in _stale_groups(out, probe):  # measured before the probe saw what the machine can do
+            if out["cores_wait_left_s"] > 0:
+                out.update(_group(name, groups[name], ref, out, sizes, probe))
+        _cores_warnings(out, probe)
+        if probe is not None:
+            out["cores_best_speedup"] = round(probe.best, 2)
+            out.pop("cores_wait_left_s")
         out["reference_gops_end"] = ref_flops / (ref().ms * 1e6)
         out["layout"] = _layout(folder, settings)
     return _derive(out)
@@ -188,10 +250,25 @@ def _derive(m: dict) -> dict:
     elem_rate = peak * latency.EFFICIENCY["elementwise"]  # GOPS = operations per ns
     m["element_ops"] = {op: ns * elem_rate for op, ns in m["element_ns"].items()}
     m["cost_model"].update({f"op_{op}": max(v, 0.0) for op, v in m["element_ops"].items()})
+    if m["threads"] > 1:
+        m["cost_model"].update(_parallel_terms(m, elem_rate))
     m["peak_fp32_gops"] = peak
     m["peak_int8_gops"] = max(m["gemm_int8_gops"], m["conv_int8_gops"] / latency.EFFICIENCY["conv"]
                               * latency.EFFICIENCY["matmul"]) / latency.EFFICIENCY["matmul"]
     return m
+
+
+def _parallel_terms(m: dict, elem_rate: float) -> dict:
+    """N threads: from what size onnxruntime splits an elementwise op over the threads (the smallest Add
+    of the ladder PARALLEL_GAIN x faster than the cache-resident one; none: never), the cache rate and
+    per-element costs from there on (``parallel_elems``, ``par_cache_gbps``, ``par_op_<Op>``)."""
+    serial = m["add_cache_gbps"]
+    split = [(w / 12.0, g) for w, g in m["ladder"] if g >= PARALLEL_GAIN * serial]
+    if not split:
+        return {}
+    terms = {"parallel_elems": min(e for e, _ in split), "par_cache_gbps": max(g for _, g in split)}
+    terms.update({f"par_op_{op}": max(ns * elem_rate, 0.0) for op, ns in m.get("par_element_ns", {}).items()})
+    return terms
 
 
 def fit_channels(ladder: list[tuple[int, float]]) -> tuple[float, float]:

@@ -58,6 +58,17 @@ def x86_features() -> list[str]:
     return [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "f16c") if f in flags]
 
 
+def _cores_lines(m: dict) -> list[str]:
+    """N threads: the parallel probe per group (speedup of N threads over one before/after, seconds waited)."""
+    cores = m.get("cores")
+    if not cores:
+        return []
+    parts = [f"{k} {c['speedup_before']:.2f}x/{c.get('speedup_after', float('nan')):.2f}x"
+             + (f" after {c['waited_s']:g} s" if c["waited_s"] else "") for k, c in cores.items()]
+    return [f"# {m['threads']} threads ran this much faster than one on the parallel probe (before/after each group; a group "
+            f"starts once within 0.85 x the best, {m.get('cores_best_speedup', 0):.2f}x): " + ", ".join(parts)]
+
+
 def profile_text(base_target: str, m: dict, cpu: str, name: str, has_fp16: bool = False) -> str:
     """The TOML of a profile that extends ``base_target`` with the measured figures (power, battery
     and every other figure stay the base's)."""
@@ -75,6 +86,7 @@ def profile_text(base_target: str, m: dict, cpu: str, name: str, has_fp16: bool 
         f" int8 GEMM {m['gemm_int8_gops']:.1f} GOPS, Add {m['add_gbps']:.2f} GB/s, {m['dispatch_us']:.2f} us per node.",
         f"# Reference GEMM {m['reference_gops_start']:.1f} GFLOPS at the start, {m['reference_gops_end']:.1f} at the end;"
         " drift per group: " + ", ".join(f"{k} {100 * v:+.0f}%" for k, v in m.get("reference_drift", {}).items()),
+        *_cores_lines(m),
         *(f"# WARNING: {w}" for w in warnings),
         f"extends = {_q(base_target)}",
         f"name = {_q(name)}",
@@ -121,6 +133,15 @@ def profile_text(base_target: str, m: dict, cpu: str, name: str, has_fp16: bool 
 
 
 def _source(key: str, m: dict) -> str:
+    if key.startswith("par_op_"):
+        op = key[7:]
+        return (f"{op} per element on a tensor onnxruntime splits over the {m['threads']} threads (256 K floats), as "
+                f"operations at the elementwise rate; {_spread(m, (op + '_par',))}")
+    if key == "parallel_elems":
+        return (f"smallest Add of the working-set ladder running 1.3x faster than the cache-resident one at {m['threads']} "
+                f"threads: from this many elements onnxruntime splits an elementwise op; {_spread(m, ('add_ladder',))}")
+    if key == "par_cache_gbps":
+        return f"fastest Add of the ladder from parallel_elems on, {m['threads']} threads; {_spread(m, ('add_ladder',))}"
     if key.startswith("op_"):
         op = key[3:]
         return f"{op} per element on a cache-resident tensor, as operations at the elementwise rate; {_spread(m, (op,))}"

@@ -253,6 +253,12 @@ def _depthwise_work(node: onnx.NodeProto, shapes: dict, weight_dims: dict,
     return 2.0 * channels * rows * width * taps, fixed
 
 
+def _split(elems: int | None, prm: CostParams) -> bool:
+    """Whether an elementwise node of ``elems`` output elements runs split over the threads (profiles
+    calibrated at N > 1 threads know from what size onnxruntime does that: ``parallel_elems``)."""
+    return elems is not None and prm.par_cache_gbps is not None and elems >= prm.parallel_elems
+
+
 def _unit(profile: TargetProfile, kind: str) -> ComputeUnit:
     for u in profile.device.units:
         if u.kind == kind:
@@ -352,7 +358,8 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
             elif node_rules.element_op(n) in prm.element_ops and not on_accel and n.output:
                 elems = _numel(shapes.get(n.output[0]))
                 op = "SkipLayerNormalization" if node_key(n) in skip_ln else node_rules.element_op(n)
-                priced = None if elems is None else elems * prm.element_ops[op]
+                per = prm.par_element_ops.get(op, prm.element_ops[op]) if _split(elems, prm) else prm.element_ops[op]
+                priced = None if elems is None else elems * per
                 rate_class = "elementwise"
             elif n.op_type in GATHER_OPS and w.bytes_out is not None:
                 index = _numel(shapes.get(n.input[1])) if len(n.input) > 1 else None
@@ -369,8 +376,11 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
                 rate_class = "conv-grouped"
             # in int8 models (QDQ, dynamic) the per-element ops between the quantized kernels run in fp32
             node_precision = "fp32" if rate_class == "elementwise" and precision in QUANTIZED else precision
+            split = (not on_accel and not into_conv and "elementwise" in (cls, rate_class)
+                     and _split(_numel(shapes.get(n.output[0])) if n.output else None, prm))
             c = node_time(w, cls, unit, node_precision, bw, (0.0 if on_accel or into_conv else disp) + extra, flops=priced,
-                          columns=cols, moved=moved, rate_class=rate_class, prm=prm, **cache)
+                          columns=cols, moved=moved, rate_class=rate_class, prm=prm,
+                          **({**cache, "cache_gbps": prm.par_cache_gbps} if split else cache))
             costs.append(c)
             total += c.total_us
             subs = [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
@@ -385,8 +395,10 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         # the layout changes onnxruntime's x86 NCHWc transformer inserts: a read and a write of the tensor each
         for kind, t in node_rules.nchwc_reorders(model.graph, shapes, prm.nchwc_block):
             moved = 8.0 * (_numel(shapes.get(t)) or 0)
+            # onnxruntime splits a reorder over the threads as it does an elementwise op
+            rate = prm.par_cache_gbps if _split(_numel(shapes.get(t)), prm) else cache["cache_gbps"]
             c = NodeCost(t, kind, "data-movement", cpu.name, "fp32", 0.0,
-                         memory_time(moved, bw, cache["cache_bytes"], cache["cache_gbps"]), disp)
+                         memory_time(moved, bw, cache["cache_bytes"], rate), disp)
             costs.append(c)
             total += c.total_us
     switches = 0

@@ -11,6 +11,10 @@ session the estimate models (``[estimate]``).
   ``dw_channel_tap_dispatches``, ``run_dispatches``: the named terms of latency.py.
 - ``nchwc_block``: with the NCHWc layout, convs work on channels padded to this block (MLAS: 16 with
   AVX-512, 8 with AVX2), so a 24-channel conv costs what a 32-channel one does.
+- ``parallel_elems``, ``par_cache_gbps``, ``par_op_<Op>`` (profiles calibrated at N > 1 threads): from
+  ``parallel_elems`` elements on, onnxruntime splits an elementwise op over the threads; such nodes
+  are priced at ``par_cache_gbps`` and ``par_op_<Op>`` operations per element instead of the
+  cache-resident (single-thread) figures.
 
 ``[estimate]``: ``optimization_level`` (the session's graph optimization level; onnxruntime's default
 is ``all``), ``layout`` (``nchwc`` where onnxruntime's x86 NCHWc transformer runs: level ``all`` on an
@@ -43,6 +47,9 @@ class CostParams:
     layout: str
     threads: int | None
     measured: tuple[str, ...] = field(default=())  # the keys the profile measured
+    parallel_elems: float = float("inf")  # N threads: elementwise nodes from this size on run split over them
+    par_cache_gbps: float | None = None
+    par_element_ops: dict[str, float] = field(default_factory=dict)
 
     @property
     def fused(self) -> bool:
@@ -68,14 +75,17 @@ def for_profile(profile: TargetProfile) -> CostParams:
     eff = dict(lat.EFFICIENCY)
     eff.update({k[4:].replace("_", "-"): v for k, v in cm.items() if k.startswith("eff_")})
     ops = dict(lat.ELEMENT_OPS)
-    ops.update({k[3:]: v for k, v in cm.items() if k.startswith("op_")})
+    ops.update({k[3:]: v for k, v in cm.items() if k.startswith("op_")})  # (par_op_ keys start otherwise)
     defaults = {"strided_conv": lat.STRIDED_CONV, "channel_exp": lat.CHANNEL_EXP, "channel_sat": lat.CHANNEL_SAT,
                 "small_exp": lat.SMALL_EXP, "nchwc_block": 1.0,
                 "dw_row_tap_dispatches": lat.DW_ROW_TAP_DISPATCHES,
                 "dw_channel_tap_dispatches": lat.DW_CHANNEL_TAP_DISPATCHES, "run_dispatches": lat.RUN_DISPATCHES}
     scalars = {k: cm.get(k, v) for k, v in defaults.items()}
     level, layout, threads = session(profile)
-    return CostParams(eff, ops, **scalars, level=level, layout=layout, threads=threads, measured=tuple(sorted(cm)))
+    par_ops = {k[7:]: v for k, v in cm.items() if k.startswith("par_op_")}
+    return CostParams(eff, ops, **scalars, level=level, layout=layout, threads=threads,
+                      measured=tuple(sorted(cm)), parallel_elems=float(cm.get("parallel_elems", float("inf"))),
+                      par_cache_gbps=cm.get("par_cache_gbps"), par_element_ops=par_ops)
 
 
 def describe(p: CostParams, profile: TargetProfile) -> str:
