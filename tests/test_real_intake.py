@@ -96,8 +96,9 @@ def test_basic_pitch_builds_on_every_target_with_real_audio(tmp_path):
     for r in results:
         assert r.manifest["verification"]["passed"], r.target
         line = _prepare_line(r.manifest)
-        # onnxruntime's basic level on this graph is exact; its default level is what moved outputs by 2e-5
-        assert "largest change 0.0e+00" in line and "4 x onnxruntime's own" in line, line
+        # onnxruntime's basic level on this graph is exact (its default level is what moved outputs by 2e-5,
+        # which the rewrite check once mistook for our rewrite): within the floor, no noise runs are spent
+        assert "largest change 0.0e+00" in line and "need not be measured" in line, line
 
 
 def _real_layouts(dest, feeds: list[dict]) -> dict:
