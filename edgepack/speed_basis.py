@@ -80,7 +80,7 @@ def check_speed(ctx, backend, m, recipe, candidate, reference: Path) -> SpeedChe
     stand = stands_in(profile)
     limit = f"{MAX_SLOWDOWN - 1:.0%}"
     if stand.ok:
-        lat = backend.time_candidate(ctx, m, recipe, candidate, reference)
+        lat = backend.time_candidate(ctx, m, recipe, candidate, reference) or {}  # {}: nothing timed (no slowdown)
         basis = {"rests_on": HOST, "why": stand.why}
         slow = lat.get("ratio") is not None and lat["ratio"] > MAX_SLOWDOWN
         reason = (f"more than {limit} slower than {backend.speed_reference} on the host, which stands in for the target "

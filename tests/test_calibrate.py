@@ -132,11 +132,12 @@ class _FakeProbe(robust.CoresProbe):
     """A CoresProbe whose speedups come from a list (the last repeated), without sessions."""
 
     def __init__(self, speedups, threads=2):
-        self.threads, self.best, self._s = threads, 0.0, list(speedups)
+        self.threads, self.best, self._s, self.reads = threads, 0.0, list(speedups), 0
 
     def speedup(self, window_s=robust.PROBE_WINDOW_S):
         s = self._s.pop(0) if len(self._s) > 1 else self._s[0]
-        self.best = max(self.best, s)
+        self.reads += 1
+        self._note(s)
         return s
 
 
@@ -145,12 +146,18 @@ def test_the_probe_is_judged_against_the_best_it_has_seen(monkeypatch):
     p = _FakeProbe([1.8, 1.3, 1.3, 1.75])
     assert p.check().ok  # 1.8: the best so far
     c = p.wait(budget_s=5.0)  # 1.3, 1.3 (below 0.85 x 1.8), then 1.75
-    assert c.ok and c.speedup == 1.75 and c.waited_s >= 0.0
+    assert c.ok and c.speedup == 1.75 and p.reads == 4  # waited through both slow readings
     assert p.stale(1.3) and not p.stale(1.6)
     slow = _FakeProbe([1.9, 1.2])
     slow.check()
     c = slow.wait(budget_s=0.0)  # no time to wait: the slow reading, not ok
-    assert not c.ok and c.speedup == 1.2
+    assert not c.ok and c.speedup == 1.2 and c.waited_s == 0.0
+
+
+def test_an_impossible_reading_does_not_set_the_bar():
+    p = _FakeProbe([3.5, 1.8])  # 2 threads 3.5x as fast as one: a slowed one-thread window
+    p.speedup()
+    assert p.best == 2.0 and not p.stale(1.75)
 
 
 def test_a_group_whose_cores_went_away_is_measured_again():
@@ -185,7 +192,7 @@ def test_parallel_terms_come_from_the_add_ladder():
     assert calibrate._parallel_terms(never, elem_rate=2.0) == {}  # noqa: SLF001
 
 
-def _relu_model(n: int):
+def _add_model(n: int):
     return infer_shapes(make_model([helper.make_node("Add", ["x", "x"], ["y"])],
                                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
                                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])]))
@@ -198,6 +205,6 @@ def test_elementwise_nodes_from_parallel_elems_on_are_priced_split_over_the_thre
     split = dataclasses.replace(base, device=dataclasses.replace(
         dev, cost_model={"parallel_elems": 100_000.0, "par_cache_gbps": 200.0}))
     for n, faster in ((50_000, False), (200_000, True)):
-        (a,) = latency.breakdown(_relu_model(n), serial, "fp32").nodes
-        (b,) = latency.breakdown(_relu_model(n), split, "fp32").nodes
+        (a,) = latency.breakdown(_add_model(n), serial, "fp32").nodes
+        (b,) = latency.breakdown(_add_model(n), split, "fp32").nodes
         assert b.memory_us == pytest.approx(a.memory_us / 2 if faster else a.memory_us, rel=1e-9)

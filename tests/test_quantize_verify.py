@@ -389,3 +389,30 @@ def test_sequence_of_maps_outputs_compare() -> None:
     rows = [{"label": np.array([1]), "probs": [{0: 0.2, 1: 0.8}]}]
     metrics = compare_outputs(rows, rows)
     assert metrics["probs"]["max_abs_err"] == 0.0
+
+
+def test_symbolic_shape_inference_is_skipped_only_where_onnx_knows_every_shape(tmp_path):
+    from conftest import make_model
+
+    from edgepack.backends.onnxruntime.quantize import _static_shapes_known
+
+    def save(model, name):
+        path = tmp_path / name
+        onnx.save(model, str(path))
+        return path
+
+    relu = helper.make_node("Relu", ["x"], ["y"])
+    static = make_model([relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    dynamic = make_model([relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    branch = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "b", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4])])
+    cond = make_model([helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)],
+                      [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                       helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    assert _static_shapes_known(save(static, "s.onnx"), large=False)
+    assert not _static_shapes_known(save(static, "s.onnx"), large=True)
+    assert not _static_shapes_known(save(dynamic, "d.onnx"), large=False)
+    assert not _static_shapes_known(save(cond, "c.onnx"), large=False)  # subgraphs: symbolic inference decides

@@ -67,6 +67,46 @@ def test_within_the_floors_a_rewrite_passes_whatever_the_noise():
     assert rc.within_floor({"y": rc.Deviation(0.0, 0.0, 1, 1.0, 1.0)}) is None
 
 
+def test_a_noise_measurement_that_fails_is_the_targets_failure_not_a_skipped_rewrite(tmp_path, monkeypatch):
+    from edgepack import transforms
+    from edgepack.errors import StageError
+    from edgepack.stages import prepare
+
+    def broken(*a):
+        raise StageError("onnxruntime cannot run the unrewritten graph at level basic: out of memory")
+
+    monkeypatch.setattr(prepare, "measure_noise", broken)
+    monkeypatch.setattr(transforms, "_real_decompose", transforms.decompose, raising=False)
+    monkeypatch.setattr(transforms, "decompose", _wrong_decomposition)  # beyond the floors: the noise is needed
+    with pytest.raises(StageError, match="out of memory"):
+        build([_tiny_with_hardswish(tmp_path)], [load_target("android-nnapi")], tmp_path / "out",
+              shapes={"x": (1, 3, 8, 8)})
+
+
+def test_within_the_floors_holds_for_any_noise_including_broken_ones():
+    inside = {"y": rc.Deviation(rc.FLOOR_ULPS * rc.FLOAT32_EPS * 0.5, 0.0, 0, 1.0, 1.0)}
+    assert rc.within_floor(inside) is not None
+    for noise in (rc.Noise({"y": rc.Deviation(float("inf"), float("nan"), 0, 1.0, 1.0)}, 8, ("basic",)),
+                  rc.Noise({}, 8, ("basic",))):  # non-finite noise counts as none; a missing output too
+        assert noise.check(inside)[0]
+    assert rc.within_floor({"y": rc.Deviation(float("nan"), 0.0, 0, 1.0, 1.0)}) is None
+    assert rc.within_floor({"y": rc.Deviation(float("inf"), 1.0, 1, 1.0, 0.0)}) is None  # an output that went missing
+    assert rc.within_floor({}) is None  # nothing to judge by the floors: the full check decides
+
+
+@pytest.mark.parametrize("case", ["noisy", "all_equal", "zeros", "empty", "transposed"])
+def test_the_unmasked_deviation_equals_the_masked_one(case, monkeypatch):
+    rng = np.random.default_rng(3)
+    base = [rng.standard_normal((2, 5)).astype(np.float32) for _ in range(3)]
+    refs = {"noisy": base, "all_equal": [np.full((4,), 2.5, np.float32)] * 2, "zeros": [np.zeros((3,), np.float32)],
+            "empty": [np.zeros((3, 0), np.float32)], "transposed": [b.T for b in base]}[case]
+    cands = [r + np.float32(1e-6) * rng.standard_normal(r.shape).astype(np.float32) for r in refs]
+    fast = rc.deviation([{"y": r} for r in refs], [{"y": c} for c in cands])
+    monkeypatch.setattr(rc, "_all_finite", lambda *a: None)
+    masked = rc.deviation([{"y": r} for r in refs], [{"y": c} for c in cands])
+    assert fast == masked
+
+
 def test_prepare_measures_the_noise_only_when_a_rewrite_leaves_the_floors(tmp_path, monkeypatch):
     from edgepack import transforms
     from edgepack.stages import prepare

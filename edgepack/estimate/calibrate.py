@@ -107,7 +107,7 @@ def _cores_warnings(out: dict, probe: CoresProbe | None) -> None:
     for name in _stale_groups(out, probe):
         c = out["cores"][name]
         out.setdefault("warnings", []).append(
-            f"{name}: {probe.threads} threads ran only {min(c['speedup_before'], c.get('speedup_after', 9.9)):.2f}x as fast "
+            f"{name}: {probe.threads} threads ran only {min(c['speedup_before'], c.get('speedup_after', c['speedup_before'])):.2f}x as fast "
             f"as one on the parallel probe, below {CORES_WITHIN:g} x the best {probe.best:.2f}x of this calibration, "
             f"after {c['waited_s']:g} s of waiting: the machine gave the threads less than its cores then; these "
             "figures describe a slower machine")
@@ -197,6 +197,7 @@ def measure(threads: int = 1, sizes: Sizes = Sizes(), level: str | None = None) 
             out.update(_group(name, bench, ref, out, sizes, probe))
         for name in _stale_groups(out, probe):  # measured before the probe saw what the machine can do
             if out["cores_wait_left_s"] > 0:
+                out["warnings"] = [w for w in out.get("warnings", []) if not w.startswith(f"{name}:")]
                 out.update(_group(name, groups[name], ref, out, sizes, probe))
         _cores_warnings(out, probe)
         if probe is not None:
@@ -262,8 +263,8 @@ def _parallel_terms(m: dict, elem_rate: float) -> dict:
     """N threads: from what size onnxruntime splits an elementwise op over the threads (the smallest Add
     of the ladder PARALLEL_GAIN x faster than the cache-resident one; none: never), the cache rate and
     per-element costs from there on (``parallel_elems``, ``par_cache_gbps``, ``par_op_<Op>``)."""
-    serial = m["add_cache_gbps"]
-    split = [(w / 12.0, g) for w, g in m["ladder"] if g >= PARALLEL_GAIN * serial]
+    serial = m["add_cache_gbps"]  # the ladder's first step is the cache-resident Add itself: not a candidate
+    split = [(w / 12.0, g) for w, g in m["ladder"][1:] if g >= PARALLEL_GAIN * serial]
     if not split:
         return {}
     terms = {"parallel_elems": min(e for e, _ in split), "par_cache_gbps": max(g for _, g in split)}

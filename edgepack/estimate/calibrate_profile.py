@@ -65,8 +65,10 @@ def _cores_lines(m: dict) -> list[str]:
         return []
     parts = [f"{k} {c['speedup_before']:.2f}x/{c.get('speedup_after', float('nan')):.2f}x"
              + (f" after {c['waited_s']:g} s" if c["waited_s"] else "") for k, c in cores.items()]
+    from .robust import CORES_WITHIN
+
     return [f"# {m['threads']} threads ran this much faster than one on the parallel probe (before/after each group; a group "
-            f"starts once within 0.85 x the best, {m.get('cores_best_speedup', 0):.2f}x): " + ", ".join(parts)]
+            f"starts once within {CORES_WITHIN:g} x the best, {m.get('cores_best_speedup', 0):.2f}x): " + ", ".join(parts)]
 
 
 def profile_text(base_target: str, m: dict, cpu: str, name: str, has_fp16: bool = False) -> str:
@@ -133,13 +135,17 @@ def profile_text(base_target: str, m: dict, cpu: str, name: str, has_fp16: bool 
 
 
 def _source(key: str, m: dict) -> str:
+    from .calibrate import PARALLEL_GAIN, PARALLEL_SIZE, Sizes
+
     if key.startswith("par_op_"):
         op = key[7:]
-        return (f"{op} per element on a tensor onnxruntime splits over the {m['threads']} threads (256 K floats), as "
-                f"operations at the elementwise rate; {_spread(m, (op + '_par',))}")
+        floats = PARALLEL_SIZE * Sizes().add_cache_elems
+        return (f"{op} per element on a tensor onnxruntime splits over the {m['threads']} threads ({floats // 1024} K "
+                f"floats), as operations at the elementwise rate; {_spread(m, (op + '_par',))}")
     if key == "parallel_elems":
-        return (f"smallest Add of the working-set ladder running 1.3x faster than the cache-resident one at {m['threads']} "
-                f"threads: from this many elements onnxruntime splits an elementwise op; {_spread(m, ('add_ladder',))}")
+        return (f"smallest Add of the working-set ladder running {PARALLEL_GAIN:g}x faster than the cache-resident one at "
+                f"{m['threads']} threads: from this many elements onnxruntime splits an elementwise op (the Add's "
+                f"threshold, used for every elementwise op: costlier ones split earlier); {_spread(m, ('add_ladder',))}")
     if key == "par_cache_gbps":
         return f"fastest Add of the ladder from parallel_elems on, {m['threads']} threads; {_spread(m, ('add_ladder',))}"
     if key.startswith("op_"):

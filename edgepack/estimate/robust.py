@@ -129,7 +129,8 @@ class CoresProbe:
     thread and at N threads alternately for PROBE_WINDOW_S; its speedup fell from 1.76-1.80x to
     1.32-1.37x in those periods. It is judged against the best speedup seen in the same run (no fixed
     bar: what N threads give depends on the machine), so a run that starts in such a period is caught
-    once a better one is seen (:meth:`stale`)."""
+    once a better one is seen (:meth:`stale`). The best is capped at N: an impossible reading does not
+    set it."""
 
     def __init__(self, folder: Path, threads: int):
         from . import microbench as mb
@@ -151,8 +152,13 @@ class CoresProbe:
                 sess.run(None, feed)
                 times.append(time.perf_counter() - t)
         s = float(np.median(one) / np.median(many))
-        self.best = max(self.best, s)
+        self._note(s)
         return s
+
+    def _note(self, s: float) -> None:
+        """The best so far, never above N (N threads cannot run more than N times as fast as one: a reading
+        above that is a one-thread window slowed by something else, and must not set the bar)."""
+        self.best = max(self.best, min(s, float(self.threads)))
 
     def check(self) -> Cores:
         s = self.speedup()

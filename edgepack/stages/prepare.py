@@ -25,8 +25,8 @@ from ..errors import StageError, first_line
 from ..gates import MAX_SLOWDOWN
 from ..model import iter_graphs
 from ..pipeline import Context, ModelState
-from ..rewrite_check import Noise, deviation, measure_noise, within_floor
-from ..runtime.ort import host_settings, run_model
+from ..rewrite_check import NOISE_LEVELS, Noise, deviation, measure_noise, within_floor
+from ..runtime.ort import host_settings, run_model, session
 from ..runtime.timing import compare_latency
 from ..shapes import fix_input_shapes
 from ..transforms import DECOMPOSITIONS, ort_optimize, prepare_graph, protect_weight_only_int8
@@ -46,7 +46,18 @@ class _Baseline:
 
     def check(self, dev) -> tuple[bool, str]:
         floor = within_floor(dev)
-        return (True, floor) if floor is not None else self.measure().check(dev)
+        if floor is not None:
+            return True, floor
+        try:
+            noise = self.measure()
+        except StageError as exc:  # the original's own runs failed: not the rewrite's failure, the target's
+            raise _NoiseFailed(str(exc)) from exc
+        return noise.check(dev)
+
+
+class _NoiseFailed(StageError):
+    """Measuring onnxruntime's noise on the unrewritten graph failed (as it failed the target before the
+    noise was measured lazily): never recorded as a rewrite that did not pass."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,10 @@ def _baseline(ctx: Context, m: ModelState, proto: onnx.ModelProto) -> _Baseline:
     hold = list(m.verify_inputs)
 
     def compute():
-        return tuple(run_model(dst, hold, level="disable"))
+        unoptimized = tuple(run_model(dst, hold, level="disable"))
+        for level in NOISE_LEVELS:  # the noise's sessions must load (not run) now: a graph onnxruntime cannot
+            session(dst, 1, level)  # load at them falls back to its dynamic dimensions here, as it always did
+        return unoptimized
 
     def noise():
         return measure_noise(dst, hold, list(unoptimized), list(m.reference_outputs))
@@ -99,6 +113,8 @@ def _checked(ctx: Context, m: ModelState, base: _Baseline, proto: onnx.ModelProt
         try:
             counts = prepare_graph(proto, model_dir, dst, decompose_ops=attempt, weight_bytes=m.source.info.weight_bytes)
             ok, why = base.check(deviation(list(base.unoptimized), run_model(dst, list(m.verify_inputs), level="disable")))
+        except _NoiseFailed:
+            raise
         except StageError as exc:
             ok, why = False, str(exc)
         if ok:

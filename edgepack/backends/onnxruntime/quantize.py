@@ -133,31 +133,29 @@ _OPTIMIZED = ("its basic optimizations skipped: the prepare stage applied them (
               "where they passed its check")
 
 
-def _static_shapes_known(src: Path) -> bool:
-    """Whether onnx's own shape inference gives every node output of ``src`` (all graphs) a fully static
-    shape: then onnxruntime's symbolic shape inference has nothing to add (it exists for the dimensions
-    onnx cannot infer) and quant_pre_process skips it - and the sympy import it needs. Large models: False."""
-    from ...model import iter_graphs
-
-    if _model_bytes(src) > LARGE_MODEL_BYTES:
+def _static_shapes_known(src: Path, large: bool) -> bool:
+    """Whether onnx's own shape inference gives every node output of ``src`` a fully static shape: then
+    onnxruntime's symbolic shape inference has nothing to add (it exists for the dimensions onnx cannot
+    infer) and quant_pre_process skips it - and the sympy import it needs. False for large models and
+    for graphs with subgraphs (If/Loop/Scan: a branch's tensors may share names with another's)."""
+    if large:
         return False
     try:
-        model = onnx.shape_inference.infer_shapes(onnx.load_model(str(src), load_external_data=False))
+        model = onnx.load_model(str(src), load_external_data=False)
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in model.graph.node
+               for a in n.attribute):
+            return False
+        model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - onnx raises assorted errors on graphs it cannot infer
         return False
     known = {v.name: v for v in (*model.graph.value_info, *model.graph.output)}
-    for g in iter_graphs(model.graph):
-        known.update((v.name, v) for v in (*g.value_info, *g.output))
-    for g in iter_graphs(model.graph):
-        for node in g.node:
-            for out in node.output:
-                if not out:
-                    continue
-                v = known.get(out)
-                if v is None or not v.type.HasField("tensor_type") or not v.type.tensor_type.HasField("shape"):
-                    return False
-                if any(not d.HasField("dim_value") for d in v.type.tensor_type.shape.dim):
-                    return False
+    for node in model.graph.node:
+        for out in filter(None, node.output):
+            v = known.get(out)
+            if v is None or not v.type.HasField("tensor_type") or not v.type.tensor_type.HasField("shape"):
+                return False
+            if any(not d.HasField("dim_value") for d in v.type.tensor_type.shape.dim):
+                return False
     return True
 
 
@@ -166,10 +164,11 @@ def _preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     large = _model_bytes(src) > LARGE_MODEL_BYTES
-    if _static_shapes_known(src):
+    tries = (False, True)  # symbolic shape inference, then onnx's alone
+    if _static_shapes_known(src, large):
+        tries = (False,)  # if onnx's alone fails below, only the symbolic pass is left to try
         try:
-            quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=True,
-                              save_as_external_data=large)
+            quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=True)
         except Exception as exc:  # noqa: BLE001 - then the full pre-processing below says why
             notes.append(f"quant_pre_process (skip_symbolic_shape=True) failed: {first_line(exc)}")
         else:
@@ -177,7 +176,7 @@ def _preprocess(src: Path, dst: Path, notes: list[str]) -> Path:
                          f"is static and known, so symbolic inference has nothing to add; {_OPTIMIZED})")
             return dst
     _quiet_symbolic_saves()
-    for skip_symbolic in (False, True):
+    for skip_symbolic in tries:
         try:
             _saves.folder = str(dst.parent)
             quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=skip_symbolic,
