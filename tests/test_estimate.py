@@ -290,3 +290,32 @@ def test_calibrate_writes_a_loadable_profile(tmp_path):
     assert "measured by edgepack calibrate" in p.device.sources["memory_bandwidth_gbps"]
     assert p.device.cache_bytes > 0 and p.device.cache_bandwidth_gbps > 0
     assert set(m["element_ops"]) >= {"Sigmoid", "Erf", "LayerNormalization", "SkipLayerNormalization"}
+
+
+def test_hardswish_on_a_conv_output_is_the_convs_activation_under_nchwc():
+    """x * HardSigmoid(x) after a Conv: onnxruntime's x86 NCHWc level runs it as the conv's HardSwish
+    activation (no separate nodes, no reorders around them); elsewhere both stay separate nodes."""
+    import dataclasses
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from conftest import make_model
+    from edgepack.estimate import latency
+    from edgepack.target import load_target
+    from edgepack.transforms import infer_shapes
+
+    w = numpy_helper.from_array(np.zeros((32, 32, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("HardSigmoid", ["c"], ["h"], alpha=1 / 6, beta=0.5),
+             helper.make_node("Mul", ["c", "h"], ["y"])]
+    model = infer_shapes(make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 28, 28])],
+                                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 28, 28])], [w]))
+    base = load_target("rpi5-cpu")
+    x86 = dataclasses.replace(base, estimate_session={"optimization_level": "all", "layout": "nchwc", "threads": 1})
+    fused = latency.breakdown(model, x86, "fp32")
+    ops = {c.op_type: c for c in fused.nodes}
+    assert "Mul" not in ops and ops["HardSigmoid"].dispatch_us == 0 and ops["HardSigmoid"].memory_us == 0
+    assert not [c for c in fused.nodes if c.op_type.startswith("Reorder") and c.name == "c"]
+    plain = {c.op_type for c in latency.breakdown(model, base, "fp32").nodes}
+    assert {"HardSigmoid", "Mul"} <= plain

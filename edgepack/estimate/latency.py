@@ -331,6 +331,10 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
         local = {o: n for n in g.node for o in n.output}
         skip_ln = node_rules.skip_layernorms(g, local, consumers, shapes) if fused else {}
         absorbed = {*skip_ln.values(), *(node_rules.swish_muls(g, local, consumers) if fused else ())}
+        # x86 NCHWc: x * HardSigmoid(x) on a conv output becomes the conv's HardSwish activation
+        hswish = node_rules.hardswish_pairs(g, local, consumers) if fused and prm.layout == "nchwc" else {}
+        absorbed |= set(hswish)
+        hswish_sigs = set(hswish.values())
         total = 0.0
         for n in g.node:
             if node_key(n) in absorbed:
@@ -345,7 +349,8 @@ def breakdown(model: onnx.ModelProto, profile: TargetProfile, precision: str = "
                 continue  # folded into QLinear kernels
             prod = producers.get(n.input[0]) if n.input else None
             into_conv = (fused and n.op_type in FUSABLE_ACTIVATIONS and prod is not None
-                         and prod.op_type in ("Conv", "FusedConv", "Gemm") and consumers.get(n.input[0], 0) == 1)
+                         and prod.op_type in ("Conv", "FusedConv", "Gemm") and consumers.get(n.input[0], 0) == 1
+                         ) or node_key(n) in hswish_sigs
             priced, extra, moved, rate_class = None, 0.0, None, None
             if into_conv:
                 # applied by the conv kernel to its output while in cache: its arithmetic only (no

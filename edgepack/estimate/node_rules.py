@@ -83,6 +83,28 @@ def swish_muls(g: onnx.GraphProto, producers: dict[str, onnx.NodeProto], consume
     return out
 
 
+def hardswish_pairs(g: onnx.GraphProto, producers: dict[str, onnx.NodeProto],
+                    consumers: dict[str, int]) -> dict[tuple, tuple]:
+    """{Mul key: HardSigmoid key} of x * HardSigmoid(x) (alpha 1/6, beta 0.5: HardSwish) on a Conv's output,
+    which onnxruntime's x86 NCHWc level fuses into the conv as its HardSwish activation (seen on real
+    MobileNetV3-style models: 28 of 30 such pairs became NCHWc Convs with activation HardSwish)."""
+    out = {}
+    for n in g.node:
+        if n.op_type != "Mul" or len(n.input) != 2:
+            continue
+        for a, b in (n.input, n.input[::-1]):
+            sig, conv = producers.get(b), producers.get(a)
+            if (sig is not None and sig.op_type == "HardSigmoid" and sig.input[0] == a and consumers.get(b, 0) == 1
+                    and conv is not None and conv.op_type == "Conv" and consumers.get(a, 0) == 2
+                    and abs(_float_attr(sig, "alpha", 0.2) - 1 / 6) < 1e-4 and abs(_float_attr(sig, "beta", 0.5) - 0.5) < 1e-4):
+                out[node_key(n)] = node_key(sig)
+    return out
+
+
+def _float_attr(n: onnx.NodeProto, name: str, default: float) -> float:
+    return next((a.f for a in n.attribute if a.name == name), default)
+
+
 NCHWC_POOLS = {"MaxPool", "AveragePool"}
 NCHWC_FUSED = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "LeakyRelu", "Tanh"}  # applied by the NCHWc conv
 
@@ -99,11 +121,18 @@ def nchwc_reorders(graph: onnx.GraphProto, shapes: dict, block: float) -> list[t
             consumers.setdefault(i, []).append(n)
     inits = {t.name for t in graph.initializer}
     blocked: set[str] = set()  # tensors held in NCHWc
+    counts = {k: len(v) for k, v in consumers.items()}
+    hswish = hardswish_pairs(graph, producers, counts)
+    fused_sigs = set(hswish.values())
     for n in graph.node:  # topological order
         dims = shapes.get(n.output[0]) if n.output else None
         if not dims or len(dims) != 4:
             continue
         ins = [i for i in n.input if i and i not in inits]
+        if node_key(n) in hswish or node_key(n) in fused_sigs:  # x * HardSigmoid(x): the conv's HardSwish
+            if any(i in blocked for i in ins):
+                blocked.add(n.output[0])
+            continue
         if (n.op_type == "Conv" or (n.op_type in NCHWC_POOLS and ins and ins[0] in blocked)
                 or (n.op_type in ("Add", "Sum") and ins and all(i in blocked and shapes.get(i) == dims for i in ins))
                 or (n.op_type in NCHWC_FUSED and ins and ins[0] in blocked and producers.get(ins[0]) is not None
