@@ -82,8 +82,19 @@ def analysis_graph(path: str | Path, shapes: dict[str, tuple[int, ...]] | None =
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix=tmp_prefix("analysis")) as tmp:
         dst = Path(tmp) / "basic.onnx"
-        prepare_graph(onnx.load_model(str(path), load_external_data=False), path.parent.resolve(), dst, shapes=shapes,
-                      decompose_ops=decompose_ops)
+        model = onnx.load_model(str(path), load_external_data=False)
+        try:
+            prepare_graph(model, path.parent.resolve(), dst, shapes=shapes, decompose_ops=decompose_ops)
+        except StageError as exc:
+            if not shapes or "cannot load" not in str(exc):
+                raise
+            # e.g. an If whose other branch only type-checks for other input sizes: the prepare stage keeps
+            # such a model's dynamic dimensions, and so does its analysis
+            prepare_graph(model, path.parent.resolve(), dst, decompose_ops=decompose_ops)
+            if notes is not None:
+                notes.append("onnxruntime rejects the input shapes fixed to the samples' (shape inference of a "
+                             "subgraph fails), so the graph was analysed with its own dynamic dimensions: nodes "
+                             "whose shapes stay unknown count only their dispatch overhead")
         return load_for_analysis(dst, notes)
 
 

@@ -7,6 +7,7 @@ import json
 import os
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -271,3 +272,24 @@ def test_calibrate_bad_output_is_one_line_before_measuring(tmp_path, cli, where,
     code, out, err = cli("calibrate", "-o", where.format(tmp=tmp_path), "--quick")
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_with_a_scalar_bool_input_builds_on_generated_inputs(tmp_path):
+    """If control flow steered by a scalar bool input: the generated samples are 0-d arrays (numpy's
+    generators return scalars for shape (), and onnxruntime refuses a numpy bool scalar)."""
+    from conftest import make_model
+    from onnx import TensorProto, helper
+
+    def branch(op, name):
+        return helper.make_graph([helper.make_node(op, ["x"], [f"o_{name}"])], name, [],
+                                 [helper.make_tensor_value_info(f"o_{name}", TensorProto.FLOAT, [1, 8])])
+
+    model = make_model([helper.make_node("If", ["c"], ["y"], then_branch=branch("Relu", "t"),
+                                         else_branch=branch("Sigmoid", "e"))],
+                       [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    path = tmp_path / "if_bool.onnx"
+    onnx.save(model, str(path))
+    [r] = build([path], [load_target("rpi5-cpu")], tmp_path / "out")
+    assert r.manifest["verification"]["passed"]

@@ -4,6 +4,8 @@ check is skipped and recorded, and the build goes on without it."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -267,3 +269,31 @@ def test_a_weight_protection_that_changes_outputs_is_skipped(tmp_path, monkeypat
     assert any("weight-only int8 kept as DequantizeLinear skipped: output 'y' moved by" in d for d in decisions), decisions
     assert not any("kept int8" in d for d in decisions)
     assert r.manifest["verification"]["passed"]
+
+
+def _if_reshape_model() -> onnx.ModelProto:
+    """An If whose branches reshape x to [2, -1] and [3, -1]: with x of 4 elements the else branch cannot
+    type-check, so onnxruntime refuses the graph with x fixed to 4 although the dynamic one runs."""
+    def branch(k, name):
+        return helper.make_graph([helper.make_node("Reshape", ["x", f"s{k}"], [f"o{k}"])], name, [],
+                                 [helper.make_tensor_value_info(f"o{k}", TensorProto.FLOAT, [k, "m"])],
+                                 [numpy_helper.from_array(np.array([k, -1], np.int64), f"s{k}")])
+    return make_model([helper.make_node("If", ["c"], ["y"], then_branch=branch(2, "t"), else_branch=branch(3, "e"))],
+                      [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                       helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+
+
+def test_fixed_shapes_onnxruntime_rejects_fall_back_to_the_models_dynamic_dimensions(tmp_path):
+    path = tmp_path / "if_reshape.onnx"
+    onnx.save(_if_reshape_model(), str(path))
+    calib = tmp_path / "calib"  # the inputs the model is used with: the then branch, 4 elements
+    calib.mkdir()
+    np.save(calib / "c.npy", np.ones(16, np.bool_))
+    np.save(calib / "x.npy", np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32))
+    [r] = build([path], [load_target("rpi5-cpu")], tmp_path / "out", calibration=calib, shapes={"x": (4,), "c": ()})
+    decisions = r.manifest["recipe"]["decisions"]
+    assert any("fixed shapes rejected by onnxruntime's shape inference" in d and "kept the model's dynamic dimensions"
+               in d for d in decisions), decisions
+    # the estimate analyses the same graph with its own dynamic dimensions too, and says so
+    assert "analysed with its own dynamic dimensions" in json.dumps(r.manifest)

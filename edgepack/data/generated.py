@@ -37,12 +37,14 @@ def generate_inputs(model_inputs: Sequence[TensorSpec], n: int, seed: int) -> li
         for spec in model_inputs:
             dtype, shape = spec_dtype(spec), tuple(spec.shape)  # type: ignore[arg-type]
             kind = dtype_kind(dtype)
+            # np.asarray: for a scalar input (shape ()) numpy's generators return numpy scalars, not 0-d arrays,
+            # and onnxruntime refuses a numpy bool scalar outright
             if kind == "float":
-                sample[spec.name] = rng.standard_normal(shape).astype(dtype)
+                sample[spec.name] = np.asarray(rng.standard_normal(shape), dtype=dtype)
             elif kind == "int":
-                sample[spec.name] = rng.integers(0, INT_HIGH, size=shape).astype(dtype)
+                sample[spec.name] = np.asarray(rng.integers(0, INT_HIGH, size=shape), dtype=dtype)
             elif kind == "bool":
-                sample[spec.name] = rng.random(shape) < 0.5
+                sample[spec.name] = np.asarray(rng.random(shape) < 0.5, dtype=np.bool_)
             else:
                 msg = f"input '{spec.name}' has type '{spec.dtype}'; random inputs cover float, int and bool only"
                 raise StageError(msg)

@@ -84,11 +84,14 @@ def _baseline(ctx: Context, m: ModelState, proto: onnx.ModelProto) -> _Baseline:
     ort_optimize(proto, m.source.path.parent.resolve(), dst, "disable", m.source.info.weight_bytes)
     hold = list(m.verify_inputs)
 
+    own = {t.name: tuple(t.shape) for t in m.source.info.inputs if t.shape is not None}
+    refixed = m.fixed_shapes and any(own.get(k) != tuple(v) for k, v in m.shapes.items())
+
     def compute():
         unoptimized = tuple(run_model(dst, hold, level="disable"))
-        for level in NOISE_LEVELS:  # the noise's sessions must load (not run) now: a graph onnxruntime cannot
-            session(dst, 1, level)  # load at them falls back to its dynamic dimensions here, as it always did
-        return unoptimized
+        for level in NOISE_LEVELS if refixed else ():  # shapes the model did not have: the noise's sessions must
+            session(dst, 1, level)  # load (not run) now, so a graph onnxruntime cannot load at them falls back to
+        return unoptimized  # its dynamic dimensions here, as it always did
 
     def noise():
         return measure_noise(dst, hold, list(unoptimized), list(m.reference_outputs))
