@@ -157,10 +157,7 @@ def _measure_one(key: str, tmp: Path, profile, calib: dict, threads: int, runs: 
     fixed = fix_input_shapes(proto, shapes) if shapes else proto
     fixed_path = tmp / f"{key}.onnx"
     onnx.save(fixed, str(fixed_path))
-    est = estimate_bundle(fixed_path, profile, "fp32")  # the one estimate path
-    from edgepack.estimate.latency import breakdown
-
-    b = breakdown(analysis_model(fixed_path), profile, "fp32")
+    est, by_class = _predict(fixed_path, profile)
     predicted = est.latency.value
     feed = sample_for(fixed, special)
     sess = ort_runtime.session(fixed_path, threads)  # onnxruntime's default optimization level (all)
@@ -188,9 +185,6 @@ def _measure_one(key: str, tmp: Path, profile, calib: dict, threads: int, runs: 
         print(f"{key}: {why} during the measurement; redoing", file=sys.stderr)
     measured = robust.ms
     median_err = (predicted - stats["median_ms"]) / stats["median_ms"]
-    by_class: dict[str, float] = {}
-    for c in b.nodes:
-        by_class[c.cost_class] = by_class.get(c.cost_class, 0.0) + c.total_us / 1e3
     err = (predicted - measured) / measured
     print(f"{key:22s} pred {predicted:9.3f} ms  meas {measured:9.3f} ms  err {100 * err:+6.1f}%", file=sys.stderr)
     return {"model": key, "held_out": key in HELD_OUT, "predicted_ms": round(predicted, 3),
@@ -206,16 +200,21 @@ def _measure_one(key: str, tmp: Path, profile, calib: dict, threads: int, runs: 
             "predicted_by_class_ms": {k: round(v, 3) for k, v in sorted(by_class.items())}}
 
 
-def _rescore(row: dict, tmp: Path, profile) -> dict:
-    """``row``'s prediction (and errors) again with another profile; the measurement stays."""
+def _predict(fixed_path: Path, profile):
+    """The estimate of one shape-fixed model (the one estimate path) and its predicted ms per op class."""
     from edgepack.estimate.latency import breakdown
 
-    fixed_path = tmp / f"{row['model']}.onnx"
     est = estimate_bundle(fixed_path, profile, "fp32")
-    predicted, measured = est.latency.value, row["measured_ms"]
     by_class: dict[str, float] = {}
     for c in breakdown(analysis_model(fixed_path), profile, "fp32").nodes:
         by_class[c.cost_class] = by_class.get(c.cost_class, 0.0) + c.total_us / 1e3
+    return est, by_class
+
+
+def _rescore(row: dict, tmp: Path, profile) -> dict:
+    """``row``'s prediction (and errors) again with another profile; the measurement stays."""
+    est, by_class = _predict(tmp / f"{row['model']}.onnx", profile)
+    predicted, measured = est.latency.value, row["measured_ms"]
     err = (predicted - measured) / measured
     print(f"{row['model']:22s} pred {predicted:9.3f} ms  meas {measured:9.3f} ms  err {100 * err:+6.1f}% (recalibrated)",
           file=sys.stderr)

@@ -206,21 +206,23 @@ def _print(r: dict) -> None:
     c = r["cpu"]
     print(f"  CPU seconds (user+sys): hand chain median {c['hand_chain']['median_s']:.2f}, edgepack median "
           f"{c['edgepack']['median_s']:.2f}: ratio {c['ratio']:.2f}x")
-    print("  edgepack stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["edgepack_stage_median_s"].items())
-          + f"; outside stages (start-up, intake, reference outputs, bundle) {r['stages_unaccounted_s']:.2f}")
-    if r["edgepack_stage_median_cpu_s"]:
-        print("  edgepack stages (median CPU s): "
-              + ", ".join(f"{k} {v:.2f}" for k, v in r["edgepack_stage_median_cpu_s"].items()))
+    _print_stages("edgepack", r["edgepack_stage_median_s"], r["edgepack_stage_median_cpu_s"],
+                  "outside stages (start-up, intake, reference outputs, bundle)", r["stages_unaccounted_s"])
     b = r.get("baseline")
     if b:
         print(f"  baseline edgepack ({b['tree']}): median {b['wall']['median_s']:.2f} s (min {b['wall']['min_s']:.2f}, "
               f"max {b['wall']['max_s']:.2f}), ratio {b['ratio']:.2f}x; CPU median {b['cpu']['median_s']:.2f} s, "
               f"ratio {b['cpu_ratio']:.2f}x; same manifest as this edgepack: {b['same_manifest']}")
-        print("  baseline stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in b["stage_median_s"].items())
-              + f"; outside stages {b['stages_unaccounted_s']:.2f}")
-        if b["stage_median_cpu_s"]:
-            print("  baseline stages (median CPU s): "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in b["stage_median_cpu_s"].items()))
+        _print_stages("baseline", b["stage_median_s"], b["stage_median_cpu_s"], "outside stages",
+                      b["stages_unaccounted_s"])
+
+
+def _print_stages(who: str, wall: dict, cpu: dict, outside: str, outside_s: float) -> None:
+    """One side's stage medians (wall, then CPU when recorded) and the seconds outside its stages."""
+    print(f"  {who} stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in wall.items())
+          + f"; {outside} {outside_s:.2f}")
+    if cpu:
+        print(f"  {who} stages (median CPU s): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
 
 
 def main(argv=None) -> int:

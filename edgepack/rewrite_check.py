@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics.vector import dot, norm
+from .metrics.vector import cosine
 from .quiet import numeric
 
 MARGIN = 4.0
@@ -62,12 +62,8 @@ def _as_array(value) -> np.ndarray:
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = norm(a), norm(b)
-    if na == 0.0 and nb == 0.0:
-        return 0.0
-    if na == 0.0 or nb == 0.0:
-        return 1.0
-    return max(0.0, 1.0 - dot(a, b) / (na * nb))
+    """One minus the cosine of all values pooled (0 when both are zero, 1 when only one is)."""
+    return max(0.0, 1.0 - cosine(a, b))
 
 
 @numeric
