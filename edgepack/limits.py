@@ -103,7 +103,7 @@ def over_limit_message(name: str, seconds: float) -> str:
 
 
 class _Guard:
-    __slots__ = ("name", "deadline", "cancel", "grace", "expired", "done", "seconds", "interrupted")
+    __slots__ = ("name", "deadline", "cancel", "grace", "expired", "done", "seconds", "interrupted", "thread")
     # interrupted: 0, or the exit code of the signal that stopped the run (130 Ctrl-C, 143 SIGTERM)
 
     def __init__(self, name: str | Callable[[], str], seconds: float, cancel: Callable[[], None] | None):
@@ -113,6 +113,7 @@ class _Guard:
         self.expired = False
         self.done = False
         self.interrupted = 0
+        self.thread = threading.get_ident()
 
 
 class _Watchdog:
@@ -145,6 +146,15 @@ class _Watchdog:
             for g in self._guards:
                 g.deadline = min(g.deadline, now)
                 g.interrupted = code
+            self._cond.notify()
+
+    def stop_thread(self, ident: int | None) -> None:
+        """Stop the runs in flight in thread ``ident`` (their guards expire now)."""
+        with self._cond:
+            now = time.monotonic()
+            for g in self._guards:
+                if g.thread == ident:
+                    g.deadline = min(g.deadline, now)
             self._cond.notify()
 
     def _loop(self) -> None:
@@ -188,6 +198,11 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+
+
+def stop_runs_of(ident: int | None) -> None:
+    """Stop the guarded runs in flight in the thread ``ident`` (a background thread at exit)."""
+    _WATCHDOG.stop_thread(ident)
 
 
 def cancel_all(code: int = 130) -> None:

@@ -9,7 +9,7 @@ imported inside the functions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -157,11 +157,7 @@ def run_model(path: Path, inputs: list[dict], threads: int = 1, level: str | Non
     """
     lean = model_bytes_on_disk(Path(path)) > SEQUENTIAL_ABOVE_BYTES
     sess = session(Path(path), threads, level, lean=lean)
-    names = [o.name for o in sess.get_outputs()]
-
-    def one(feed: dict) -> dict:
-        return dict(zip(names, map(_own, run(sess, feed))))
-
+    one = _runner(sess)
     workers = run_workers(len(inputs), lean)
     if workers == 1:
         return [one(feed) for feed in inputs]
@@ -169,6 +165,35 @@ def run_model(path: Path, inputs: list[dict], threads: int = 1, level: str | Non
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgepack-run") as pool:
         return list(pool.map(one, inputs))
+
+
+def _runner(sess) -> Callable[[dict], dict]:
+    names = [o.name for o in sess.get_outputs()]
+
+    def one(feed: dict) -> dict:
+        return dict(zip(names, map(_own, run(sess, feed))))
+
+    return one
+
+
+def queue_model_runs(path: Path, inputs: list[dict], level: str | None = None, wrap=None, first: bool = False):
+    """:func:`run_model`'s outputs, computed on the background lane (:mod:`edgepack.runtime.lane`) while
+    the caller goes on: a Pending (a sequence: indexing waits for one output, ``result()`` for the list).
+    The session is opened here (a model onnxruntime cannot load fails now, as run_model would); a
+    memory-lean (large) model runs now, one sample at a time, as run_model runs it. ``wrap``: see Pending;
+    ``first``: ahead of the lane's other jobs (see Lane)."""
+    from .lane import LANE, Done, Pending
+
+    lean = model_bytes_on_disk(Path(path)) > SEQUENTIAL_ABOVE_BYTES
+    if lean or len(inputs) < 2:
+        try:
+            return Done(run_model(path, inputs, level=level))
+        except Exception as exc:
+            if wrap is None:
+                raise
+            raise wrap(exc) from exc
+    one = _runner(session(Path(path), 1, level, lean=False))
+    return Pending([LANE.submit(one, feed, first=first) for feed in inputs], wrap)
 
 
 def host_settings(profile) -> dict:
