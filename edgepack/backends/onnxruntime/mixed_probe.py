@@ -166,6 +166,14 @@ class Probe:
 def concat_spans(pre: Path, model: onnx.ModelProto, feeds: list[dict]) -> dict[str, float]:
     """Span (max(x, 0) - min(x, 0), the range an asymmetric 8-bit scale covers) of the inputs of the
     Concats that make graph outputs, over ``feeds`` (fp32 model)."""
+    return _concat_spans_later(pre, model, feeds)()
+
+
+def _concat_spans_later(pre: Path, model: onnx.ModelProto, feeds: list[dict], first: bool = False):
+    """:func:`concat_spans` with the runs queued on the background lane (``first``: ahead of its other
+    jobs): returns the function that waits for them and computes the spans."""
+    from ...runtime.ort import queue_model_runs
+
     inits = {t.name for t in model.graph.initializer}
     shapes = _shapes(model)
     wanted = []
@@ -173,24 +181,28 @@ def concat_spans(pre: Path, model: onnx.ModelProto, feeds: list[dict]) -> dict[s
         if path and path[-1].op_type == "Concat":
             wanted += [i for i in path[-1].input if i not in inits and i in shapes]
     if not wanted:
-        return {}
+        return dict
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     known = {o.name for o in probe.graph.output}
     probe.graph.output.extend(shapes[i] for i in dict.fromkeys(wanted) if i not in known)
     dst = pre.with_name(pre.stem + ".spans.onnx")
     onnx.save_model(probe, str(dst))
-    try:
-        outs = _run(dst, feeds)
+    try:  # the graph as stored, as the selector runs candidates (see _run); the session holds it once loaded
+        runs = queue_model_runs(dst, feeds, level="disable", first=first)
     finally:
         dst.unlink()
-    spans: dict[str, float] = {}
-    for out in outs:
-        for name in wanted:
-            a = out.get(name)
-            if _is_float(a) and a.size:
-                span = max(float(a.max()), 0.0) - min(float(a.min()), 0.0)
-                spans[name] = max(spans.get(name, 0.0), span)
+
+    def spans() -> dict[str, float]:
+        got: dict[str, float] = {}
+        for out in runs.result():
+            for name in wanted:
+                a = out.get(name)
+                if _is_float(a) and a.size:
+                    span = max(float(a.max()), 0.0) - min(float(a.min()), 0.0)
+                    got[name] = max(got.get(name, 0.0), span)
+        return got
+
     return spans
 
 
@@ -225,19 +237,29 @@ def range_mixing_outputs(pre: Path, calibration: list[dict]) -> tuple[Path, dict
     them), measured on up to SPAN_SAMPLES calibration samples, and the model to exclude them from
     (every node named). Static int8 keeps them float from the first candidate on: one 8-bit scale
     over box coordinates 0..320 and class scores 0..1 leaves the scores one or two levels."""
+    return range_mixing_later(pre, calibration)()
+
+
+def range_mixing_later(pre: Path, calibration: list[dict]):
+    """:func:`range_mixing_outputs` with its runs on the background lane, ahead of its other jobs (the
+    calibration's Python goes on meanwhile): returns the function that finishes it."""
     model = onnx.load_model(str(pre), load_external_data=False)
     if not any(path and path[-1].op_type == "Concat" for path in output_paths(model).values()):
-        return pre, {}
-    every = max(1, len(calibration) // SPAN_SAMPLES)
-    culprits = output_culprits(model, concat_spans(pre, model, calibration[::every][:SPAN_SAMPLES]), activations=False)
-    if not culprits:
-        return pre, {}
-    named = named_nodes(pre, pre.with_name(pre.stem + ".named.onnx"))
-    if named != pre:
-        model = onnx.load_model(str(named), load_external_data=False)
-        culprits = output_culprits(model, concat_spans(named, model, calibration[::every][:SPAN_SAMPLES]),
-                                   activations=False)
-    return named, culprits
+        return lambda: (pre, {})
+    feeds = calibration[::max(1, len(calibration) // SPAN_SAMPLES)][:SPAN_SAMPLES]
+    spans = _concat_spans_later(pre, model, feeds, first=True)
+
+    def finish() -> tuple[Path, dict[str, str]]:
+        culprits = output_culprits(model, spans(), activations=False)
+        if not culprits:
+            return pre, {}
+        named = named_nodes(pre, pre.with_name(pre.stem + ".named.onnx"))
+        if named != pre:
+            renamed = onnx.load_model(str(named), load_external_data=False)
+            culprits = output_culprits(renamed, concat_spans(named, renamed, feeds), activations=False)
+        return named, culprits
+
+    return finish
 
 
 def named_nodes(pre: Path, dst: Path) -> Path:

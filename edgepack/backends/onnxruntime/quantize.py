@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
@@ -26,7 +27,9 @@ from ...errors import CalibrationError, StageError, first_line
 from ...flops import classify
 from ...model import iter_tensors
 from ...runtime.capture import captured_output
-from .mixed_probe import range_mixing_outputs
+from . import ranges
+from .ranges import HAS_CALIBRATION_CACHE, _reader, _SampleReader, takes_calibration_cache  # noqa: F401
+from .mixed_probe import range_mixing_later
 from ...target import Recipe
 from ...transforms import LARGE_MODEL_BYTES
 
@@ -60,42 +63,6 @@ def _fail(what: str, exc: BaseException) -> StageError:
 
     msg = describe(exc, "onnxruntime quantizer", what) if is_foreign(exc) else f"{what} failed: {first_line(exc)}"
     return StageError(msg)
-
-
-class _SampleReader:
-    """onnxruntime CalibrationDataReader over a list of {input name: array} samples."""
-
-    def __init__(self, samples: list[dict[str, np.ndarray]]) -> None:
-        self._samples = samples
-        self._next, self._end = 0, len(samples)
-
-    def __len__(self) -> int:
-        return len(self._samples)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        """Read only samples [start, end) (quantize_static's CalibStridedMinMax: a few samples' activations
-        in memory at a time)."""
-        self._next, self._end = start_index, min(end_index, len(self._samples))
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= self._end:
-            limits.end_step()
-            return None
-        limits.step()  # onnxruntime runs the model once per sample: each run gets the time limit
-        self._next += 1
-        return self._samples[self._next - 1]
-
-    def rewind(self) -> None:
-        self._next, self._end = 0, len(self._samples)
-
-
-def _reader(samples: list[dict[str, np.ndarray]]):
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(_SampleReader, CalibrationDataReader):
-        pass
-
-    return Reader(samples)
 
 
 _saves = threading.local()  # the work folder of the quant_pre_process running in this thread
@@ -212,8 +179,15 @@ def _static_int8(src: Path, dst: Path, recipe: Recipe, calibration, is_accelerat
     if is_accelerator:
         notes.append("accelerator target: asymmetric activations, symmetric weights, a dedicated QDQ pair per consumer")
     pre = _quantizer_input(src, dst, recipe.per_channel, notes)
-    pre, culprits = range_mixing_outputs(pre, calibration)
-    settings = quantize_qdq(pre, dst, recipe, calibration, is_accelerator=is_accelerator, exclude=tuple(culprits))
+    mixing = range_mixing_later(pre, calibration)  # its runs go on beside the calibration's Python
+    culprits: dict[str, str] = {}
+
+    def then() -> tuple[Path, tuple[str, ...]]:
+        named, found = mixing()
+        culprits.update(found)
+        return named, tuple(found)
+
+    settings = quantize_qdq(pre, dst, recipe, calibration, is_accelerator=is_accelerator, then=then)
     if culprits:
         settings["float_culprits"] = [{"node": n, "why": w} for n, w in sorted(culprits.items())]
         notes.append(f"{len(culprits)} node(s) at the outputs kept float: " + "; ".join(sorted(set(culprits.values()))))
@@ -221,26 +195,18 @@ def _static_int8(src: Path, dst: Path, recipe: Recipe, calibration, is_accelerat
 
 
 CALIBRATION_METHODS = ("MinMax", "Percentile", "Entropy")
-HAS_CALIBRATION_CACHE = "calibration_cache_path"  # quantize_static's keyword (onnxruntime >= 1.25)
-
-
-def takes_calibration_cache() -> bool:
-    """Whether this onnxruntime's quantize_static can save and reuse calibrated ranges."""
-    import inspect
-
-    from onnxruntime.quantization import quantize_static
-
-    return HAS_CALIBRATION_CACHE in inspect.signature(quantize_static).parameters
-
 
 @limits.bounded_steps("onnxruntime static int8 calibration")
 def quantize_qdq(pre: Path, dst: Path, recipe: Recipe, calibration, *, is_accelerator: bool, method: str = "MinMax",
-                 calib_options: dict | None = None, exclude: tuple[str, ...] = (), cache: Path | None = None) -> dict:
+                 calib_options: dict | None = None, exclude: tuple[str, ...] = (), cache: Path | None = None,
+                 then=None) -> dict:
     """onnxruntime quantize_static on the pre-processed model ``pre`` with the recipe's types (QDQ).
 
     ``method`` and ``calib_options`` (CalibMovingAverage, CalibPercentile ...) choose the calibration;
     ``exclude`` names nodes kept in float (mixed precision); with ``cache`` the calibrated ranges are
     saved there on the first call and read back (no model runs) on later ones, where onnxruntime can.
+    ``then``: called after the calibration, returns (the model to quantize - ``pre`` with the same
+    tensors -, the nodes to exclude) in place of ``pre`` and ``exclude``.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -263,30 +229,47 @@ def quantize_qdq(pre: Path, dst: Path, recipe: Recipe, calibration, *, is_accele
         settings["nodes_to_exclude"] = sorted(exclude)
     kwargs: dict[str, Any] = {}
     reader = _reader(calibration)
-    if cache is not None and takes_calibration_cache():
-        kwargs[HAS_CALIBRATION_CACHE] = str(cache)
-        if cache.is_file():
-            reader = None
-    try:
-        with contextlib.ExitStack() as stack:
-            if method != "MinMax":  # the histogram calibrators print their progress on stdout
-                stack.enter_context(captured_output())
-            quantize_static(
-                str(pre),
-                str(dst),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=recipe.per_channel,
-                activation_type=getattr(QuantType, _QUANT_TYPES[act]),
-                weight_type=getattr(QuantType, _QUANT_TYPES[weight]),
-                calibrate_method=getattr(CalibrationMethod, method),
-                use_external_data_format=_model_bytes(pre) > LARGE_MODEL_BYTES,
-                nodes_to_exclude=list(exclude),
-                extra_options=extra,
-                **kwargs,
-            )
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidArgument/ValueError...
-        raise _fail("static int8 quantization (onnxruntime quantize_static)", exc) from exc
+    act_type, weight_type = getattr(QuantType, _QUANT_TYPES[act]), getattr(QuantType, _QUANT_TYPES[weight])
+    external = _model_bytes(pre) > LARGE_MODEL_BYTES
+    pinned = takes_calibration_cache() and ranges.pinned_applies(extra)
+    with contextlib.ExitStack() as stack:
+        if cache is None and pinned:  # this call's own ranges: never a file another model left under the name
+            own = stack.enter_context(tempfile.TemporaryDirectory(prefix="ranges.", dir=dst.parent))
+            cache = Path(own) / "ranges.json"
+        if cache is not None and takes_calibration_cache():
+            kwargs[HAS_CALIBRATION_CACHE] = str(cache)
+        quiet = captured_output if method != "MinMax" else contextlib.nullcontext  # histogram calibrators print
+        try:
+            if (cache is not None and not cache.is_file() and pinned
+                    and not ranges.opset_updated(pre, weight_type, act_type)):
+                with quiet():
+                    ranges.collect_ranges(pre, calibration, getattr(CalibrationMethod, method), extra, external, cache)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidArgument/ValueError...
+            raise _fail("static int8 quantization (onnxruntime quantize_static)", exc) from exc
+        if then is not None:  # what to keep float, found while the calibration ran
+            pre, exclude = then()
+            if exclude:
+                settings["nodes_to_exclude"] = sorted(exclude)
+        if cache is not None and cache.is_file():
+            reader = None  # the ranges are calibrated: quantize_static reads them instead of running the model
+        try:
+            with quiet():
+                quantize_static(
+                    str(pre),
+                    str(dst),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=recipe.per_channel,
+                    activation_type=act_type,
+                    weight_type=weight_type,
+                    calibrate_method=getattr(CalibrationMethod, method),
+                    use_external_data_format=external,
+                    nodes_to_exclude=list(exclude),
+                    extra_options=extra,
+                    **kwargs,
+                )
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises Fail/InvalidArgument/ValueError...
+            raise _fail("static int8 quantization (onnxruntime quantize_static)", exc) from exc
     return settings
 
 
