@@ -13,7 +13,7 @@ from typing import Callable
 from . import cleanup, limits_plan, on_target, reference, safe_io
 from .backends import Packaging, backend_for
 from .bundle import check_destination, write_bundle
-from .data.inputs import SampleSets
+from .data.inputs import ReferenceFailure, SampleSets
 from .metrics.kinds import kinds_of
 from .metrics.kinds import resolve as resolve_kinds
 from .errors import EdgepackError, OutputError, ShapeError, StageError
@@ -304,6 +304,20 @@ def build(
     fp32 = fp32_values(user_metric, [(lm.path.stem, lm.path) for lm in loaded]) if user_metric else {}
     user_fp32 = {stems[k]: v for k, v in fp32.items()}
     inputs = SampleSets(calib, [lm.path.stem for lm in loaded])
+    from .runtime.lane import LANE
+
+    try:
+        done = _build_planned(inputs, loaded, names, targets, per_model, kinds, user_fp32, keep_going, out, force,
+                              jobs, per_hour, user_metric, verify_on_target, progress)
+    except BaseException:  # what it queued on the background lane and never asked for: dropped, stopped
+        LANE.stop()
+        raise
+    LANE.settle()
+    return done
+
+
+def _build_planned(inputs, loaded, names, targets, per_model, kinds, user_fp32, keep_going, out, force, jobs,
+                   per_hour, user_metric, verify_on_target, progress):
     # shared work first, once for every target: intake, shape plans, calibration, fp32 reference outputs
     initial, failed = _plan_targets(loaded, names, targets, per_model, inputs, kinds, user_fp32, keep_going)
 
@@ -316,6 +330,8 @@ def build(
         if keep_going:
             try:
                 return _one(target)
+            except ReferenceFailure as exc:  # a later sample the fp32 model fails on: bad input, not the target's
+                raise exc.__cause__ if isinstance(exc.__cause__, ReferenceFailure) else exc from None
             except EdgepackError as exc:
                 return failure_of(target.name, exc, "bundle")
         return _one(target)

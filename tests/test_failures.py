@@ -211,3 +211,31 @@ def test_the_split_rule(n, verify):
     assert split_rule(n) == verify and len(held_out(n)) == verify
     if verify >= 2:
         assert held_out(n)[0] == 0 and held_out(n)[-1] == n - 1  # evenly spread over the folder
+
+
+def test_a_later_sample_the_fp32_model_fails_on_stops_the_build_as_bad_input(cli, tmp_path):
+    """The reference outputs after the first run on the background lane while the build goes on; a sample
+    the fp32 model cannot run still stops the whole build as bad input (exit 2, one error line, no bundle),
+    as when the first sample fails."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Gather", ["table", "idx"], ["g"], axis=0),
+                           helper.make_node("Mul", ["g", "x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                           helper.make_tensor_value_info("idx", TensorProto.INT64, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor("table", TensorProto.FLOAT, [4, 4], np.arange(16, dtype=np.float32))])
+    model = tmp_path / "late.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    np.save(calib / "x.npy", np.random.default_rng(0).standard_normal((24, 1, 4)).astype(np.float32))
+    idx = np.zeros((24, 1), np.int64)
+    idx[23] = 9  # the last sample verifies (held out) and indexes past the table
+    np.save(calib / "idx.npy", idx)
+    code, _, err = cli("build", model, "--target", "rpi4-cpu", "--calibration", calib, "-o", tmp_path / "OUT")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, err
+    assert errors[0].startswith("error: the fp32 model late.onnx does not run on the calibration data")
+    assert not (tmp_path / "OUT" / "rpi4-cpu").exists()

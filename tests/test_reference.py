@@ -35,7 +35,10 @@ def _entry(bundle):
 def test_every_bundle_holds_a_listed_reference_pair(bundles):
     _, found = bundles
     calib = np.load(CALIB / "input.npy")
-    sess = ort.InferenceSession(str(SAMPLE_MODEL), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the reference: the model as stored
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(SAMPLE_MODEL), so, providers=["CPUExecutionProvider"])
     for target, bundle in found.items():
         doc = json.loads((bundle / "manifest.json").read_text())
         entry = doc["models"][0]["reference"]
@@ -46,7 +49,7 @@ def test_every_bundle_holds_a_listed_reference_pair(bundles):
         assert x.shape == (1, 1, 8, 8) and any(np.array_equal(x[0], c) for c in calib)  # a real held-out sample
         [out] = entry["outputs"]
         y = reference.from_bytes((bundle / out["file"]).read_bytes(), out["dtype"], out["shape"])
-        np.testing.assert_array_equal(y, sess.run(None, {"input": x})[0])  # the fp32 original's output
+        np.testing.assert_array_equal(y, sess.run(None, {"input": x})[0])  # the fp32 original's output, exactly
         tolerance = doc["models"][0]["verification"]["tolerance"]
         assert entry["check"]["cosine_min"] == tolerance["cosine_min"] and entry["check"]["same_top1"] is True
         assert "held-out calibration sample" in entry["origin"], target

@@ -161,18 +161,91 @@ def test_reference_outputs_once_and_the_shipped_artifact_judged_once(tmp_path: P
     calib.mkdir()
     np.save(calib / "x.npy", np.random.default_rng(0).standard_normal((24, 1, 3, 8, 8)).astype(np.float32))
     runs: list[tuple[str, str | None]] = []
-    real = ort_runtime.run_model
+    real, queued = ort_runtime.run_model, ort_runtime.queue_model_runs
 
     def counted(path, inputs, threads=1, level=None):
         runs.append((Path(path).name, level))
         return real(path, inputs, threads, level)
 
+    def counted_queue(path, inputs, level=None, **kw):  # runs on the background lane
+        runs.append((Path(path).name, level))
+        return queued(path, inputs, level, **kw)
+
     monkeypatch.setattr(ort_runtime, "run_model", counted)
+    monkeypatch.setattr(ort_runtime, "queue_model_runs", counted_queue)
     results = build([model], [load_target("rpi4-cpu"), load_target("rpi5-cpu")], tmp_path / "out", calibration=calib)
     assert [r.target for r in results] == ["rpi4-cpu", "rpi5-cpu"]
-    assert runs.count(("cnn.onnx", None)) == 1  # the reference outputs: once for both targets
+    # the reference outputs (the model as stored, also the rewrite check's baseline): once for both targets
+    assert runs.count(("cnn.onnx", "disable")) == 1
     # every judged artifact ran once, in the recipe selection; the verify stage re-ran none of them
     shipped = [r for r in runs if r[0].endswith(".ort")]
     checked = [a for r in results for a in r.manifest["models"][0]["quantization"]["attempts"] if a.get("checked")]
     assert 1 <= len(shipped) <= len(checked)
     assert all(r.manifest["models"][0]["verification"]["passed"] for r in results)
+
+
+# ------------------------------------------------------------------------------ built ahead
+
+
+def _cnn_build(tmp_path: Path, name: str):
+    from edgepack.build import build
+    from edgepack.target import load_target
+
+    model = tmp_path / "cnn.onnx"
+    if not model.exists():
+        onnx.save(tiny_cnn(batch=1), str(model))
+        calib = tmp_path / "calib"
+        calib.mkdir()
+        np.save(calib / "x.npy", np.random.default_rng(0).standard_normal((24, 1, 3, 8, 8)).astype(np.float32))
+    [result] = build([model], [load_target("rpi5-cpu")], tmp_path / name, calibration=tmp_path / "calib")
+    return result
+
+
+def _decisions(result) -> list[str]:
+    import json
+
+    return json.loads((result.bundle / "manifest.json").read_text())["recipe"]["decisions"]
+
+
+def _bundle_bytes(result) -> dict[str, bytes]:
+    return {p.relative_to(result.bundle).as_posix(): p.read_bytes() for p in sorted(result.bundle.rglob("*")) if p.is_file()}
+
+
+def test_the_first_candidate_built_ahead_is_the_one_the_stage_uses(tmp_path: Path, monkeypatch) -> None:
+    """The prepare stage builds, converts and runs the first candidate while its check runs; the quantize
+    stage quantizes nothing again, and the bundle is byte for byte the one built without it."""
+    from onnxruntime import quantization
+
+    from edgepack.backends.onnxruntime import OnnxRuntimeBackend
+
+    calls: list[str] = []
+    real = quantization.quantize_static
+
+    def counted(model_input, *a, **kw):
+        calls.append(Path(model_input).name)
+        return real(model_input, *a, **kw)
+
+    monkeypatch.setattr(quantization, "quantize_static", counted)
+    ahead = _cnn_build(tmp_path, "ahead")
+    assert len(calls) == 1  # built once, in the prepare stage
+    assert ahead.measurements["built_ahead"]["model"]["recipe"] == "static-int8"
+    monkeypatch.setattr(OnnxRuntimeBackend, "builds_ahead", lambda self, ctx, m, model_class: False)
+    plain = _cnn_build(tmp_path, "plain")
+    assert len(calls) == 2 and "built_ahead" not in plain.measurements
+    assert _bundle_bytes(ahead) == _bundle_bytes(plain)
+
+
+def test_a_rewrite_that_fails_its_check_is_not_shipped_though_built_ahead(tmp_path: Path, monkeypatch) -> None:
+    """Built ahead from a graph whose check then fails: the build goes on from the unrewritten graph,
+    exactly as without building ahead."""
+    from edgepack.backends.onnxruntime import OnnxRuntimeBackend
+    from edgepack.stages import prepare
+
+    monkeypatch.setattr(prepare._Baseline, "check", lambda self, dev: (False, "forced to fail"))
+    ahead = _cnn_build(tmp_path, "ahead")
+    decisions = _decisions(ahead)
+    assert any("onnxruntime basic optimization skipped: forced to fail" in d for d in decisions), decisions
+    assert any("kept the unrewritten graph" in d for d in decisions)
+    monkeypatch.setattr(OnnxRuntimeBackend, "builds_ahead", lambda self, ctx, m, model_class: False)
+    plain = _cnn_build(tmp_path, "plain")
+    assert _bundle_bytes(ahead) == _bundle_bytes(plain)

@@ -114,6 +114,13 @@ class Backend(ABC):
         (the file a candidate's size and speed are compared with)."""
         return m, m.prepared  # type: ignore[return-value]
 
+    def builds_ahead(self, ctx: Context, m: ModelState, model_class: str) -> bool:
+        """Whether the first candidate may be built from ``m.prepared`` before the quantize stage (while
+        the prepare stage's check runs: :func:`edgepack.stages.quantize.build_ahead`): only where
+        :meth:`prepare_candidates` keeps ``m.prepared`` and :meth:`build_candidate` is memoized (the
+        stage must find the work done, not do it twice). Default: no."""
+        return False
+
     @abstractmethod
     def build_candidate(self, ctx: Context, m: ModelState, recipe: Recipe, model_class: str,
                         reference: Path) -> Candidate:

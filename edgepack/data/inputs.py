@@ -13,6 +13,7 @@ cannot exercise are "not verifiable").
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,11 @@ def held_out(n: int) -> tuple[int, ...]:
     return tuple(sorted({int(round(i)) for i in np.linspace(0, n - 1, v)})) if v else ()
 
 
+class ReferenceFailure(StageError):
+    """The fp32 model does not run on the samples: bad input for every target (the build stops, as it
+    does when the first sample fails while the targets are planned)."""
+
+
 @dataclass(frozen=True)
 class Samples:
     """One model's samples for one target: calibration (empty without a calibration folder or a
@@ -54,7 +60,7 @@ class Samples:
 
     calibration: tuple[dict[str, np.ndarray], ...]
     verify_inputs: tuple[dict[str, np.ndarray], ...]
-    reference_outputs: tuple[dict[str, np.ndarray], ...]
+    reference_outputs: Sequence[dict[str, np.ndarray]]  # a Pending while the lane computes them
     notes: tuple[str, ...]
     evidence: Evidence | None = None
     key: str = ""
@@ -132,7 +138,7 @@ class SampleSets:
             loaded.refs[subset] = self._reference(lm, [loaded.samples[i] for i in verify])
         notes = (*loaded.notes, note) if note else tuple(loaded.notes)
         return Samples(tuple(loaded.samples[i] for i in calib), tuple(loaded.samples[i] for i in verify),
-                       tuple(loaded.refs[subset]), notes, evidence, f"{key!r}:{subset}")
+                       loaded.refs[subset], notes, evidence, f"{key!r}:{subset}")
 
     def _load(self, lm: LoadedModel, specs: list[TensorSpec], need_fixed_why: str | None, plan) -> _Loaded:
         notes: list[str] = []
@@ -151,16 +157,29 @@ class SampleSets:
                      + (f"; from the graph: {bounded}" if bounded else "") + ")")
         return _Loaded(samples, notes, True)
 
-    def _reference(self, lm: LoadedModel, inputs: list[dict]) -> list[dict]:
-        from ..runtime.ort import run_model
+    def _reference(self, lm: LoadedModel, inputs: list[dict]):
+        """The fp32 original's outputs on ``inputs``, run exactly as stored (onnxruntime's optimizations
+        off: no graph rewrite of this host's onnxruntime - x86 NCHWc layouts, fused convolutions - sits
+        between the model and its ground truth; the prepare stage's rewrite check compares against the
+        same run). A sequence whose first output is computed now (the plan reads the outputs' kinds from
+        it) and the rest on the background lane (the prepare stage waits for them at its end, so a sample
+        the model fails on fails the build there)."""
+        from ..runtime.ort import queue_model_runs
+
+        source = "the calibration data" if self.calibration is not None else "generated inputs"
+
+        def wrap(exc: BaseException) -> BaseException:
+            if not isinstance(exc, StageError):
+                return exc
+            return ReferenceFailure(f"the fp32 model {lm.path.name} does not run on {source}: {exc}; "
+                                    "pass --calibration DIR with real inputs")
 
         try:
-            return run_model(lm.path, inputs)
-        except StageError as exc:
-            source = "the calibration data" if self.calibration is not None else "generated inputs"
-            msg = (f"the fp32 model {lm.path.name} does not run on {source}: {exc}; "
-                   "pass --calibration DIR with real inputs")
-            raise StageError(msg) from exc
+            outputs = queue_model_runs(lm.path, inputs, level="disable", wrap=wrap)
+        except StageError as exc:  # onnxruntime cannot load it
+            raise wrap(exc) from exc
+        outputs[0]  # noqa: B018 - computed now: a model that cannot run on the samples fails the plan
+        return outputs
 
     def _load_folder(self, lm: LoadedModel, folder: Path, specs: list[TensorSpec], notes: list[str]) -> list[dict]:
         several = len(self.stems) > 1

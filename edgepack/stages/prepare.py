@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -26,7 +27,7 @@ from ..gates import MAX_SLOWDOWN
 from ..model import iter_graphs
 from ..pipeline import Context, ModelState
 from ..rewrite_check import NOISE_LEVELS, Noise, deviation, measure_noise, within_floor
-from ..runtime.ort import host_settings, run_model, session
+from ..runtime.ort import host_settings, queue_model_runs, run_model, session
 from ..runtime.timing import compare_latency
 from ..shapes import fix_input_shapes
 from ..transforms import DECOMPOSITIONS, ort_optimize, prepare_graph, protect_weight_only_int8
@@ -34,15 +35,20 @@ from ..transforms import DECOMPOSITIONS, ort_optimize, prepare_graph, protect_we
 
 @dataclass(frozen=True)
 class _Baseline:
-    """The unrewritten graph (shapes fixed, as onnxruntime loads it), its outputs with optimizations
-    off, and onnxruntime's own noise on it: what every rewrite is checked against. The noise (three more
-    runs of the graph over the samples) is measured only when a rewrite moves an output beyond the
-    floors the limits never go below (:func:`edgepack.rewrite_check.within_floor`)."""
+    """What every rewrite is checked against: the original's outputs with optimizations off (the
+    build's reference outputs: the model as given, run as stored), the unrewritten graph (shapes fixed,
+    as onnxruntime loads it) and onnxruntime's own noise on it. The noise (three more runs of that graph
+    over the samples) is measured only when a rewrite moves an output beyond the floors the limits never
+    go below (:func:`edgepack.rewrite_check.within_floor`)."""
 
     path: Path
-    unoptimized: tuple[dict, ...]
+    outputs: Sequence[dict]  # the reference outputs (a Pending while the lane computes them)
     measure: Callable[[], Noise]
     samples: int
+
+    @property
+    def unoptimized(self) -> tuple[dict, ...]:
+        return tuple(self.outputs)
 
     def check(self, dev) -> tuple[bool, str]:
         floor = within_floor(dev)
@@ -79,7 +85,7 @@ def _inputs_key(inputs) -> str:
 
 
 def _baseline(ctx: Context, m: ModelState, proto: onnx.ModelProto) -> _Baseline:
-    """Write the unrewritten graph; its reference outputs and noise are measured once per build."""
+    """Write the unrewritten graph; its noise is measured (when needed) once per build."""
     dst = ctx.work / f"{m.name}.unrewritten.onnx"
     ort_optimize(proto, m.source.path.parent.resolve(), dst, "disable", m.source.info.weight_bytes)
     hold = list(m.verify_inputs)
@@ -87,35 +93,48 @@ def _baseline(ctx: Context, m: ModelState, proto: onnx.ModelProto) -> _Baseline:
     own = {t.name: tuple(t.shape) for t in m.source.info.inputs if t.shape is not None}
     refixed = m.fixed_shapes and any(own.get(k) != tuple(v) for k, v in m.shapes.items())
 
-    def compute():
-        unoptimized = tuple(run_model(dst, hold, level="disable"))
-        for level in NOISE_LEVELS if refixed else ():  # shapes the model did not have: the noise's sessions must
-            session(dst, 1, level)  # load (not run) now, so a graph onnxruntime cannot load at them falls back to
-        return unoptimized  # its dynamic dimensions here, as it always did
+    def loads():
+        # shapes the model did not have: the sessions the graph is run in must load (not run) now, so a
+        # graph onnxruntime cannot load at them falls back to its dynamic dimensions here
+        for level in ("disable", *NOISE_LEVELS) if refixed else ():
+            session(dst, 1, level)
+        return True
 
-    def noise():
-        return measure_noise(dst, hold, list(unoptimized), list(m.reference_outputs))
+    def noise():  # onnxruntime's default level too: the unrewritten graph as a default session runs it
+        return measure_noise(dst, hold, list(m.reference_outputs), run_model(dst, hold))
 
     if ctx.memo is None:
-        unoptimized = compute()
-        return _Baseline(dst, unoptimized, functools.cache(noise), len(hold))
+        loads()
+        return _Baseline(dst, m.reference_outputs, functools.cache(noise), len(hold))
     fixed = tuple(sorted((k, tuple(v)) for k, v in m.shapes.items())) if m.fixed_shapes else None
     key = ("rewrite-baseline", m.source.info.sha256, fixed, _inputs_key(hold))
-    unoptimized = ctx.memo.get_or_compute(key, compute)
-    return _Baseline(dst, unoptimized, lambda: ctx.memo.get_or_compute(("rewrite-noise", *key[1:]), noise), len(hold))
+    ctx.memo.get_or_compute(key, loads)
+    return _Baseline(dst, m.reference_outputs, lambda: ctx.memo.get_or_compute(("rewrite-noise", *key[1:]), noise),
+                     len(hold))
 
 
 def _checked(ctx: Context, m: ModelState, base: _Baseline, proto: onnx.ModelProto, ops: frozenset[str], stem: str,
-             what: str, decisions: list[str]) -> _Rewritten | None:
+             what: str, decisions: list[str], ahead: dict | None = None) -> _Rewritten | None:
     """``proto`` with ``ops`` decomposed and basic optimizations, checked against the baseline; without
-    the decompositions if they were what failed. None when no variant passes (each failure recorded)."""
+    the decompositions if they were what failed. None when no variant passes (each failure recorded).
+
+    With ``ahead`` (a dict), the first variant's check runs on the background lane while the quantize
+    stage's first candidate is built from it (:func:`edgepack.stages.quantize.build_ahead`): the recipe
+    and seconds go into ``ahead``. Whether the variant passes is decided, as always, by its check."""
     model_dir = m.source.path.parent.resolve()
-    for attempt in ([ops, frozenset()] if ops else [frozenset()]):
+    for i, attempt in enumerate([ops, frozenset()] if ops else [frozenset()]):
         label = f"{what} with {sorted(attempt)} decomposed" if attempt else what
         dst = ctx.work / f"{stem}.onnx"
         try:
             counts = prepare_graph(proto, model_dir, dst, decompose_ops=attempt, weight_bytes=m.source.info.weight_bytes)
-            ok, why = base.check(deviation(list(base.unoptimized), run_model(dst, list(m.verify_inputs), level="disable")))
+            runs = queue_model_runs(dst, list(m.verify_inputs), level="disable")
+            try:
+                if ahead is not None and i == 0:
+                    _build_ahead(ctx, replace(m, current=dst, prepared=dst), ahead)
+                outputs = runs.result()
+            finally:
+                runs.cancel()  # nothing left once they ran; the rest when this failed first
+            ok, why = base.check(deviation(list(base.unoptimized), outputs))
         except _NoiseFailed:
             raise
         except StageError as exc:
@@ -124,6 +143,19 @@ def _checked(ctx: Context, m: ModelState, base: _Baseline, proto: onnx.ModelProt
             return _Rewritten(dst, counts, True, why)
         decisions.append(f"{m.name}: {label} skipped: {why}")
     return None
+
+
+def _build_ahead(ctx: Context, m: ModelState, ahead: dict) -> None:
+    import time
+
+    from .quantize import build_ahead
+
+    start = time.perf_counter()
+    recipe = build_ahead(ctx, m)
+    if recipe is not None:
+        ahead[m.name] = {"recipe": recipe, "seconds": round(time.perf_counter() - start, 3),
+                         "what": "the quantize stage's first candidate, built while the rewrite check ran "
+                                 "(the stage reuses it): counted in the prepare stage's seconds"}
 
 
 def _keep_int8_weights(ctx: Context, m: ModelState, folded: Path, kept: Path, decisions: list[str],
@@ -196,17 +228,19 @@ def _fixed_or_dynamic(ctx: Context, m: ModelState, decisions: list[str]) -> tupl
     return m, fixed_proto, base
 
 
-def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelState:
+def _prepare_one(ctx: Context, m: ModelState, decisions: list[str], ahead: dict) -> ModelState:
     profile = ctx.target
     m, proto, base = _fixed_or_dynamic(ctx, m, decisions)
     ops = partition.decomposable_ops(profile, set(m.source.info.op_histogram)) if profile.is_accelerator else frozenset()
-    chosen = _checked(ctx, m, base, proto, ops, f"{m.name}.prepared", "onnxruntime basic optimization", decisions)
+    protected_proto, protected = protect_weight_only_int8(proto)
+    # the first candidate is built ahead only where the checked graph is the one the quantize stage gets
+    chosen = _checked(ctx, m, base, proto, ops, f"{m.name}.prepared", "onnxruntime basic optimization", decisions,
+                      None if protected else ahead)
     if chosen is None:
         decisions.append(f"{m.name}: kept the unrewritten graph{' (input shapes fixed)' if m.fixed_shapes else ''}: "
                          "no rewrite passed its check")
         chosen = _Rewritten(base.path, {}, False, "")
     dq_kept = False  # weight-only int8 MatMul/Conv weights shipped as DequantizeLinear
-    protected_proto, protected = protect_weight_only_int8(proto)
     if protected:
         kept = _checked(ctx, m, base, protected_proto, ops, f"{m.name}.prepared-int8w",
                         "weight-only int8 kept as DequantizeLinear", decisions)
@@ -239,4 +273,8 @@ def _prepare_one(ctx: Context, m: ModelState, decisions: list[str]) -> ModelStat
 
 
 def prepare_stage(ctx: Context, decisions: list[str]) -> Context:
-    return ctx.with_models([_prepare_one(ctx, m, decisions) for m in ctx.models])
+    ahead: dict = {}
+    ctx = ctx.with_models([_prepare_one(ctx, m, decisions, ahead) for m in ctx.models])
+    for m in ctx.models:  # the reference outputs the lane computed meanwhile: a sample the fp32 model fails on
+        list(m.reference_outputs)  # fails the build here, before any candidate is judged against them
+    return ctx.measure("built_ahead", ahead) if ahead else ctx

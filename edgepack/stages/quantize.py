@@ -57,15 +57,58 @@ def _choice(recipe, model_class: str, candidate, metrics: dict, attempts) -> Rec
                         metrics, tuple(attempts))
 
 
+def _skipped(m: ModelState, recipe, model_class: str) -> str | None:
+    """Why ``recipe`` is not tried on ``m`` at all, or None."""
+    if recipe.applies_to not in ("any", model_class):
+        return f"it applies to {recipe.applies_to} models"
+    if recipe.name in m.unfit:  # planned before any stage ran (edgepack.limits_plan)
+        return m.unfit[recipe.name]
+    if recipe.needs_calibration and not m.calibration:
+        return "no calibration data (--calibration DIR); static int8 is not guessed from random numbers"
+    return None
+
+
+def _classify(ctx: Context, m: ModelState) -> tuple[str, str]:
+    shapes = sample_shapes(m.verify_inputs)
+
+    def compute():
+        return classify(onnx.load_model(str(m.prepared), load_external_data=False), shapes)
+
+    if ctx.memo is None:
+        return compute()
+    key = ("class", ctx.memo.file_key(m.prepared), tuple(sorted((k, tuple(v)) for k, v in shapes.items())))
+    return ctx.memo.get_or_compute(key, compute)
+
+
+def build_ahead(ctx: Context, m: ModelState) -> str | None:
+    """Build, convert and run the candidate this stage will try first for ``m``, ahead of the stage:
+    called by the prepare stage while its check of ``m.prepared`` runs on the background lane, so the
+    two overlap. Candidates, conversions and runs are memoized, so the stage finds this work done;
+    nothing is decided or recorded here, and a failure is left for the stage to meet (it does the work
+    again and records why). Returns the recipe built, or None."""
+    backend = backend_for(ctx.target)
+    try:
+        model_class, _ = _classify(ctx, m)
+        if not backend.builds_ahead(ctx, m, model_class):
+            return None
+        for recipe in ctx.target.recipes:
+            if _skipped(m, recipe, model_class) is None:
+                if recipe.name not in backend.recipes:
+                    return None
+                candidate = backend.build_candidate(ctx, m, recipe, model_class, m.prepared)
+                if not candidate.empty and (recipe.is_fp32 or candidate.bytes_after < candidate.bytes_fp32):
+                    _judged(ctx, backend, m, recipe, model_class, candidate)
+                return recipe.name
+    except Exception:  # noqa: BLE001 - the stage does the same work again and reports what fails
+        return None
+    return None
+
+
 def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, reference, host: dict):
     """One recipe: (Attempt, converted ModelState or None, candidate or None)."""
-    if recipe.applies_to not in ("any", model_class):
-        return Attempt(recipe.name, SKIPPED, f"it applies to {recipe.applies_to} models"), None, None
-    if recipe.name in m.unfit:  # planned before any stage ran (edgepack.limits_plan)
-        return Attempt(recipe.name, SKIPPED, m.unfit[recipe.name]), None, None
-    if recipe.needs_calibration and not m.calibration:
-        return Attempt(recipe.name, SKIPPED, "no calibration data (--calibration DIR); "
-                                             "static int8 is not guessed from random numbers"), None, None
+    skipped = _skipped(m, recipe, model_class)
+    if skipped:
+        return Attempt(recipe.name, SKIPPED, skipped), None, None
     try:
         if recipe.name not in backend.recipes:
             msg = f"recipe '{recipe.name}' has no {backend.label} implementation ({_listed(backend.recipes)} do)"
@@ -163,8 +206,7 @@ def _refine(ctx: Context, backend, m: ModelState, recipe, model_class: str, cand
 def _choose(ctx: Context, m: ModelState, decisions: list[str], host: dict) -> ModelState:
     profile = ctx.target
     backend = backend_for(profile)
-    model_class, evidence = classify(onnx.load_model(str(m.prepared), load_external_data=False),
-                                     sample_shapes(m.verify_inputs))
+    model_class, evidence = _classify(ctx, m)
     decisions.append(f"{m.name}: model class '{model_class}' ({evidence})")
     m, reference = backend.prepare_candidates(ctx, m, model_class, decisions, host)
     attempts: list[Attempt] = []

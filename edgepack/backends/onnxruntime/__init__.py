@@ -127,6 +127,10 @@ class OnnxRuntimeBackend(Backend):
             m = replace(m, prepared=dst, current=dst)
         return m, m.prepared
 
+    def builds_ahead(self, ctx, m, model_class):
+        # candidates are memoized (_quantize_shared); the transformer fusion replaces m.prepared
+        return ctx.memo is not None and not (ctx.target.execution_provider == "CPU" and model_class == "matmul-heavy")
+
     def build_candidate(self, ctx, m, recipe, model_class, reference):
         from ...records import Candidate
 
