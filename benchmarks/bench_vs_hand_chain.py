@@ -114,11 +114,12 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _timed(cmd: list[str], tree: Path = REPO) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the process and its children) of one command, with the edgepack of ``tree``."""
+def _timed(cmd: list[str], tree: Path, cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process and its children) of one command, with the edgepack of ``tree``,
+    run in ``cwd`` (a scratch folder: onnxruntime's symbolic shape inference drops files into the working folder)."""
     cpu = _cpu()
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(tree)})
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-3:]
@@ -157,7 +158,7 @@ def bench(key: str, repeat: int, work: Path, baseline: Path | None = None) -> di
     for i in range(repeat):  # the order rotates: no side always runs first
         k = i % len(sides)
         for side, cmd, tree in (sides[k:] + sides[:k])[::(-1 if i % 2 else 1)]:
-            seconds, cpu_s = _timed(cmd, tree)
+            seconds, cpu_s = _timed(cmd, tree, work)
             cpu[side].append(cpu_s)
             if side == "hand":
                 hand_s.append(seconds)
