@@ -72,6 +72,16 @@ def estimated_ratio(profile, reference: Path, candidate: Path, precision: str, s
     return (cand / ref if ref > 0 else 1.0), {"fp32_ms": float(f"{ref:.4g}"), "candidate_ms": float(f"{cand:.4g}")}
 
 
+def _estimated(ctx, profile, reference: Path, candidate: Path, precision: str, sample: dict) -> tuple[float, dict]:
+    """:func:`estimated_ratio`, once per build for the same files, profile, precision and input shapes (the
+    prepare stage may have priced the first candidate already: :func:`edgepack.stages.quantize.build_ahead`)."""
+    if ctx.memo is None:
+        return estimated_ratio(profile, reference, candidate, precision, sample)
+    shapes = tuple(sorted((k, tuple(getattr(v, "shape", ()))) for k, v in sample.items()))
+    key = ("speed-estimate", profile.name, ctx.memo.file_key(reference), ctx.memo.file_key(candidate), precision, shapes)
+    return ctx.memo.get_or_compute(key, lambda: estimated_ratio(profile, reference, candidate, precision, sample))
+
+
 def check_speed(ctx, backend, m, recipe, candidate, reference: Path) -> SpeedCheck:
     """The speed gate for one judged candidate (nothing where the backend's gate does not apply)."""
     if not backend.speed_gate_applies(ctx, recipe):
@@ -88,7 +98,7 @@ def check_speed(ctx, backend, m, recipe, candidate, reference: Path) -> SpeedChe
         return SpeedCheck(reason if slow else None, basis, {**lat, "decides": True})
     graph = candidate.path if candidate.path.suffix == ".onnx" else m.prepared
     try:
-        ratio, est = estimated_ratio(profile, m.prepared, graph, recipe.precision, m.verify_inputs[0])
+        ratio, est = _estimated(ctx, profile, m.prepared, graph, recipe.precision, m.verify_inputs[0])
     except (ValueError, KeyError, TypeError, ArithmeticError, EdgepackError, *onnx_errors()) as exc:
         # nothing on the target to price it with: the profile's rules (it lists the recipe for this class) stand
         basis = {"rests_on": RULES, "why": f"{stand.why}, and the cost model could not price this graph "

@@ -67,6 +67,7 @@ class Lane:
             return
         try:
             job.set_result(job.fn(*job.args))
+            job.fn, job.args = None, ()  # what it held (a session, bytes) goes with it
         except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
             job.set_exception(exc)
             if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM in a thread helping: its own to raise

@@ -20,14 +20,16 @@ record, not into decisions, so bundles stay byte-identical from build to build.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import onnx
 
 from .. import foreign, on_target
 from ..backends import backend_for
 from ..backends.base import MAX_REFINE_ATTEMPTS
-from ..cross import int8_judgement_note, int8_kernels
+from ..cross import int8_judgement_note, int8_kernels, stands_in
 from ..errors import EdgepackError, StageError
+from ..estimate.size import deflate_ahead
 from ..flops import classify, sample_shapes
 from ..judge import check_artifact
 from ..pipeline import Context, ModelState
@@ -97,7 +99,12 @@ def build_ahead(ctx: Context, m: ModelState) -> str | None:
                     return None
                 candidate = backend.build_candidate(ctx, m, recipe, model_class, m.prepared)
                 if not candidate.empty and (recipe.is_fp32 or candidate.bytes_after < candidate.bytes_fp32):
-                    _judged(ctx, backend, m, recipe, model_class, candidate)
+                    state = _judged(ctx, backend, m, recipe, model_class, candidate)[0]
+                    for path in (state.artifact, *state.companions) if state is not None else ():
+                        if path is not None and Path(path).is_file():
+                            deflate_ahead(path)  # the download-size estimate's deflate, on the lane
+                    if not stands_in(ctx.target).ok:  # priced by the cost model (memoized); host timing waits
+                        check_speed(ctx, backend, m, recipe, candidate, m.prepared)  # for a quiet machine
                 return recipe.name
     except Exception:  # noqa: BLE001 - the stage does the same work again and reports what fails
         return None

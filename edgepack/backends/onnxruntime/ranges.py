@@ -159,7 +159,8 @@ def collect_ranges(pre: Path, samples: list[dict], method, extra: dict[str, Any]
                    cache: Path) -> None:
     """Calibrate ``pre`` on ``samples`` with onnxruntime's calibrator for ``method`` (a CalibrationMethod)
     and write the ranges to ``cache`` in quantize_static's calibration-cache format."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.calibrate import (CalibrationMethod, MinMaxCalibrater, create_calibrator,
+                                                    save_tensors_data)
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     from ...runtime.ort import SEQUENTIAL_ABOVE_BYTES, model_bytes_on_disk, run_workers
@@ -167,9 +168,18 @@ def collect_ranges(pre: Path, samples: list[dict], method, extra: dict[str, Any]
     op_types = list(set(list(QLinearOpsRegistry.keys()) + list(QDQRegistry.keys())))  # quantize_static's default
     calib_extra = {key: extra[name] for name, key in CALIB_EXTRA_OPTIONS if name in extra}
     with tempfile.TemporaryDirectory(prefix="calib.", dir=cache.parent) as tmp:
-        calibrator = create_calibrator(pre, op_types, augmented_model_path=str(Path(tmp) / "augmented_model.onnx"),
-                                       calibrate_method=method, use_external_data_format=use_external_data_format,
-                                       extra_options=calib_extra)
+        augmented = str(Path(tmp) / "augmented_model.onnx")
+        if method == CalibrationMethod.MinMax:  # as create_calibrator builds it, without the session it opens
+            calibrator = MinMaxCalibrater(pre, op_types, augmented, use_external_data_format=use_external_data_format,
+                                          symmetric=calib_extra.get("symmetric", False),
+                                          moving_average=calib_extra.get("moving_average", False),
+                                          averaging_constant=calib_extra.get("averaging_constant", 0.01),
+                                          max_intermediate_outputs=calib_extra.get("max_intermediate_outputs"),
+                                          per_channel=calib_extra.get("per_channel", False))
+            calibrator.augment_graph()
+        else:
+            calibrator = create_calibrator(pre, op_types, augmented_model_path=augmented, calibrate_method=method,
+                                           use_external_data_format=use_external_data_format, extra_options=calib_extra)
         lean = model_bytes_on_disk(Path(calibrator.augmented_model_path)) > SEQUENTIAL_ABOVE_BYTES
         calibrator.infer_session = None  # its default-threads session goes before the pinned one loads
         calibrator.infer_session = PinnedRuns(calibrator.augmented_model_path, samples,
