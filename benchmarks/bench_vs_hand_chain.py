@@ -114,6 +114,13 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _compiled(tree: Path) -> None:
+    """Byte-compile ``tree``'s edgepack, as installing a package does (the hand chain's onnxruntime was
+    compiled when pip installed it): where PYTHONDONTWRITEBYTECODE is set, an editable checkout would
+    otherwise be compiled again by every run."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "edgepack")], check=True)
+
+
 def _timed(cmd: list[str], tree: Path, cwd: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the process and its children) of one command, with the edgepack of ``tree``,
     run in ``cwd`` (a scratch folder: onnxruntime's symbolic shape inference drops files into the working folder)."""
@@ -150,6 +157,8 @@ def bench(key: str, repeat: int, work: Path, baseline: Path | None = None) -> di
               "-o", str(out), "--force", *shape_args]
     base_out = work / "baseline-out"
     base_cmd = [*ep_cmd[:ep_cmd.index("-o") + 1], str(base_out), *ep_cmd[ep_cmd.index("-o") + 2:]]
+    for tree in [REPO, *([baseline] if baseline is not None else [])]:
+        _compiled(tree)
     hand_s, ep_s, base_s, stages, base_stages = [], [], [], [], []
     cpu: dict[str, list[float]] = {"hand": [], "edgepack": [], "baseline": []}
     sides = [("hand", hand_cmd, REPO), ("edgepack", ep_cmd, REPO)]

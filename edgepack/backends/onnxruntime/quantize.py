@@ -28,6 +28,7 @@ from ...flops import classify
 from ...model import iter_tensors
 from ...runtime.capture import captured_output
 from . import ranges
+from .fastpaths import faster_quantizer
 from .ranges import HAS_CALIBRATION_CACHE, _reader, _SampleReader, takes_calibration_cache  # noqa: F401
 from .mixed_probe import range_mixing_later
 from ...target import Recipe
@@ -253,7 +254,7 @@ def quantize_qdq(pre: Path, dst: Path, recipe: Recipe, calibration, *, is_accele
         if cache is not None and cache.is_file():
             reader = None  # the ranges are calibrated: quantize_static reads them instead of running the model
         try:
-            with quiet():
+            with quiet(), faster_quantizer():
                 quantize_static(
                     str(pre),
                     str(dst),
