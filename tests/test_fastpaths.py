@@ -26,6 +26,9 @@ def test_the_helpers_apply_to_this_onnxruntime_and_are_restored():
     from onnxruntime.quantization import qdq_quantizer, quant_utils
     from onnxruntime.quantization.onnx_model import ONNXModel
 
+    if (fastpaths._source_hash(ONNXModel.replace_input_of_all_nodes) != fastpaths.KNOWN["replace_input_of_all_nodes"]
+            or fastpaths._source_hash(quant_utils.find_by_name) != fastpaths.KNOWN["find_by_name"]):
+        pytest.skip("this onnxruntime's helpers are not the ones the stand-ins were written against (left alone)")
     before = (ONNXModel.replace_input_of_all_nodes, quant_utils.find_by_name, qdq_quantizer.find_by_name)
     with fastpaths.faster_quantizer():
         assert ONNXModel.replace_input_of_all_nodes is fastpaths.replace_input_of_all_nodes  # the hashes match
