@@ -145,3 +145,11 @@ def test_ctrl_c_in_a_helping_thread_is_raised_there():
     with pytest.raises(KeyboardInterrupt):
         lane.results([job])
     gate.set()
+
+
+def test_a_stop_that_comes_after_the_job_finished_keeps_its_result():
+    lane = Lane("test-lane")
+    job = lane.submit(lambda: 5)
+    assert lane.results([job]) == [5]
+    job.stopped = True  # what stop() does when it sees the job an instant before the lane lets it go
+    assert lane.results([job]) == [5]

@@ -29,7 +29,9 @@ class _Job(Future):
         self.stopped = False  # stopped in flight by :meth:`Lane.stop`: run again by whoever asks
 
     def value(self) -> Any:
-        return self.fn(*self.args) if self.cancelled() or self.stopped else self.result()
+        if self.cancelled() or (self.stopped and self.exception() is not None):  # (a stop may come just late)
+            return self.fn(*self.args)
+        return self.result()
 
 
 class Lane:
@@ -137,7 +139,7 @@ class Lane:
 
 def _raise_failure(futures: list[Future]) -> None:
     for f in futures:
-        if f.done() and not f.cancelled() and not getattr(f, "stopped", False) and f.exception() is not None:
+        if f.done() and not f.cancelled() and f.exception() is not None and not getattr(f, "stopped", False):
             raise f.exception()  # type: ignore[misc]
 
 
@@ -170,9 +172,8 @@ class Pending(Sequence):
             f.cancel()
 
     def result(self) -> list:
-        if self._value is None:
+        if self._value is None:  # targets built in parallel may ask at once: each gets the same outputs
             self._value = self._get(self._futures)
-            self._futures = []
         return self._value
 
     def __len__(self) -> int:
