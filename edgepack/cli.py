@@ -314,9 +314,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with cleanup.signals():  # SIGTERM unwinds like Ctrl-C: temporary folders are removed
             return _main(argv)
     finally:  # --debug sets it for its own command only (tests call main many times in one process)
-        lane = sys.modules.get("edgepack.runtime.lane")
-        if lane is not None:  # no model run may be left in flight when the process exits
-            lane.LANE.stop()
         if debug_env is None:
             os.environ.pop("EDGEPACK_DEBUG", None)
         else:

@@ -83,14 +83,16 @@ def compressed_bytes(paths: list[Path], level: int = 9) -> int:
     """Deflate (zlib level 9) each file, as an APK/IPA stores it; a computed, not a measured, figure."""
     total = 0
     for p in paths:
-        ahead = None
-        if _AHEAD and level == 9:
+        size = Path(p).stat().st_size
+        if level == 9 and any(n == size for n, _ in list(_AHEAD)):  # maybe deflated ahead: content decides
             data = Path(p).read_bytes()
             ahead = _AHEAD.pop(_content_key(data), None)
-        if ahead is not None:
-            from ..runtime.lane import LANE
+            if ahead is not None:
+                from ..runtime.lane import LANE
 
-            total += LANE.results([ahead])[0]
+                total += LANE.results([ahead])[0]
+            else:
+                total += _deflated(_blocks(data), level)
             continue
         with Path(p).open("rb") as f:
             total += _deflated(iter(lambda f=f: f.read(1 << 20), b""), level)

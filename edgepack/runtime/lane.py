@@ -6,8 +6,8 @@ check's runs beside the first candidate's quantization). Jobs wait in one queue;
 takes them in order, and a caller that needs results takes queued jobs too (:meth:`Lane.results`), so
 once the caller has nothing else to do both cores work through the queue.
 
-Each job is one run of one sample through a session with one intra-op thread, the same computation
-whichever thread makes it (tests/test_run_sharing.py): results never depend on the timing.
+Each job is one run of one sample through a session whose intra-op thread count the queuer fixed, the
+same computation whichever thread makes it (tests/test_run_sharing.py): results never depend on the timing.
 """
 
 from __future__ import annotations
@@ -58,10 +58,6 @@ class Lane:
 
     def _pop(self):
         return self._first.popleft() if self._first else self._later.popleft() if self._later else None
-
-    def _take(self):
-        with self._cv:
-            return self._pop()
 
     @staticmethod
     def _do(job: _Job) -> None:

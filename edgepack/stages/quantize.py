@@ -70,6 +70,11 @@ def _skipped(m: ModelState, recipe, model_class: str) -> str | None:
     return None
 
 
+def _grows(recipe, candidate) -> bool:
+    """A quantized candidate no smaller than the fp32 model (dropped: it does not shrink anything)."""
+    return not recipe.is_fp32 and candidate.bytes_after >= candidate.bytes_fp32
+
+
 def _classify(ctx: Context, m: ModelState) -> tuple[str, str]:
     shapes = sample_shapes(m.verify_inputs)
 
@@ -98,7 +103,7 @@ def build_ahead(ctx: Context, m: ModelState) -> str | None:
                 if recipe.name not in backend.recipes:
                     return None
                 candidate = backend.build_candidate(ctx, m, recipe, model_class, m.prepared)
-                if not candidate.empty and (recipe.is_fp32 or candidate.bytes_after < candidate.bytes_fp32):
+                if not candidate.empty and not _grows(recipe, candidate):
                     state = _judged(ctx, backend, m, recipe, model_class, candidate)[0]
                     for path in (state.artifact, *state.companions) if state is not None else ():
                         if path is not None and Path(path).is_file():
@@ -126,7 +131,7 @@ def _try(ctx: Context, backend, m: ModelState, recipe, model_class: str, referen
         return Attempt(recipe.name, DROPPED, str(exc)), None, None
     if candidate.empty:
         return Attempt(recipe.name, DROPPED, candidate.empty), None, None
-    if not recipe.is_fp32 and candidate.bytes_after >= candidate.bytes_fp32:
+    if _grows(recipe, candidate):
         return Attempt(recipe.name, DROPPED, f"it does not make the {backend.artifact_noun} smaller"), None, None
     state, notes, judgement, failure = _judged(ctx, backend, m, recipe, model_class, candidate)
     if failure is not None:

@@ -107,9 +107,7 @@ class PinnedRuns:
         return self._sess.get_outputs()
 
     def _run(self, feed: dict) -> list:
-        from ...limits import run_ort
-
-        return run_ort(self._sess, feed)
+        return limits.run_ort(self._sess, feed)
 
     def run(self, output_names, feed: dict, run_options=None) -> list:
         i = self._next
@@ -165,7 +163,6 @@ def _augment_minmax(calibrator) -> None:
     compares the int8 bytes with quantize_static's own calibration)."""
     import uuid
 
-    import numpy as np
     import onnx
     from onnx import helper, numpy_helper
 
