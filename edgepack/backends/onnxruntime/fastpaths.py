@@ -5,8 +5,8 @@
 (155,000 calls for YOLOv8n), and finds initializers with ``quant_utils.find_by_name``, which builds a
 list of every initializer on each call (2,500 calls). The stand-ins below do exactly the same thing -
 the same nodes' inputs replaced in the same order, the same first match returned - with the membership
-test and the search done in C (quantize_static of YOLOv8n from calibrated ranges: 0.62 s -> 0.50 s,
-three runs each on the 2-vCPU development host).
+test and the search done in C (quantize_static of YOLOv8n from calibrated ranges: 0.60 s -> 0.49 s,
+medians of 5 on a 2-vCPU AMD EPYC: ``python benchmarks/bench_calibration.py``).
 
 They are installed only over the implementations they were written against (the functions' source
 hashes below; any other onnxruntime keeps its own), only inside :func:`faster_quantizer`, and the
